@@ -1,0 +1,29 @@
+"""Attestation core: the pure library every trust boundary shares.
+
+Owns the attestation-document model and its COSE/CBOR codec, the simulated Nitro PKI, the NSM core
+(PCR bank, attestation), the verifier and its policies, the CMS ``CiphertextForRecipient`` codec, and the
+simulation conventions (state home, vsock-to-path rule). It never opens a socket, starts a process or
+speaks HTTP: ``enclave``, ``host`` and ``kms`` import it, never the other way round.
+"""
+
+from attestation.errors import (
+    AttestationError,
+    DecryptionError,
+    MalformedDocumentError,
+    MalformedError,
+    NSMError,
+    PolicyError,
+    SimulationError,
+    VerificationError,
+)
+
+__all__ = [
+    "AttestationError",
+    "DecryptionError",
+    "MalformedDocumentError",
+    "MalformedError",
+    "NSMError",
+    "PolicyError",
+    "SimulationError",
+    "VerificationError",
+]

@@ -1,0 +1,55 @@
+"""Simulation conventions, each stated once (DESIGN.md, "Simulation conventions").
+
+- State home: ``$NITRO_SIM_HOME``, default ``~/.nitro-sim``.
+- vsock in simulation: address ``(cid, port)`` is the Unix socket ``$NITRO_SIM_HOME/vsock/<cid>/<port>.sock``.
+  The enclave, the proxy and nitro-cli all call :func:`vsock_socket_path`; nobody builds the path by hand.
+- The parent instance is CID 3 (``VMADDR_CID_PARENT``), as on Nitro.
+- Inside a simulated enclave, ``NITRO_SIM_CID`` holds its CID and ``NITRO_SIM_NSM`` its NSM socket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from attestation.errors import SimulationError
+
+ENV_HOME = "NITRO_SIM_HOME"
+ENV_CID = "NITRO_SIM_CID"
+ENV_NSM = "NITRO_SIM_NSM"
+DEFAULT_HOME = "~/.nitro-sim"
+
+#: CID of the parent instance (linux/vm_sockets.h VMADDR_CID_HOST, Nitro's VMADDR_CID_PARENT).
+PARENT_CID = 3
+#: vsock CIDs and ports are 32-bit unsigned (struct sockaddr_vm).
+MAX_VSOCK_U32 = 0xFFFF_FFFF
+#: ``sun_path`` is 108 bytes on Linux including the terminating NUL, so 107 usable bytes.
+MAX_UNIX_PATH_BYTES = 107
+
+
+def sim_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The simulation's state directory: ``$NITRO_SIM_HOME`` or ``~/.nitro-sim`` (not created here)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_HOME) or DEFAULT_HOME
+    return Path(raw).expanduser()
+
+
+def check_unix_path(path: Path) -> Path:
+    """Return ``path`` if it fits in ``sun_path``; raise SimulationError (never truncate) otherwise."""
+    size = len(os.fsencode(path))
+    if size > MAX_UNIX_PATH_BYTES:
+        raise SimulationError(
+            f"Unix socket path is {size} bytes, over the {MAX_UNIX_PATH_BYTES}-byte limit: {path} "
+            f"(set {ENV_HOME} to a shorter directory)"
+        )
+    return path
+
+
+def vsock_socket_path(cid: int, port: int, home: Path | None = None) -> Path:
+    """The Unix socket that stands for vsock address ``(cid, port)`` in simulation."""
+    for name, value in (("cid", cid), ("port", port)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VSOCK_U32:
+            raise SimulationError(f"vsock {name} must be an integer in 0..{MAX_VSOCK_U32}, got {value!r}")
+    base = sim_home() if home is None else home
+    return check_unix_path(base / "vsock" / str(cid) / f"{port}.sock")

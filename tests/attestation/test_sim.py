@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attestation.errors import SimulationError
+from attestation.sim import PARENT_CID, sim_home, vsock_socket_path
+
+
+def test_home_from_env_and_default() -> None:
+    assert sim_home({"NITRO_SIM_HOME": "/x/y"}) == Path("/x/y")
+    assert sim_home({}) == Path("~/.nitro-sim").expanduser()
+
+
+def test_vsock_path_rule(tmp_path: Path) -> None:
+    assert vsock_socket_path(PARENT_CID, 8000, tmp_path) == tmp_path / "vsock" / "3" / "8000.sock"
+
+
+def test_vsock_path_too_long_is_refused_not_truncated(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    with pytest.raises(SimulationError, match="107-byte limit"):
+        vsock_socket_path(16, 5000, deep)
+
+
+@pytest.mark.parametrize(("cid", "port"), [(-1, 1), (1, 2**32), (True, 1), ("3", 1)])
+def test_vsock_address_range(cid: object, port: object, tmp_path: Path) -> None:
+    with pytest.raises(SimulationError):
+        vsock_socket_path(cid, port, tmp_path)  # type: ignore[arg-type]
