@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -261,14 +262,23 @@ class SimulatedPKI:
     def load_or_create(cls, home: Path, *, at: datetime) -> SimulatedPKI:
         """Load the PKI under ``home/pki/``, creating or renewing levels so all are usable at ``at``."""
         _check_aware(at)
-        directory = Path(home) / "pki"
+        directory = Path(home).absolute() / "pki"
+        stamp = _stamp(directory)
+        with _CACHE_MUTEX:
+            cached = _CACHE.get(directory)
+        if cached is not None and cached[0] == stamp and cached[1]._usable(at):
+            return cached[1]
         try:
             directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise SimulationError(f"cannot create the PKI directory {directory}: {exc.strerror}") from None
         with _locked(directory):
             levels, instance_id = _load_and_renew(directory, {}, at=at)
-        return cls(directory, levels, instance_id)
+            stamp = _stamp(directory)
+        pki = cls(directory, levels, instance_id)
+        with _CACHE_MUTEX:
+            _CACHE[directory] = (stamp, pki)
+        return pki
 
     # -- Public surface ------------------------------------------------------------------------------------
 
@@ -328,6 +338,10 @@ class SimulatedPKI:
 
     # -- Renewal ---------------------------------------------------------------------------------------------
 
+    def _usable(self, at: datetime) -> bool:
+        with self._mutex:
+            return all(level.usable(at) for level in self._levels.values())
+
     def _current(self, at: datetime) -> list[_Level]:
         with self._mutex:
             chain = [self._levels[name] for name in LEVELS]
@@ -336,6 +350,30 @@ class SimulatedPKI:
             with _locked(self._dir):
                 self._levels, _ = _load_and_renew(self._dir, self._levels, at=at)
             return [self._levels[name] for name in LEVELS]
+
+
+#: Parsed PKIs by directory, valid while the level files are unchanged (same inode, size, mtime).
+_CACHE: dict[Path, tuple[tuple[tuple[int, int, int], ...], SimulatedPKI]] = {}
+_CACHE_MUTEX = threading.Lock()
+
+
+def _stamp(directory: Path) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for name in LEVELS:
+        try:
+            st = os.stat(directory / f"{name}.pem")
+        except OSError:
+            out.append((0, 0, 0))
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def simulate_document(home: Path, **kwargs: Any) -> bytes:
+    """Convenience re-export of :func:`attestation.nsm.simulate_document` (which needs the NSM core)."""
+    from attestation.nsm import simulate_document as simulate  # noqa: PLC0415 (nsm imports this module)
+
+    return simulate(home, **kwargs)
 
 
 def _check_aware(at: datetime) -> None:
