@@ -47,6 +47,8 @@ ERROR_CODES = (
 )
 #: ``Digest`` variants.
 DIGESTS = ("SHA256", "SHA384", "SHA512")
+#: Simulated-device framing (interfaces.md): a 4-byte big-endian length, then the CBOR body.
+FRAME_HEADER_BYTES = 4
 #: PCR values: a ``Vec<u8>`` of the digest's size; we accept at most SHA-512's.
 MAX_PCR_BYTES = 64
 #: Bound on ``module_id`` and ``locked_pcrs`` in a DescribeNSM response (the C library's NsmDescription).
@@ -56,6 +58,21 @@ MAX_LOCKED_PCRS = 64
 
 def _fail(message: str) -> MalformedNSMMessageError:
     return MalformedNSMMessageError(message)
+
+
+# -- Framing (simulated device transport) ------------------------------------------------------------------
+
+
+def encode_frame(body: bytes) -> bytes:
+    """One message on the simulated device's stream: 4-byte big-endian length, then the body."""
+    return len(body).to_bytes(FRAME_HEADER_BYTES, "big") + body
+
+
+def frame_length(header: bytes) -> int:
+    """The body length announced by a 4-byte frame header."""
+    if len(header) != FRAME_HEADER_BYTES:
+        raise _fail(f"frame header must be {FRAME_HEADER_BYTES} bytes")
+    return int.from_bytes(header, "big")
 
 
 # -- Requests ------------------------------------------------------------------------------------------------
