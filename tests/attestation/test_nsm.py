@@ -10,6 +10,8 @@ import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attestation.document import decode_document, verify_signature
 from attestation.errors import NSMError
@@ -273,3 +275,32 @@ def test_simulate_document(sim_home: Path) -> None:
     from attestation.pki import simulate_document as via_pki
 
     assert decode_document(via_pki(sim_home, at=T0)).document.cabundle == doc.cabundle
+
+
+@pytest.fixture(scope="module")
+def shared_nsm(tmp_path_factory: pytest.TempPathFactory) -> NSM:
+    pki = SimulatedPKI.load_or_create(tmp_path_factory.mktemp("fuzz"), at=T0)
+    return NSM(pki=pki, module_id=new_module_id(pki.instance_id, at=T0))
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=40) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=8,
+)
+_variants = st.sampled_from(
+    ["DescribePCR", "ExtendPCR", "LockPCR", "LockPCRs", "DescribeNSM", "Attestation", "GetRandom", "Error"]
+)
+_shaped = st.builds(lambda v, body: cbor2.dumps({v: body}), _variants, _values) | st.builds(
+    lambda v, i, d: cbor2.dumps({v: {"index": i, "data": d}}),
+    _variants,
+    st.integers(-5, 70000),
+    st.binary(max_size=64),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200) | _values.map(cbor2.dumps) | _shaped)
+def test_fuzz_handle_always_answers_in_the_wire_shape(shared_nsm: NSM, data: bytes) -> None:
+    response = decode_response(shared_nsm.handle(data, at=T0))
+    assert response is not None

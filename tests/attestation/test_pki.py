@@ -173,6 +173,8 @@ def test_expired_levels_are_reissued_never_reused(sim_home: Path, pki: Simulated
     signer = pki.issue_signer(at=later)  # the in-memory PKI renews itself
     assert signer.cabundle[0] == before[0]
     assert signer.cabundle[3] != before[3]
+    renewed_instance = x509.load_der_x509_certificate(signer.cabundle[3])
+    assert pki.instance_id in str(renewed_instance.subject)  # the same parent instance, a new certificate
     verify_chain(pki.root_der, signer.certificate, signer.cabundle, later)
     for der in signer.cabundle:
         cert = x509.load_der_x509_certificate(der)
@@ -238,3 +240,46 @@ def test_naive_time_is_refused(sim_home: Path) -> None:
 def test_module_id_shape() -> None:
     with pytest.raises(ValueError, match="instance id"):
         new_module_id("i-123", at=T0)
+
+
+def test_openssl_verifies_the_chain_independently(pki: SimulatedPKI, tmp_path: Path) -> None:
+    signer = pki.issue_signer(at=T0)
+
+    def pem(der: bytes) -> bytes:
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+    (tmp_path / "root.pem").write_bytes(pem(signer.cabundle[0]))
+    (tmp_path / "chain.pem").write_bytes(b"".join(pem(d) for d in signer.cabundle[1:]))
+    (tmp_path / "leaf.pem").write_bytes(pem(signer.certificate))
+    command = [
+        "openssl",
+        "verify",  # not -x509_strict: real Nitro leaves lack an AKI, and ours mirror them
+        "-attime",
+        str(int(T0.timestamp())),
+        "-CAfile",
+        str(tmp_path / "root.pem"),
+        "-untrusted",
+        str(tmp_path / "chain.pem"),
+        str(tmp_path / "leaf.pem"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("OK")
+    late = [*command[:3], str(int((T0 + LEAF_LIFETIME + timedelta(minutes=1)).timestamp())), *command[4:]]
+    assert subprocess.run(late, capture_output=True, check=False).returncode != 0
+
+
+def test_real_aws_root_does_not_anchor_the_simulated_chain(pki: SimulatedPKI, vectors: Path) -> None:
+    real_root = (vectors / "attestation" / "aws-nitro-enclaves-root-g1.pem").read_bytes()
+    real_der = x509.load_pem_x509_certificate(real_root).public_bytes(serialization.Encoding.DER)
+    signer = pki.issue_signer(at=T0)
+    with pytest.raises(Exception, match="candidates exhausted"):
+        verify_chain(real_der, signer.certificate, signer.cabundle, T0)
+
+
+def test_real_chain_checks_the_same_way_at_its_own_time(vectors: Path) -> None:
+    """Sanity check of the test's own verifier recipe: the real AWS chain passes it too."""
+    chain = real_chain(vectors)
+    ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    at = chain[-1].not_valid_before_utc + timedelta(minutes=1)
+    assert len(verify_chain(ders[0], ders[-1], ders[:-1], at)) == 5
