@@ -36,6 +36,7 @@ from datetime import datetime
 from functools import cache
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import (
@@ -313,7 +314,7 @@ class Verifier:
         )
         try:
             result = verifier.verify(leaf, list(reversed(bundle[1:])))
-        except X509VerificationError as exc:
+        except (X509VerificationError, ValueError) as exc:
             raise VerificationError("chain", f"certificate chain does not verify: {exc}") from None
         # (3f) the path built is exactly the document's bundle, nothing skipped or substituted.
         if list(result.chain) != list(reversed(ordered)):
@@ -322,11 +323,21 @@ class Verifier:
 
 
 def _parse(field: str, der: bytes) -> x509.Certificate:
+    # RFC 5280 §4.1.2.2: the serial number MUST be a positive integer. cryptography only *warns* on a
+    # non-positive one (a future release will refuse it), and a warning is not an answer: refuse it here.
+    if _serial_sign(der) == "non-positive":
+        raise MalformedDocumentError(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+        cert = x509.load_der_x509_certificate(der)
+        # cryptography parses some parts lazily; touch every part we use so a bad one fails here, once.
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.extensions, cert.public_key())
+    except UnsupportedAlgorithm as exc:
+        raise MalformedDocumentError(f"{field} has an unsupported public key ({exc})") from None
+    except Exception as exc:  # ValueError, InvalidVersion, DuplicateExtension, ...: theirs never escape
         reason = str(exc).splitlines()[0][:160] if str(exc) else "parse error"
         raise MalformedDocumentError(f"{field} is not a DER X.509 certificate ({reason})") from None
+    return cert
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -334,3 +345,39 @@ def _subject(cert: x509.Certificate) -> str:
         return cert.subject.rfc4514_string()
     except ValueError:  # a name that does not render; keep the message one line
         return "<unprintable subject>"
+
+
+def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at ``pos``; IndexError/ValueError if truncated."""
+    tag, first = der[pos], der[pos + 1]
+    start = pos + 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 4 or start + n > len(der):
+            raise ValueError("bad DER length")
+        length = int.from_bytes(der[start : start + n], "big")
+        start += n
+    if start + length > len(der):
+        raise ValueError("truncated DER element")
+    return tag, start, start + length
+
+
+def _serial_sign(der: bytes) -> str:
+    """Whether the certificate's serialNumber is "positive", "non-positive" or "unknown" (let X.509 decide).
+
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber INTEGER, ...
+    """
+    try:
+        _, cert_start, _ = _tlv(der, 0)
+        _, tbs_start, _ = _tlv(der, cert_start)
+        tag, start, end = _tlv(der, tbs_start)
+        if tag == 0xA0:  # explicit [0] version
+            tag, start, end = _tlv(der, end)
+    except (IndexError, ValueError):
+        return "unknown"
+    if tag != 0x02 or start == end:
+        return "unknown"
+    serial = der[start:end]
+    return "non-positive" if serial[0] & 0x80 or not any(serial) else "positive"
