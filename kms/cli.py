@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         **ssl_options,  # type: ignore[arg-type]
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler of ours turns
+    # that into a normal return, so SIGTERM/SIGINT end a clean shutdown with exit status 0.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
     try:
         if args.workers == 1:
             uvicorn.Server(config).run(sockets=[sock])
