@@ -47,6 +47,17 @@ from cryptography.x509.oid import NameOID
 
 from attestation.errors import SimulationError
 
+__all__ = [
+    "INSTANCE_ID_RE",
+    "MODULE_ID_RE",
+    "REGION",
+    "DocumentSigner",
+    "SimulatedPKI",
+    "new_instance_id",
+    "new_module_id",
+    "simulate_document",
+]
+
 # -- Named bounds and shapes ---------------------------------------------------------------------------------
 ROOT_LIFETIME = timedelta(days=30 * 365 + 7)  # real root: 2019-10-28 .. 2049-10-28
 REGIONAL_LIFETIME = timedelta(days=20, hours=1)  # real: 20 days 1 hour
@@ -58,8 +69,9 @@ LEAF_BACKDATE = timedelta(seconds=3)
 #: CA levels start a little before the time they were issued at, so processes whose clocks (or reference
 #: times) differ by less than this agree that a freshly issued level is already valid.
 CA_BACKDATE = timedelta(minutes=5)
-#: The root starts well before it is first used, so documents issued "in the past" still chain.
-ROOT_BACKDATE = timedelta(days=366)
+#: The root starts well before it is first used (AWS's G1 root was six years old in 2025), so documents
+#: issued "in the past" of a home still chain to the same root instead of forcing a new trust anchor.
+ROOT_BACKDATE = timedelta(days=5 * 365)
 
 #: The simulated region and partition; the root's CN differs from AWS's so the two can never be confused.
 REGION = "us-east-1"
