@@ -251,3 +251,15 @@ def test_bad_command_lines_are_one_line_errors(
 def test_socket_path_too_long(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--socket", str(sim_home / ("d" * 120) / "x.sock")]) == 1
     assert "107-byte limit" in capsys.readouterr().err
+
+
+def test_unusable_pki_state_is_a_one_line_error(
+    sim_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sim_home / "pki").mkdir()
+    (sim_home / "pki" / "root.pem").write_bytes(b"not a certificate")
+    monkeypatch.setenv("NITRO_SIM_HOME", str(sim_home))
+    assert main(["--socket", str(sim_home / "x.sock")]) == 1
+    err = capsys.readouterr().err
+    assert "root.pem is not a certificate and key" in err
+    assert err.count("\n") == 1
