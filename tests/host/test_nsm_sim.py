@@ -263,3 +263,11 @@ def test_unusable_pki_state_is_a_one_line_error(
     err = capsys.readouterr().err
     assert "root.pem is not a certificate and key" in err
     assert err.count("\n") == 1
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "nsm-sim"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0
+    assert "--socket" in result.stdout
+    assert "--debug-mode" in result.stdout
