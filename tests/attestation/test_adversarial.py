@@ -254,9 +254,9 @@ def test_other_algorithm_in_protected_header_is_malformed(chain: Any, nitro: Any
 @pytest.mark.parametrize(
     ("defect", "message"),
     [
-        ({"leaf_ca": True}, "certificate chain does not verify"),
-        ({"leaf_digital_signature": False}, "certificate chain does not verify"),
-        ({"leaf_basic_constraints": False}, "certificate chain does not verify"),
+        ({"leaf_ca": True}, "certificate is a CA"),
+        ({"leaf_digital_signature": False}, "certificate lacks keyUsage digitalSignature"),
+        ({"leaf_basic_constraints": False}, "certificate lacks basicConstraints"),
         ({"instance_path_length": None, "leaf_ca": False}, None),  # control: pathlen absent is allowed
     ],
     ids=["leaf-is-ca", "leaf-lacks-digitalSignature", "leaf-lacks-basicConstraints", "instance-no-pathlen"],
