@@ -63,17 +63,14 @@ class Window:
     """One certificate's validity, and the document field it came from (``certificate``, ``cabundle[2]``)."""
 
     field: str
-    subject: str
+    cert: x509.Certificate  # for the subject in error messages, rendered only when one is raised
     not_before: datetime
     not_after: datetime
 
     @classmethod
     def of(cls, field: str, cert: x509.Certificate) -> Window:
         return cls(
-            field=field,
-            subject=subject(cert),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
+            field=field, cert=cert, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc
         )
 
 
@@ -99,14 +96,12 @@ def check_validity(windows: Sequence[Window], at: datetime) -> None:
     """attestation_process.md §3: every certificate, root included, is inside its validity at ``at``."""
     for w in windows:
         if at < w.not_before:
-            raise VerificationError(
-                "chain",
-                f"{w.field} ({w.subject}) is not valid before {iso(w.not_before)}; checked at {iso(at)}",
-            )
-        if at > w.not_after:
-            raise VerificationError(
-                "chain", f"{w.field} ({w.subject}) expired at {iso(w.not_after)}; checked at {iso(at)}"
-            )
+            what = f"is not valid before {iso(w.not_before)}"
+        elif at > w.not_after:
+            what = f"expired at {iso(w.not_after)}"
+        else:
+            continue
+        raise VerificationError("chain", f"{w.field} ({subject(w.cert)}) {what}; checked at {iso(at)}")
 
 
 def check_leaf(leaf: x509.Certificate) -> ec.EllipticCurvePublicKey:

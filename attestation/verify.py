@@ -65,8 +65,8 @@ __all__ = [
     "load_certificate",
 ]
 
-#: Most chain results a verifier keeps (LRU). An entry is ~1 KB (keys are the certificate bytes, ~3.3 KB,
-#: shared with nothing else), so the bound keeps the cache under ~5 MB however many enclaves call.
+#: Most entries each cache level keeps (LRU). An entry holds the document's certificate bytes as its key
+#: (~3-4 KB) and a few parsed objects, so both levels together stay around 10 MB however many enclaves call.
 CHAIN_CACHE_SIZE = 1024
 
 #: The AWS Nitro Enclaves Root-G1 (aws-facts.md §3 "Root certificate"; AWS publishes it in
