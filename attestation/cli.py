@@ -31,8 +31,9 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from attestation._chain import parse_certificate, subject
 from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
-from attestation.errors import AttestationError, MalformedError, VerificationError
+from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
 from attestation.nsm import simulate_document
 from attestation.pki import SimulatedPKI
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
@@ -150,15 +151,20 @@ def _roots(values: Sequence[str], at: datetime) -> list[x509.Certificate]:
 def _cert_info(der: bytes) -> dict[str, Any]:
     info: dict[str, Any] = {"bytes": len(der), "sha256": hashlib.sha256(der).hexdigest()}
     try:
-        cert = x509.load_der_x509_certificate(der)
-        info.update(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            not_before=_iso(cert.not_valid_before_utc),
-            not_after=_iso(cert.not_valid_after_utc),
-        )
-    except Exception as exc:  # unverified input: show what cannot be parsed instead of failing
-        info["error"] = f"unparseable: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+        cert = parse_certificate("certificate", der)
+    except MalformedDocumentError as exc:  # unverified input: show what cannot be parsed, carry on
+        info["error"] = f"unparseable: {str(exc).removeprefix('certificate ')}"
+        return info
+    try:
+        issuer = cert.issuer.rfc4514_string()
+    except ValueError:
+        issuer = "<unprintable issuer>"
+    info.update(
+        subject=subject(cert),
+        issuer=issuer,
+        not_before=_iso(cert.not_valid_before_utc),
+        not_after=_iso(cert.not_valid_after_utc),
+    )
     return info
 
 
