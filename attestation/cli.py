@@ -35,7 +35,6 @@ from attestation._chain import parse_certificate, subject
 from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
 from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
 from attestation.nsm import simulate_document
-from attestation.pki import SimulatedPKI
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
 from attestation.sim import sim_home
 from attestation.verify import Verifier, aws_nitro_root, load_certificate
@@ -121,27 +120,34 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _sim_root(at: datetime) -> bytes:
-    home = sim_home()
-    if not (home / "pki").is_dir():
-        raise UsageError(f"--root sim: no simulated PKI in {home} (run `{PROG} simulate` first)")
-    return SimulatedPKI.load_or_create(home, at=at).root_der
+def _sim_root() -> bytes:
+    # attestation/pki.py keeps the root alone, for relying parties, in pki/root.crt: read it, create nothing.
+    path = sim_home() / "pki" / "root.crt"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--root sim: no simulated PKI at {path} (run `{PROG} simulate` first)") from None
+    except OSError as exc:
+        raise UsageError(f"--root sim: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _roots(values: Sequence[str], at: datetime) -> list[x509.Certificate]:
+def _roots(values: Sequence[str]) -> list[x509.Certificate]:
     roots = []
     for value in values or ["aws"]:
         if value == "aws":
             roots.append(aws_nitro_root())
-        elif value == "sim":
-            roots.append(load_certificate(_sim_root(at)))
+            continue
+        if value == "sim":
+            data = _sim_root()
         else:
             try:
-                roots.append(load_certificate(Path(value).read_bytes()))
+                data = Path(value).read_bytes()
             except OSError as exc:
                 raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
-            except ValueError as exc:
-                raise UsageError(f"--root {value}: {exc}") from None
+        try:
+            roots.append(load_certificate(data))
+        except ValueError as exc:
+            raise UsageError(f"--root {value}: {exc}") from None
     return roots
 
 
@@ -268,7 +274,7 @@ def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
         at = decode_document(data).document.issued_at
     else:
         at = now if args.at is None else _time(args.at)
-    roots = _roots(args.root, at)
+    roots = _roots(args.root)
     try:
         doc = Verifier(roots=roots, chain_cache=False).verify(data, at=at, policy=policy)
     except VerificationError as exc:

@@ -113,7 +113,7 @@ def test_verify_root_sim_without_a_pki(capsys: Any, sim_home: Path, vectors: Pat
     doc = vectors / "attestation/nitro-2025-04-29-marlin-prod-17pcrs.cbor"
     code, _, err = run(capsys, "verify", str(doc), "--root", "sim")
     assert code == 2
-    assert "--root sim: no simulated PKI in" in err
+    assert "--root sim: no simulated PKI at" in err
 
 
 def test_installed_script_simulates_and_verifies(sim_home: Path, tmp_path: Path) -> None:
@@ -139,3 +139,13 @@ def test_installed_script_simulates_and_verifies(sim_home: Path, tmp_path: Path)
     )
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith("OK: i-")
+
+
+def test_verify_root_sim_with_a_broken_root_file(capsys: Any, sim_home: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "doc.cbor"
+    assert run(capsys, "simulate", "--out", str(doc))[0] == 0
+    (sim_home / "pki/root.crt").write_text("garbage")
+    code, out, err = run(capsys, "verify", str(doc), "--root", "sim")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("nitro-attest: error: --root sim: not a PEM or DER X.509 certificate")
