@@ -6,6 +6,13 @@ simulation conventions (state home, vsock-to-path rule). It never opens a socket
 speaks HTTP: ``enclave``, ``host`` and ``kms`` import it, never the other way round.
 """
 
+from attestation.document import (
+    AttestationDocument,
+    SignedDocument,
+    decode_document,
+    encode_document,
+    verify_signature,
+)
 from attestation.errors import (
     AttestationError,
     DecryptionError,
@@ -16,14 +23,42 @@ from attestation.errors import (
     SimulationError,
     VerificationError,
 )
+from attestation.policy import (
+    AllOf,
+    AnyOf,
+    MaxAge,
+    Nonce,
+    PCRs,
+    Policy,
+    RejectDebug,
+    RSAPublicKey,
+    UnsafeNoPolicy,
+)
+from attestation.verify import Verifier, aws_nitro_root
 
 __all__ = [
+    "AllOf",
+    "AnyOf",
+    "AttestationDocument",
     "AttestationError",
     "DecryptionError",
     "MalformedDocumentError",
     "MalformedError",
+    "MaxAge",
     "NSMError",
+    "Nonce",
+    "PCRs",
+    "Policy",
     "PolicyError",
+    "RSAPublicKey",
+    "RejectDebug",
+    "SignedDocument",
     "SimulationError",
+    "UnsafeNoPolicy",
     "VerificationError",
+    "Verifier",
+    "aws_nitro_root",
+    "decode_document",
+    "encode_document",
+    "verify_signature",
 ]
