@@ -28,6 +28,7 @@ RESULT_GRACE_S = 30.0
 class Worker:
     proc: subprocess.Popen[str]
     label: str
+    warmup_calls: int = 0
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -67,7 +68,7 @@ def start_workers(
         proc = procs.start(pinning.wrap(cmd, cpu), env=env, stdin=True, name=f"worker-{kind}")
         workers.append(Worker(proc=proc, label=f"{label or kind} client {i}"))
     for w in workers:
-        w.receive(timeout=120)
+        w.warmup_calls = int(w.receive(timeout=120).get("warmup_calls", 0))
     return workers
 
 

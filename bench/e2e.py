@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench.clients import Series, Worker, interleave, quit_workers, start_workers
+from bench import profile
+from bench.clients import Series, Worker, interleave, quit_workers, run_round, start_workers
 from bench.harness import Pinning, Settings
 from bench.model import Ratio, Row, ScenarioResult
 from bench.procs import BenchError, Processes, read_line
@@ -202,3 +204,39 @@ def run_concurrency(
             c = settings.concurrency[1]
             out.plot[f"attested N={n} (SDK), {c} clients"] = series[f"N={n}, {c} clients"].latencies_us
     procs.stop_all()
+
+
+def run_profile(
+    settings: Settings, pinning: Pinning, home: Path, procs: Processes, s3: ScenarioResult
+) -> None:
+    """One profiled round of the sequential attested call (N=32), both sides; results go to scenario 3."""
+    server_prof, client_prof = home / "kms-sim.prof", home / "client.prof"
+    kms = start_kms(procs, pinning, home, cpu=SEQ_CPU, profile=server_prof)
+    nsm = start_nsm(procs, pinning, home, cpu=SEQ_CPU)
+    proxy_port = start_proxy(procs, pinning, home, cpu=SEQ_CPU, target_port=kms.port)
+    workers = start_workers(
+        procs, pinning, kind="sdk", count=1, cpu=SEQ_CPU, settings=settings,
+        args=_sdk_args(kms, proxy_port, 32), env=enclave_env(home, nsm), profile=str(client_prof),
+    )  # fmt: skip
+    result = run_round(workers, settings.round_seconds)
+    measured = len(result.latencies_us)
+    served = measured + workers[0].warmup_calls
+    quit_workers(procs, workers)
+    procs.stop_all()  # SIGTERM: kms-sim returns from main and cProfile writes its file
+    data: dict[str, Any] = {"requests_profiled": measured}
+    if client_prof.exists():
+        data["client_us_per_request"] = profile.per_request(
+            profile.categorize(client_prof), measured, drop_idle=False
+        )
+        s3.notes += profile.table(
+            "Profile, SDK client (wall time per request)", data["client_us_per_request"]
+        )
+    if server_prof.exists():
+        totals = profile.categorize(server_prof)
+        data["server_us_per_request"] = profile.per_request(totals, served, drop_idle=True)
+        s3.notes += profile.table(
+            "Profile, kms-sim (CPU per request, idle excluded)", data["server_us_per_request"]
+        )
+    else:
+        s3.notes.append("Profile: kms-sim wrote no profile (it did not exit through main on SIGTERM)")
+    s3.data["profile"] = data

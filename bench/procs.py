@@ -63,7 +63,7 @@ def wait_for_unix_socket(path: Path, proc: subprocess.Popen[str], timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args!r} exited with {proc.returncode} before creating {path}")
+            raise BenchError(f"{_name(proc)} exited with {proc.returncode}: {_stderr_tail(proc)}")
         if path.exists():
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 try:
@@ -80,7 +80,7 @@ def wait_for_tcp(port: int, proc: subprocess.Popen[str], timeout: float = START_
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args!r} exited with {proc.returncode} before listening on {port}")
+            raise BenchError(f"{_name(proc)} exited with {proc.returncode}: {_stderr_tail(proc)}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.connect(("127.0.0.1", port))

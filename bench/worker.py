@@ -2,7 +2,7 @@
 
 Line protocol with the orchestrator (stdin -> commands, stdout -> one JSON object per line):
 
-    worker: {"ready": true}                     after building the client and warming up
+    worker: {"ready": true, "warmup_calls": n}   after building the client and warming up
     orch:   run START_NS END_NS                 CLOCK_MONOTONIC ns; wait for START, call until END
     worker: {"count": n, "first_ns": .., "last_ns": .., "lat_us": [..]}
     orch:   quit                                (dump the profile if asked, exit 0)
@@ -76,16 +76,25 @@ def _sdk_call(args: argparse.Namespace) -> Call:
     return call
 
 
-def _warm_up(call: Call, seconds: float) -> None:
+def _warm_up(call: Call, seconds: float) -> int:
     call()
+    calls = 1
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         call()
+        calls += 1
+    return calls
 
 
-def _run(call: Call, start_ns: int, end_ns: int) -> dict[str, Any]:
+def _wait_until(start_ns: int) -> None:
+    left = (start_ns - now_ns()) / 1e9
+    if left > 0.002:
+        time.sleep(left - 0.002)
     while now_ns() < start_ns:
         pass  # spin the last stretch: all workers start within microseconds of each other
+
+
+def _run(call: Call, end_ns: int) -> dict[str, Any]:
     lat: list[float] = []
     first = now_ns()
     t = first
@@ -117,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     profiler = cProfile.Profile() if args.profile else None
     try:
         call = _boto3_call(args) if args.kind == "boto3" else _sdk_call(args)
-        _warm_up(call, args.warmup_s)
-        _emit({"ready": True})
+        _emit({"ready": True, "warmup_calls": _warm_up(call, args.warmup_s)})
         for line in sys.stdin:
             words = line.split()
             if not words:
@@ -128,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             if words[0] != "run" or len(words) != 3:
                 _emit({"error": f"unknown command {line.strip()!r}"})
                 return 1
+            _wait_until(int(words[1]))
             if profiler is not None:
                 profiler.enable()
-            result = _run(call, int(words[1]), int(words[2]))
+            result = _run(call, int(words[2]))
             if profiler is not None:
                 profiler.disable()
             _emit(result)
