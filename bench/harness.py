@@ -109,7 +109,9 @@ class Settings:
     """How much to measure. ``quick()`` is for the smoke test: it proves the code runs, not numbers."""
 
     rounds: int = 5
-    round_seconds: float = 1.5
+    # Short enough that a worker idle through the other groups' rounds (3-4 x this) stays under uvicorn's
+    # 5 s keep-alive timeout.
+    round_seconds: float = 1.0
     warmup_seconds: float = 0.5
     op_rounds: int = 7  # in-process micro-benchmarks (timeit-style repeats)
     op_seconds: float = 0.2  # target time of one in-process repeat

@@ -3,7 +3,8 @@
 Line protocol with the orchestrator (stdin -> commands, stdout -> one JSON object per line):
 
     worker: {"ready": true, "warmup_calls": n}   after building the client and warming up
-    orch:   run START_NS END_NS                 CLOCK_MONOTONIC ns; wait for START, call until END
+    orch:   run START_NS END_NS                 CLOCK_MONOTONIC ns; one untimed call, wait for START,
+                                                then call until END (each call's latency recorded)
     worker: {"count": n, "first_ns": .., "last_ns": .., "lat_us": [..]}
     orch:   quit                                (dump the profile if asked, exit 0)
 
@@ -58,6 +59,7 @@ def _sdk_call(args: argparse.Namespace) -> Call:
     import enclave
 
     kwargs: dict[str, Any] = {
+        "use_ssl": False,  # kms-sim serves plain HTTP on loopback here (no --tls)
         "region_name": args.region,
         "aws_access_key_id": args.access_key,
         "aws_secret_access_key": args.secret_key,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             if words[0] != "run" or len(words) != 3:
                 _emit({"error": f"unknown command {line.strip()!r}"})
                 return 1
+            call()  # untimed: reopens a connection the server may have closed while this worker sat idle
             _wait_until(int(words[1]))
             if profiler is not None:
                 profiler.enable()
