@@ -6,6 +6,13 @@ simulation conventions (state home, vsock-to-path rule). It never opens a socket
 speaks HTTP: ``enclave``, ``host`` and ``kms`` import it, never the other way round.
 """
 
+from attestation.document import (
+    AttestationDocument,
+    SignedDocument,
+    decode_document,
+    encode_document,
+    verify_signature,
+)
 from attestation.errors import (
     AttestationError,
     DecryptionError,
@@ -18,12 +25,17 @@ from attestation.errors import (
 )
 
 __all__ = [
+    "AttestationDocument",
     "AttestationError",
     "DecryptionError",
     "MalformedDocumentError",
     "MalformedError",
     "NSMError",
     "PolicyError",
+    "SignedDocument",
     "SimulationError",
     "VerificationError",
+    "decode_document",
+    "encode_document",
+    "verify_signature",
 ]
