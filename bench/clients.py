@@ -56,7 +56,7 @@ def start_workers(
     args: Sequence[str],
     cpu: int | None,
     settings: Settings,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | Sequence[dict[str, str]] | None = None,
     label: str = "",
     profile: str | None = None,
 ) -> list[Worker]:
@@ -66,7 +66,8 @@ def start_workers(
         cmd = [sys.executable, "-m", "bench.worker", kind, *args, "--warmup-s", str(settings.warmup_seconds)]
         if profile is not None and i == 0:
             cmd += ["--profile", profile]
-        proc = procs.start(pinning.wrap(cmd, cpu), env=env, stdin=True, name=f"worker-{kind}")
+        own_env = env[i] if isinstance(env, Sequence) else env  # one environment each, or one for all
+        proc = procs.start(pinning.wrap(cmd, cpu), env=own_env, stdin=True, name=f"worker-{kind}")
         workers.append(Worker(proc=proc, label=f"{label or kind} client {i}"))
     for w in workers:
         w.warmup_calls = int(w.receive(timeout=120).get("warmup_calls", 0))

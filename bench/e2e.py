@@ -23,7 +23,7 @@ from bench.clients import Series, Worker, interleave, quit_workers, run_round, s
 from bench.harness import Pinning, Settings
 from bench.model import Ratio, Row, ScenarioResult
 from bench.procs import BenchError, Processes, read_line
-from bench.stack import KmsServer, enclave_env, start_kms, start_nsm, start_proxy
+from bench.stack import KmsServer, enclave_env, kms_supports_workers, start_kms, start_nsm, start_proxy
 
 SEQ_CPU = 0
 #: Uvicorn worker processes of kms-sim in the concurrency series (one per core).
@@ -172,16 +172,25 @@ def run_concurrency(
 ) -> None:
     """1, 4, 16 concurrent SDK client processes on both cores; kms-sim with one worker per core."""
     s1 = out.s1
-    layout = "unpinned (both cores), kms-sim --workers 2"
-    kms = start_kms(procs, pinning, home, cpu=None, workers=CONCURRENT_KMS_WORKERS)
-    nsm = start_nsm(procs, pinning, home, cpu=None)
+    workers = CONCURRENT_KMS_WORKERS if kms_supports_workers() else 1
+    if workers == 1:
+        s1.notes.append(
+            "kms-sim serve has no --workers option: the concurrency series ran one server process"
+        )
+    layout = f"unpinned (both cores), kms-sim --workers {workers}, one nsm-sim per client"
+    kms = start_kms(procs, pinning, home, cpu=None, workers=workers)
     proxy_port = start_proxy(procs, pinning, home, cpu=None, target_port=kms.port)
+    # Every client process is its own simulated enclave with its own NSM device, as nitro-cli sets them up.
+    devices = [start_nsm(procs, pinning, home, cpu=None, index=i) for i in range(sum(settings.concurrency))]
     for n in settings.sizes:
         groups: dict[str, Sequence[Worker]] = {}
+        first = 0
         for c in settings.concurrency:
+            envs = [enclave_env(home, nsm) for nsm in devices[first : first + c]]
+            first += c
             groups[f"N={n}, {c} clients"] = start_workers(
                 procs, pinning, kind="sdk", count=c, cpu=None, settings=settings,
-                args=_sdk_args(kms, proxy_port, n), env=enclave_env(home, nsm),
+                args=_sdk_args(kms, proxy_port, n), env=envs,
             )  # fmt: skip
         series = interleave(groups, settings)
         for ws in groups.values():

@@ -7,6 +7,7 @@ exits), optionally pinned to one CPU, and returns how to reach it.
 from __future__ import annotations
 
 import configparser
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,16 @@ def _credentials(home: Path) -> tuple[str, str, str]:
     return section["aws_access_key_id"], section["aws_secret_access_key"], region
 
 
+def kms_supports_workers() -> bool:
+    """Whether ``kms-sim serve`` takes ``--workers`` (uvicorn worker processes sharing one socket)."""
+    try:
+        cmd = [tool("kms-sim"), "serve", "--help"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired, BenchError):
+        return False
+    return "--workers" in out.stdout
+
+
 def start_kms(
     procs: Processes,
     pinning: Pinning,
@@ -73,9 +84,9 @@ def start_kms(
     return KmsServer(url=url, port=port, access_key=access_key, secret_key=secret_key, region=region)
 
 
-def start_nsm(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None) -> Path:
-    """``nsm-sim --socket PATH``: the simulated NSM device the SDK clients attest with."""
-    path = home / "nsm.sock"
+def start_nsm(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, index: int = 0) -> Path:
+    """``nsm-sim --socket PATH``: a simulated NSM device (one per simulated enclave, as with nitro-cli)."""
+    path = home / f"nsm{index}.sock"
     cmd = [tool("nsm-sim"), "--socket", str(path)]
     proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="nsm-sim")
     wait_for_unix_socket(path, proc)
