@@ -107,16 +107,18 @@ def plot(path: Path, series: Mapping[str, Sequence[float]], *, title: str) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     for name, samples in series.items():
         if not samples:
             continue
-        xs = sorted(samples)
+        xs = sorted(x / 1000.0 for x in samples)
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
-        ax.plot(xs, ys, label=f"{name} (n={len(xs)}, p50 {xs[len(xs) // 2]:.0f} us)", linewidth=1.6)
+        ax.plot(xs, ys, label=f"{name} (n={len(xs)}, p50 {xs[len(xs) // 2]:.2f} ms)", linewidth=1.6)
     ax.set_xscale("log")
-    ax.set_xlabel("latency per request (us, log scale)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("latency per request (ms, log scale)")
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.0)
     ax.grid(True, which="both", alpha=0.3)
