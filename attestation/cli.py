@@ -1,0 +1,334 @@
+"""``nitro-attest``: inspect, verify and simulate NSM attestation documents.
+
+    nitro-attest inspect FILE [--json]
+    nitro-attest verify FILE [--root PEM|aws|sim ...] [--at ISO8601|document] [--pcr N=HEX ...]
+                             [--max-age SECONDS] [--allow-debug] [--nonce HEX] [--require-rsa-key]
+    nitro-attest simulate [--public-key DER_OR_PEM] [--user-data HEX] [--nonce HEX] [--pcr N=HEX ...]
+                          [--debug] [--module-id ID] --out FILE
+
+FILE is the raw COSE_Sign1 bytes, or the same as base64 or hex text; ``-`` reads standard input.
+``inspect`` prints what the document *claims*, marked unverified. ``verify`` exits 0 with a one-line verdict,
+1 with the pipeline step that failed, 2 for a usage error. Roots: ``aws`` is the embedded AWS Nitro Root-G1
+(the default), ``sim`` the simulated root in ``$NITRO_SIM_HOME``, anything else a PEM or DER file.
+Time: ``verify`` reads the clock once, at the start, unless ``--at`` gives the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
+from attestation.errors import AttestationError, MalformedError, VerificationError
+from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
+from attestation.verify import Verifier, aws_nitro_root, load_certificate
+
+PROG = "nitro-attest"
+#: Largest input file read (base64 text of the largest document, with slack for line breaks).
+MAX_INPUT_BYTES = 2 * MAX_DOCUMENT_BYTES + 4096
+#: Hex shown per optional field in the text summary (``--json`` always has all of it).
+SUMMARY_HEX_CHARS = 64
+#: Exit codes.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_TEXT = re.compile(rb"^[\sA-Za-z0-9+/=_-]*$")
+_HEX = re.compile(rb"^[\s0-9A-Fa-f]*$")
+
+
+class UsageError(Exception):
+    """Bad command line or unreadable input: exit 2 with one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# -- input helpers ---
+
+
+def read_document(path: str) -> bytes:
+    """The document bytes from ``path`` (``-`` = stdin): raw CBOR, or base64 / hex text of it."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_INPUT_BYTES} bytes; not an attestation document")
+    # A COSE_Sign1 starts with 0x84 (array of 4) or 0xd2 (tag 18): never ASCII, so text is unambiguous.
+    if data and _TEXT.match(data):
+        compact = b"".join(data.split())
+        try:
+            if _HEX.match(compact) and len(compact) % 2 == 0:
+                return bytes.fromhex(compact.decode())
+            return base64.b64decode(compact + b"=" * (-len(compact) % 4), altchars=_altchars(compact))
+        except (ValueError, binascii.Error):
+            raise UsageError(f"{path} is text but neither base64 nor hex") from None
+    return data
+
+
+def _altchars(text: bytes) -> bytes | None:
+    return b"-_" if b"-" in text or b"_" in text else None
+
+
+def _hex(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise UsageError(f"{what} must be hex, got {value!r}") from None
+
+
+def _pcr(value: str) -> tuple[int, bytes]:
+    index, sep, digest = value.partition("=")
+    if not sep or not index.strip().isdigit() or not 0 <= int(index) < MAX_PCRS:
+        raise UsageError(f"--pcr wants N=HEX with N in 0..{MAX_PCRS - 1}, got {value!r}")
+    raw = _hex(digest, f"--pcr {index}")
+    if len(raw) != 48:
+        raise UsageError(f"--pcr {index}: a PCR is 48 bytes (96 hex digits), got {len(raw)}")
+    return int(index), raw
+
+
+def _time(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at wants an ISO 8601 time or 'document', got {value!r}") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sim_root(at: datetime) -> bytes:
+    raise UsageError("--root sim: the simulated PKI is not available yet")
+
+
+def _roots(values: Sequence[str], at: datetime) -> list[x509.Certificate]:
+    roots = []
+    for value in values or ["aws"]:
+        if value == "aws":
+            roots.append(aws_nitro_root())
+        elif value == "sim":
+            roots.append(load_certificate(_sim_root(at)))
+        else:
+            try:
+                roots.append(load_certificate(Path(value).read_bytes()))
+            except OSError as exc:
+                raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise UsageError(f"--root {value}: {exc}") from None
+    return roots
+
+
+# -- inspect ---
+
+
+def _cert_info(der: bytes) -> dict[str, Any]:
+    info: dict[str, Any] = {"bytes": len(der), "sha256": hashlib.sha256(der).hexdigest()}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        info.update(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=_iso(cert.not_valid_before_utc),
+            not_after=_iso(cert.not_valid_after_utc),
+        )
+    except Exception as exc:  # unverified input: show what cannot be parsed instead of failing
+        info["error"] = f"unparseable: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+    return info
+
+
+def _optional(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def document_summary(doc: AttestationDocument) -> dict[str, Any]:
+    """The document's claims as JSON-ready values (all UNVERIFIED)."""
+    return {
+        "verified": False,
+        "module_id": doc.module_id,
+        "digest": doc.digest,
+        "timestamp": doc.timestamp,
+        "issued_at": _iso(doc.issued_at),
+        "debug_mode": doc.debug_mode,
+        "pcrs": {str(i): v.hex() for i, v in doc.pcrs.items()},
+        "certificate": _cert_info(doc.certificate),
+        "cabundle": [_cert_info(c) for c in doc.cabundle],
+        "public_key": _optional(doc.public_key),
+        "user_data": _optional(doc.user_data),
+        "nonce": _optional(doc.nonce),
+    }
+
+
+def _short(value: bytes | None) -> str:
+    if value is None:
+        return "null"
+    text = value.hex()
+    if len(text) > SUMMARY_HEX_CHARS:
+        text = text[:SUMMARY_HEX_CHARS] + "..."
+    return f"{len(value)} bytes {text}".rstrip()
+
+
+def _cert_line(info: dict[str, Any]) -> str:
+    if "error" in info:
+        return f"{info['error']} ({info['bytes']} bytes)"
+    return f"{info['subject']}  valid {info['not_before']} .. {info['not_after']}"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    doc = decode_document(read_document(args.file)).document
+    summary = document_summary(doc)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    lines = [
+        f"UNVERIFIED attestation document (nothing below is checked; use `{PROG} verify`)",
+        f"module_id    {doc.module_id}",
+        f"digest       {doc.digest}",
+        f"timestamp    {doc.timestamp} ({summary['issued_at']})",
+        f"debug mode   {'yes (PCR0, PCR1, PCR2 are zero)' if doc.debug_mode else 'no'}",
+        f"pcrs         {len(doc.pcrs)}",
+        *(f"  PCR{i:<2}      {v.hex()}" for i, v in doc.pcrs.items()),
+        f"certificate  {_cert_line(summary['certificate'])}",
+        f"cabundle     {len(doc.cabundle)} certificates, root first",
+        *(f"  [{i}]        {_cert_line(c)}" for i, c in enumerate(summary["cabundle"])),
+        f"public_key   {_short(doc.public_key)}",
+        f"user_data    {_short(doc.user_data)}",
+        f"nonce        {_short(doc.nonce)}",
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+# -- verify ---
+
+
+def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
+    parts: list[Policy] = []
+    names: list[str] = []
+    if not args.allow_debug:
+        parts.append(RejectDebug())
+        names.append("not debug")
+    if args.pcr:
+        expected = dict(_pcr(v) for v in args.pcr)
+        parts.append(PCRs(expected))
+        names.append("PCR" + ",".join(str(i) for i in sorted(expected)))
+    if args.max_age is not None:
+        if args.max_age < 0:
+            raise UsageError("--max-age must not be negative")
+        parts.append(MaxAge(timedelta(seconds=args.max_age)))
+        names.append(f"age <= {args.max_age:g}s")
+    if args.nonce is not None:
+        nonce = _hex(args.nonce, "--nonce")
+        if not nonce:
+            raise UsageError("--nonce must not be empty")
+        parts.append(Nonce(nonce))
+        names.append("nonce")
+    if args.require_rsa_key:
+        parts.append(RSAPublicKey())
+        names.append("RSA public_key")
+    return (AllOf(*parts) if parts else None), names
+
+
+def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
+    data = read_document(args.file)
+    policy, checks = _policy(args)
+    if args.at == "document":
+        # The document's own claim of time (unverified until the chain holds at it); for old documents.
+        at = decode_document(data).document.issued_at
+    else:
+        at = now if args.at is None else _time(args.at)
+    roots = _roots(args.root, at)
+    try:
+        doc = Verifier(roots=roots, chain_cache=False).verify(data, at=at, policy=policy)
+    except VerificationError as exc:
+        print(f"FAILED at step {exc.step}: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    except MalformedError as exc:
+        print(f"FAILED at step decode: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    root = _chain_root(doc, roots)
+    policy_text = ", ".join(checks) if checks else "none (authenticity only)"
+    print(
+        f"OK: {doc.module_id} issued {_iso(doc.issued_at)}, verified at {_iso(at)}: chain to {root}, "
+        f"ES384 signature, policy: {policy_text}"
+    )
+    return EXIT_OK
+
+
+def _chain_root(doc: AttestationDocument, roots: Sequence[x509.Certificate]) -> str:
+    for root in roots:
+        if root.public_bytes(serialization.Encoding.DER) == doc.cabundle[0]:
+            fp = hashlib.sha256(doc.cabundle[0]).hexdigest()
+            return f"{root.subject.rfc4514_string()} (sha256 {fp[:16]}...)"
+    return "a pinned root"  # pragma: no cover - the verifier guarantees cabundle[0] is pinned
+
+
+# -- the command ---
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Inspect, verify and simulate AWS Nitro attestation documents.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = sub.add_parser("inspect", help="print a document's (unverified) contents")
+    inspect.add_argument("file", help="document: raw CBOR, base64 or hex; - for stdin")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
+    verify = sub.add_parser("verify", help="verify a document's chain, signature and policy")
+    verify.add_argument("file", help="document: raw CBOR, base64 or hex; - for stdin")
+    verify.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="PEM|aws|sim",
+        help="pinned root: a PEM/DER file, 'aws' (AWS Nitro Root-G1, default) or 'sim' ($NITRO_SIM_HOME)",
+    )
+    verify.add_argument("--at", metavar="ISO8601|document", help="verification time (default: now)")
+    verify.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="expected PCR value")
+    verify.add_argument("--max-age", type=float, metavar="SECONDS", help="maximum age of the timestamp")
+    verify.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
+    verify.add_argument("--nonce", metavar="HEX", help="expected nonce")
+    verify.add_argument(
+        "--require-rsa-key", action="store_true", help="public_key must be an RSA 2048/3072/4096 SPKI"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nitro-attest``; returns the exit code."""
+    now = datetime.now(UTC)  # the one clock read: the default verification time
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        return cmd_verify(args, now=now)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AttestationError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

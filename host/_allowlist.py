@@ -1,0 +1,123 @@
+"""vsock-proxy's allowlist: the real file format, the real check, the real messages.
+
+Source: aws-nitro-enclaves-cli ``vsock_proxy/src/proxy.rs`` ``check_allowlist`` and ``src/dns.rs``. The file
+is YAML with a top-level ``allowlist`` list of ``{address, port}``; the shipped file loads unchanged.
+
+The check (once, at start):
+
+1. Read and parse the file ("Could not open the file", "Could not read the file", "Bad yaml format",
+   "No allowlist field").
+2. For each entry in order: "No address field" / "No port field or invalid type" if malformed; skip it if
+   the port differs; accept if the address string equals the remote host exactly; otherwise resolve the
+   entry and accept if one of its IPs equals the remote host's IP.
+3. Nothing matched: "The given address and port are not allowed".
+
+One deliberate difference: the real proxy resolves the remote host before the loop; we resolve it only
+when a step needs an IP (an exact name match needs one to connect to; an IP comparison needs both). So a
+destination refused on its port is refused without any DNS lookup, and a test can exercise every
+refusal without resolving a name outside this machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+__all__ = ["AllowlistError", "check_allowlist", "system_resolve"]
+
+#: Bound on the allowlist file we agree to read (the shipped one is ~5 KB).
+MAX_ALLOWLIST_BYTES = 1024 * 1024
+
+#: ``resolve(host, family) -> IP strings``; raises AllowlistError with the real message on failure.
+Resolver = Callable[[str, int], list[str]]
+
+
+class AllowlistError(Exception):
+    """The allowlist check failed; the message is the real vsock-proxy's text."""
+
+
+def system_resolve(host: str, family: int) -> list[str]:
+    """Resolve ``host`` (name or IP literal) with the system resolver, like the real ``dns::resolve``."""
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise AllowlistError("DNS lookup failed!") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise AllowlistError("DNS lookup returned no IP addresses!")
+    return addresses
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def check_allowlist(
+    remote_host: str,
+    remote_port: int,
+    config_file: Path,
+    *,
+    family: int = socket.AF_UNSPEC,
+    resolve: Resolver = system_resolve,
+) -> str:
+    """Check the destination against the allowlist file; return the remote IP to connect to.
+
+    Raises :class:`AllowlistError` with the real proxy's message.
+    """
+    # (1) read and parse
+    try:
+        with config_file.open("rb") as f:
+            raw = f.read(MAX_ALLOWLIST_BYTES + 1)
+    except OSError:
+        raise AllowlistError("Could not open the file") from None
+    if len(raw) > MAX_ALLOWLIST_BYTES:
+        raise AllowlistError("Could not read the file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AllowlistError("Could not read the file") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise AllowlistError("Bad yaml format") from None
+    services = document.get("allowlist") if isinstance(document, dict) else None
+    if not isinstance(services, list):
+        raise AllowlistError("No allowlist field")
+
+    remote_ips: list[str] | None = None
+
+    def remote_ip() -> str:
+        nonlocal remote_ips
+        if remote_ips is None:
+            remote_ips = resolve(remote_host, family)
+        return remote_ips[0]
+
+    # (2) entries in order
+    for service in services:
+        address = service.get("address") if isinstance(service, dict) else None
+        if not isinstance(address, str):
+            raise AllowlistError("No address field")
+        port = service.get("port")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise AllowlistError("No port field or invalid type")
+        # The real proxy casts the YAML integer to u16 ("port as u16").
+        if port & 0xFFFF != remote_port:
+            continue
+        if address == remote_host:
+            return remote_ip()
+        try:
+            candidates = resolve(address, family)
+        except AllowlistError:
+            continue  # the real proxy skips entries that do not resolve
+        target = remote_ip()
+        if any(_same_ip(candidate, target) for candidate in candidates):
+            return target
+    # (3)
+    raise AllowlistError("The given address and port are not allowed")

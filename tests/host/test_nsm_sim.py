@@ -1,0 +1,253 @@
+"""nsm-sim as a process: the wire protocol on a Unix socket, many clients, bad input, shutdown."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attestation.document import decode_document, verify_signature
+from attestation.errors import NSMError
+from attestation.nsm_wire import decode_response, encode_frame
+from enclave.nsm import NSMClient, SimulatedDeviceTransport
+from host.nsm_sim import main
+
+PCR0 = hashlib.sha384(b"test image").hexdigest()
+READY = "nsm-sim listening on "
+
+
+def start_device(home: Path, socket_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NITRO_SIM_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host.nsm_sim", "--socket", str(socket_path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(READY):
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"nsm-sim did not start: {line!r} {err!r}")
+    assert line.strip() == READY + str(socket_path)
+    return proc
+
+
+def stop_device(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture
+def device(sim_home: Path) -> Iterator[Path]:
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path, "--pcr", f"0={PCR0}")
+    try:
+        yield path
+    finally:
+        stop_device(proc)
+
+
+@pytest.fixture
+def client(device: Path) -> Iterator[NSMClient]:
+    with NSMClient(SimulatedDeviceTransport(device)) as nsm:
+        yield nsm
+
+
+def raw_exchange(sock: socket.socket, body: bytes) -> object:
+    sock.sendall(encode_frame(body))
+    header = _recv(sock, 4)
+    return decode_response(_recv(sock, int.from_bytes(header, "big")))
+
+
+def _recv(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def test_full_api_through_the_device(client: NSMClient, sim_home: Path) -> None:
+    description = client.describe_nsm()
+    assert description.max_pcrs == 32
+    assert description.locked_pcrs == tuple(range(16))
+    assert client.describe_pcr(0).data.hex() == PCR0
+    extended = client.extend_pcr(16, b"app")
+    assert extended == hashlib.sha384(bytes(48) + b"app").digest()
+    client.lock_pcr(16)
+    with pytest.raises(NSMError) as info:
+        client.extend_pcr(16, b"again")
+    assert info.value.code == "ReadOnlyIndex"
+    client.lock_pcrs(20)
+    assert len(client.get_random()) == 256
+    raw = client.attestation(public_key=b"spki", nonce=b"nonce")
+    signed = decode_document(raw)
+    doc = signed.document
+    assert doc.module_id == description.module_id
+    assert doc.pcrs[0].hex() == PCR0
+    assert doc.pcrs[16] == extended
+    assert (doc.public_key, doc.nonce, doc.user_data) == (b"spki", b"nonce", None)
+    root = x509.load_pem_x509_certificate((sim_home / "pki" / "root.crt").read_bytes())
+    assert x509.load_der_x509_certificate(doc.cabundle[0]) == root
+    key = x509.load_der_x509_certificate(doc.certificate).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    verify_signature(signed, key)
+
+
+def test_errors_come_back_as_nsm_error_codes(client: NSMClient) -> None:
+    for call, code in [
+        (lambda: client.describe_pcr(32), "InvalidIndex"),
+        (lambda: client.lock_pcr(2), "ReadOnlyIndex"),
+        (lambda: client.lock_pcrs(33), "InvalidIndex"),
+        (lambda: client.attestation(user_data=bytes(1025)), "InputTooLarge"),
+        (lambda: client.extend_pcr(17, bytes(5000)), "InputTooLarge"),
+    ]:
+        with pytest.raises(NSMError) as info:
+            call()
+        assert info.value.code == code
+    assert client.describe_pcr(1).lock  # the connection is still good
+
+
+def test_bad_messages_never_kill_the_device(device: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(device))
+        assert raw_exchange(sock, b"\xff\x00garbage").code == "InvalidArgument"  # type: ignore[attr-defined]
+        assert raw_exchange(sock, b"").code == "InvalidArgument"  # type: ignore[attr-defined]
+        assert raw_exchange(sock, cbor2.dumps("Reboot")).code == "InvalidArgument"  # type: ignore[attr-defined]
+        oversized = cbor2.dumps({"ExtendPCR": {"index": 16, "data": bytes(6000)}})
+        assert raw_exchange(sock, oversized).code == "InputTooLarge"  # type: ignore[attr-defined]
+        assert raw_exchange(sock, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+    # A frame too large to drain closes that connection only.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(device))
+        sock.sendall((10**7).to_bytes(4, "big"))
+        header = _recv(sock, 4)
+        assert decode_response(_recv(sock, int.from_bytes(header, "big"))).code == "InputTooLarge"  # type: ignore[union-attr]
+        assert sock.recv(1) == b""
+    # A client that leaves mid-frame.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(device))
+        sock.sendall(b"\x00\x00\x01\x00abc")
+    with NSMClient(SimulatedDeviceTransport(device)) as nsm:
+        assert nsm.describe_nsm().max_pcrs == 32
+
+
+def test_many_clients_at_once(device: Path) -> None:
+    errors: list[BaseException] = []
+    documents: list[bytes] = []
+
+    def work(i: int) -> None:
+        try:
+            with NSMClient(SimulatedDeviceTransport(device)) as nsm:
+                for _ in range(5):
+                    documents.append(nsm.attestation(nonce=bytes([i])))
+                    nsm.get_random()
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert len(documents) == 40
+    assert len({decode_document(d).document.certificate for d in documents}) == 40  # a fresh leaf each
+
+
+def test_debug_mode_and_module_id(sim_home: Path) -> None:
+    path = sim_home / "dbg.sock"
+    module_id = "i-0123456789abcdef0-enc0123456789abcdef"
+    proc = start_device(sim_home, path, "--debug-mode", "--pcr", f"0={PCR0}", "--module-id", module_id)
+    try:
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            doc = decode_document(nsm.attestation()).document
+        assert doc.module_id == module_id
+        assert doc.debug_mode
+        assert doc.pcrs[4] != bytes(48)
+    finally:
+        stop_device(proc)
+
+
+def test_sigterm_stops_cleanly_and_removes_the_socket(sim_home: Path) -> None:
+    path = sim_home / "term.sock"
+    proc = start_device(sim_home, path)
+    with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+        nsm.describe_nsm()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert not path.exists()
+
+
+def test_stale_socket_is_replaced_and_live_one_refused(sim_home: Path) -> None:
+    path = sim_home / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+    proc = start_device(sim_home, path)
+    try:
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            assert nsm.describe_nsm().max_pcrs == 32
+        env = {**os.environ, "NITRO_SIM_HOME": str(sim_home)}
+        second = subprocess.run(
+            [sys.executable, "-m", "host.nsm_sim", "--socket", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+        assert second.returncode == 2
+        assert "in use by another NSM device" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        stop_device(proc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--pcr", "16=" + "00" * 48], "boot PCR in 0..15"),
+        (["--pcr", "0=zz"], "not hexadecimal"),
+        (["--pcr", "0=00"], "48 bytes"),
+        (["--pcr", "zero"], "N=HEX"),
+        (["--module-id", "enclave-1"], "--module-id must be"),
+    ],
+)
+def test_bad_command_lines_are_one_line_errors(
+    sim_home: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--socket", str(sim_home / "x.sock"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_socket_path_too_long(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--socket", str(sim_home / ("d" * 120) / "x.sock")]) == 1
+    assert "107-byte limit" in capsys.readouterr().err

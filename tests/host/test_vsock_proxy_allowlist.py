@@ -1,0 +1,83 @@
+"""The allowlist check: real file, real messages, and no DNS lookup of any name outside this machine."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from host._allowlist import AllowlistError, check_allowlist, system_resolve
+
+
+def _no_dns(host: str, family: int) -> list[str]:
+    raise AssertionError(f"resolver called for {host!r}")
+
+
+def test_shipped_file_loads_and_refuses_other_port_without_dns(vectors: Path) -> None:
+    shipped = vectors / "vsock-proxy" / "vsock-proxy.yaml"
+    # Every shipped entry is port 443, so port 8443 is refused before any name would be resolved.
+    with pytest.raises(AllowlistError, match=r"^The given address and port are not allowed$"):
+        check_allowlist("kms.us-east-1.amazonaws.com", 8443, shipped, resolve=_no_dns)
+
+
+def test_shipped_file_exact_name_match(vectors: Path) -> None:
+    shipped = vectors / "vsock-proxy" / "vsock-proxy.yaml"
+    asked: list[str] = []
+
+    def fake(host: str, family: int) -> list[str]:
+        # Stands in for DNS so that no amazonaws.com name is ever looked up here.
+        asked.append(host)
+        return ["192.0.2.10"] if host == "kms.us-east-1.amazonaws.com" else ["198.51.100.7"]
+
+    ip = check_allowlist("kms.us-east-1.amazonaws.com", 443, shipped, resolve=fake)
+    assert ip == "192.0.2.10"
+    # Entries before the match are compared by IP (the real proxy's order); the match itself is by name.
+    assert asked[:2] == ["kms.us-east-2.amazonaws.com", "kms.us-east-1.amazonaws.com"]
+    assert asked.count("kms.us-east-1.amazonaws.com") == 1
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "allow.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_loopback_allowlist_by_name_and_by_ip(tmp_path: Path) -> None:
+    allow = _write(
+        tmp_path, "allowlist:\n- {address: 127.0.0.1, port: 9443}\n- {address: localhost, port: 9444}\n"
+    )
+    assert check_allowlist("127.0.0.1", 9443, allow) == "127.0.0.1"
+    # "localhost" is not the entry's string for 9443, so the entry and the remote are compared by IP.
+    assert check_allowlist("localhost", 9443, allow, family=socket.AF_INET) == "127.0.0.1"
+    assert check_allowlist("localhost", 9444, allow, family=socket.AF_INET) == "127.0.0.1"
+    with pytest.raises(AllowlistError, match="not allowed"):
+        check_allowlist("127.0.0.1", 9445, allow)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("allowlist: [\n", "Bad yaml format"),
+        ("services: []\n", "No allowlist field"),
+        ("- just a list\n", "No allowlist field"),
+        ("allowlist:\n- {port: 443}\n", "No address field"),
+        ("allowlist:\n- {address: 127.0.0.1, port: '443'}\n", "No port field or invalid type"),
+        ("allowlist:\n- {address: 127.0.0.1}\n", "No port field or invalid type"),
+        ("allowlist: []\n", "The given address and port are not allowed"),
+    ],
+    ids=["bad-yaml", "no-allowlist", "not-a-map", "no-address", "port-string", "no-port", "empty"],
+)
+def test_file_errors_have_real_messages(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(AllowlistError) as info:
+        check_allowlist("127.0.0.1", 443, _write(tmp_path, text), resolve=_no_dns)
+    assert str(info.value) == message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AllowlistError, match=r"^Could not open the file$"):
+        check_allowlist("127.0.0.1", 443, tmp_path / "absent.yaml")
+
+
+def test_system_resolve_literal() -> None:
+    assert system_resolve("127.0.0.1", socket.AF_INET) == ["127.0.0.1"]

@@ -1,0 +1,238 @@
+"""vsock-proxy as a process: relay, real start-up errors, connection bound, idle timeout, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from attestation.sim import PARENT_CID, vsock_socket_path
+
+#: Generous bound for a process to come up or go down on a loaded CI machine (never asserted as a time).
+STARTUP_SECONDS = 20.0
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.server.connections += 1  # type: ignore[attr-defined]
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class _EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    connections = 0
+
+
+@pytest.fixture
+def echo() -> Iterator[_EchoServer]:
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _allowlist(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "allow.yaml"
+    path.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {port}}}\n")
+    return path
+
+
+def _start(sim_home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NITRO_SIM_HOME": str(sim_home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "host.vsock_proxy", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_listening(proc: subprocess.Popen[str], path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"vsock-proxy exited early: {proc.communicate()}")
+        if path.exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError("vsock-proxy did not start listening")
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=STARTUP_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def _connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(STARTUP_SECONDS)
+    sock.connect(str(path))
+    return sock
+
+
+def _roundtrip(sock: socket.socket, data: bytes) -> bytes:
+    sender = threading.Thread(target=sock.sendall, args=(data,))
+    sender.start()
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed early"
+        got += chunk
+    sender.join()
+    return bytes(got)
+
+
+@pytest.fixture
+def proxy_port() -> int:
+    return 8000
+
+
+def test_relays_both_ways_and_logs_counts(sim_home: Path, tmp_path: Path, echo: _EchoServer) -> None:
+    port = echo.server_address[1]
+    proc = _start(sim_home, "--config", str(_allowlist(tmp_path, port)), "8000", "127.0.0.1", str(port))
+    path = vsock_socket_path(PARENT_CID, 8000, sim_home)
+    try:
+        _wait_listening(proc, path)
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        with _connect(path) as sock:
+            assert _roundtrip(sock, data) == data
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(10) == b""
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    assert "Proxy is now in listening state" in err
+    assert f"{len(data)} bytes to remote, {len(data)} bytes from remote" in err
+    assert not path.exists()
+
+
+def test_disallowed_destination_refuses_to_start(sim_home: Path, vectors: Path) -> None:
+    shipped = vectors / "vsock-proxy" / "vsock-proxy.yaml"
+    proc = _start(sim_home, "--config", str(shipped), "8000", "127.0.0.1", "9")
+    try:
+        _, err = proc.communicate(timeout=STARTUP_SECONDS)
+    finally:
+        code, _ = _stop(proc)
+    assert code == 1
+    assert (
+        err.splitlines()[-1]
+        == 'Error: "Error at checking the allowlist: The given address and port are not allowed"'
+    )
+    assert not vsock_socket_path(PARENT_CID, 8000, sim_home).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-w", "0", "8000", "127.0.0.1", "1"], "Number of workers must not be 0"),
+        (["-w", "x", "8000", "127.0.0.1", "1"], "Number of workers is not valid"),
+        (["80x", "127.0.0.1", "1"], "Local port is not valid"),
+        (["8000", "127.0.0.1", "70000"], "Remote port is not valid"),
+        (
+            ["--config", "/nonexistent/allow.yaml", "8000", "127.0.0.1", "1"],
+            "Error at checking the allowlist: Could not open the file",
+        ),
+    ],
+    ids=["zero-workers", "bad-workers", "bad-local-port", "bad-remote-port", "no-config"],
+)
+def test_startup_errors(sim_home: Path, args: list[str], message: str) -> None:
+    from host.vsock_proxy import main
+
+    assert main(args) == 1
+
+
+def test_startup_error_text(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from host.vsock_proxy import main
+
+    assert main(["-w", "0", "8000", "127.0.0.1", "1"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == 'Error: "Number of workers must not be 0"'
+
+
+def test_ipv4_and_ipv6_conflict(sim_home: Path) -> None:
+    from host.vsock_proxy import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["-4", "-6", "8000", "127.0.0.1", "1"])
+    assert info.value.code == 2
+
+
+def test_connection_bound_and_sigterm_grace(sim_home: Path, tmp_path: Path, echo: _EchoServer) -> None:
+    port = echo.server_address[1]
+    proc = _start(
+        sim_home, "-w", "1", "--config", str(_allowlist(tmp_path, port)), "8001", "127.0.0.1", str(port)
+    )
+    path = vsock_socket_path(PARENT_CID, 8001, sim_home)
+    try:
+        _wait_listening(proc, path)
+        first = _connect(path)
+        assert _roundtrip(first, b"first") == b"first"
+        second = _connect(path)  # waits in the backlog: the single slot is taken
+        second.sendall(b"second")
+        assert _roundtrip(first, b"again") == b"again"
+        assert echo.connections == 1
+        first.close()
+        assert _roundtrip(second, b"") == b""
+        got = b""
+        while len(got) < len(b"second"):
+            got += second.recv(100)
+        assert got == b"second"
+        # SIGTERM: stop accepting (the socket file goes away) but keep serving the live connection.
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not path.exists()
+        assert _roundtrip(second, b"still here") == b"still here"
+        assert proc.poll() is None
+        second.close()
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    assert err.count(" closed: ") == 2
+
+
+def test_idle_connection_is_closed(sim_home: Path, tmp_path: Path, echo: _EchoServer) -> None:
+    port = echo.server_address[1]
+    proc = _start(
+        sim_home,
+        "--idle-timeout",
+        "0.2",
+        "--config",
+        str(_allowlist(tmp_path, port)),
+        "8002",
+        "127.0.0.1",
+        str(port),
+    )
+    path = vsock_socket_path(PARENT_CID, 8002, sim_home)
+    try:
+        _wait_listening(proc, path)
+        with _connect(path) as sock:
+            assert _roundtrip(sock, b"x") == b"x"
+            assert sock.recv(10) == b""  # the proxy closed it after the idle timeout
+    finally:
+        code, err = _stop(proc)
+    assert code == 0
+    assert "idle" in err
