@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,14 @@ def test_proxy_scenario_relays_bytes(quick_run: tuple[subprocess.CompletedProces
     assert s5["error"] is None
     assert s5["rows"], s5["notes"]
     assert all(r["median"] > 0 for r in s5["rows"])  # type: ignore[attr-defined]
+
+
+def test_verification_scenario_runs_the_verifier(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s4 = _scenarios(out)["4"]
+    assert s4["error"] is None
+    cases = [r["case"] for r in s4["rows"]]  # type: ignore[attr-defined]
+    assert len(cases) == 3
+    assert all("Verifier" in c for c in cases)
