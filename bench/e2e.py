@@ -12,6 +12,7 @@ Concurrency series (scenario 1, both cores, unpinned by design): 1, 4 and 16 SDK
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -231,7 +232,10 @@ def run_profile(
     measured = len(result.latencies_us)
     served = measured + workers[0].warmup_calls
     quit_workers(procs, workers)
-    procs.stop_all()  # SIGTERM: kms-sim returns from main and cProfile writes its file
+    # SIGINT, not SIGTERM: uvicorn re-raises the signal it caught after shutting down; a re-raised SIGTERM
+    # kills the process before cProfile writes, a re-raised SIGINT unwinds (KeyboardInterrupt) and it writes.
+    procs.stop(kms.proc, sig=signal.SIGINT)
+    procs.stop_all()
     data: dict[str, Any] = {"requests_profiled": measured}
     if client_prof.exists():
         data["client_us_per_request"] = profile.per_request(
@@ -247,5 +251,5 @@ def run_profile(
             "Profile, kms-sim (CPU per request, idle excluded)", data["server_us_per_request"]
         )
     else:
-        s3.notes.append("Profile: kms-sim wrote no profile (it did not exit through main on SIGTERM)")
+        s3.notes.append("Profile: kms-sim wrote no profile (it did not exit through main on SIGINT)")
     s3.data["profile"] = data

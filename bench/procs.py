@@ -183,10 +183,10 @@ class Processes:
         _LOGS[proc.pid] = log
         return proc
 
-    def stop(self, proc: subprocess.Popen[str]) -> None:
+    def stop(self, proc: subprocess.Popen[str], *, sig: signal.Signals = signal.SIGTERM) -> None:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(sig)
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:

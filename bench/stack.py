@@ -27,6 +27,7 @@ PROXY_WORKERS = 64
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KmsServer:
+    proc: subprocess.Popen[str]
     url: str
     port: int
     access_key: str
@@ -81,7 +82,9 @@ def start_kms(
         raise BenchError(f"kms-sim printed {url[:80]!r}, not its URL")
     access_key, secret_key, region = _credentials(home)
     port = int(url.rsplit(":", 1)[1].rstrip("/"))
-    return KmsServer(url=url, port=port, access_key=access_key, secret_key=secret_key, region=region)
+    return KmsServer(
+        proc=proc, url=url, port=port, access_key=access_key, secret_key=secret_key, region=region
+    )
 
 
 def start_nsm(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, index: int = 0) -> Path:
