@@ -87,7 +87,7 @@ _DIR_MODE = 0o700
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DocumentSigner:
-    """A fresh leaf and its chain: what one attestation document is signed with."""
+    """A leaf and its chain: what attestation documents are signed with (the NSM reuses it for hours)."""
 
     #: The leaf certificate, DER.
     certificate: bytes
@@ -97,7 +97,7 @@ class DocumentSigner:
 
 
 class SimulatedPKI:
-    """The four CA levels of one simulated parent instance, with a fresh leaf per document."""
+    """The four CA levels of one simulated parent instance, and the leaves they issue."""
 
     def __init__(self, directory: Path, levels: dict[str, Level], instance_id: str) -> None:
         self._dir = directory
@@ -150,7 +150,7 @@ class SimulatedPKI:
         return tuple(level.der for level in self._current(at))
 
     def issue_signer(self, *, at: datetime, module_id: str | None = None) -> DocumentSigner:
-        """A fresh leaf certificate and key for one document issued at ``at`` (valid ~3 hours)."""
+        """A new leaf certificate and key, valid ~3 hours from ``at``."""
         _check_aware(at)
         chain = self._current(at)
         instance = chain[-1]
