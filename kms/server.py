@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from attestation.pki import SimulatedPKI
 from cryptography import x509
 
 from attestation.errors import SimulationError
+from attestation.pki import SimulatedPKI
 from kms.audit import AuditLog
 from kms.iam import load_policies
 from kms.keystores import KeyStores
