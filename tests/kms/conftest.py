@@ -29,7 +29,7 @@ class Server:
     home: Path
     process: subprocess.Popen[str]
 
-    def client(self, **config: Any) -> Any:
+    def client(self, profile: str = "nitro-sim", **config: Any) -> Any:
         """A boto3 KMS client using the home's credentials file (retries off unless asked)."""
         options: dict[str, Any] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
         options.update(config)
@@ -37,10 +37,13 @@ class Server:
         core = botocore.session.Session()
         core.set_config_variable("credentials_file", str(self.home / "kms" / "credentials"))
         core.set_config_variable("config_file", str(self.home / "kms" / "config"))
-        core.set_config_variable("profile", "nitro-sim")
+        core.set_config_variable("profile", profile)
         session = boto3.session.Session(botocore_session=core)
         verify = str(self.home / "kms" / "tls" / "ca.pem") if self.url.startswith("https") else None
-        return session.client("kms", endpoint_url=self.url, config=Config(**options), verify=verify)
+        region = None if profile == "nitro-sim" else "us-east-1"  # only nitro-sim is in the config file
+        return session.client(
+            "kms", endpoint_url=self.url, config=Config(**options), verify=verify, region_name=region
+        )
 
     @property
     def stderr(self) -> str:
