@@ -304,3 +304,23 @@ _shaped = st.builds(lambda v, body: cbor2.dumps({v: body}), _variants, _values) 
 def test_fuzz_handle_always_answers_in_the_wire_shape(shared_nsm: NSM, data: bytes) -> None:
     response = decode_response(shared_nsm.handle(data, at=T0))
     assert response is not None
+
+
+def test_the_project_verifier_accepts_our_documents_and_policies_see_the_pcrs(
+    nsm: NSM, pki: SimulatedPKI
+) -> None:
+    from attestation.errors import PolicyError, VerificationError
+    from attestation.policy import PCRs, RejectDebug
+    from attestation.verify import Verifier, aws_nitro_root
+
+    pcr0 = nsm.describe_pcr(0).data
+    raw = nsm.attestation(nonce=b"n", at=T0)
+    doc = Verifier(roots=[pki.root_der]).verify(raw, at=T0, policy=PCRs({0: pcr0}))
+    assert doc.nonce == b"n"
+    with pytest.raises(PolicyError):
+        Verifier(roots=[pki.root_der]).verify(raw, at=T0, policy=PCRs({0: bytes(48)}))
+    with pytest.raises(VerificationError):
+        Verifier(roots=[aws_nitro_root()]).verify(raw, at=T0)
+    debug = NSM(pki=pki, module_id=nsm.module_id, debug=True).attestation(at=T0)
+    with pytest.raises(PolicyError):
+        Verifier(roots=[pki.root_der]).verify(debug, at=T0, policy=RejectDebug())
