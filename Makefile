@@ -31,7 +31,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# socat is scenario 5's reference relay (Debian's package).
 bench: $(VENV)/.installed-bench
+	command -v socat >/dev/null || (apt-get update && apt-get install -y socat)
 	$(PY) -m bench
 
 clean:

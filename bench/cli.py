@@ -1,0 +1,136 @@
+"""``python -m bench`` (``make bench``): every scenario of issue 6 in one run, then the report.
+
+    python -m bench [--quick] [--only 1,2,3,4,5] [--out DIR] [--rounds N] [--seconds S] [--no-pin]
+
+Order: 3 (crypto floor, needed by 1 and 4), 4 (verification alone), 5 (proxy alone), then 1 and 2
+together (their sequential rounds interleave, so their ratios come from the same minutes).
+A scenario whose programs are missing or fail is reported as not run with its one-line reason; the others
+still run. Exit status: 0 when every selected scenario ran, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import e2e, floor, proxy, verify
+from bench.harness import Pinning, Settings, machine_info
+from bench.model import ScenarioResult
+from bench.procs import BenchError, Processes, temp_home
+from bench.report import write
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+ALL = ("1", "2", "3", "4", "5")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="attested-random benchmarks (issue 6)")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny round counts: proves the harness runs, no numbers"
+    )
+    p.add_argument("--only", default=",".join(ALL), help="comma-separated scenarios to run (default: all)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
+    p.add_argument("--rounds", type=int, help="measured rounds per configuration")
+    p.add_argument("--seconds", type=float, help="length of one round, seconds")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes (the report says so)")
+    return p
+
+
+def _guarded(result: ScenarioResult, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except BenchError as e:
+        result.error = str(e)
+    except Exception as e:  # a scenario failing must not lose the others' results
+        result.error = f"{type(e).__name__}: {e}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    selected = {s.strip() for s in args.only.split(",") if s.strip()}
+    if not selected <= set(ALL):
+        print(f"error: --only takes scenarios among {', '.join(ALL)}", file=sys.stderr)
+        return 2
+    settings = Settings.quick_settings() if args.quick else Settings()
+    if args.rounds is not None:
+        settings = dataclasses.replace(settings, rounds=max(1, args.rounds))
+    if args.seconds is not None:
+        settings = dataclasses.replace(settings, round_seconds=max(0.05, args.seconds))
+    pinning = Pinning.detect(want=not args.no_pin)
+    machine = machine_info()
+    print(f"bench: {machine['cpu']}, {machine['cpus']} CPUs, load {machine['load_at_start']}", flush=True)
+    if not pinning.enabled:
+        print(f"bench: processes are NOT pinned ({pinning.reason}); expect bimodal numbers", flush=True)
+
+    results: list[ScenarioResult] = []
+    plot: dict[str, list[float]] = {}
+    floors: dict[str, float] | None = None
+    s3: ScenarioResult | None = None
+    with temp_home() as home:
+        if "3" in selected or "1" in selected or "4" in selected:
+            print("bench: scenario 3 (crypto floor)", flush=True)
+            s3 = floor.run(settings, pinning)
+            floors = s3.data["floors"]
+            if "3" in selected:
+                results.append(s3)
+        if "4" in selected:
+            print("bench: scenario 4 (verification alone)", flush=True)
+            s4 = ScenarioResult(key="4", title=verify.TITLE)
+            _guarded(s4, lambda: verify.run(settings, pinning, home / "s4", floors, s4))
+            results.append(s4)
+        if "5" in selected:
+            print("bench: scenario 5 (proxy vs socat)", flush=True)
+            s5 = ScenarioResult(key="5", title=proxy.TITLE)
+            with Processes(log_dir=home / "logs") as procs:
+                _guarded(s5, lambda: proxy.run(settings, pinning, _sub(home, "s5"), procs, s5))
+            results.append(s5)
+        if "1" in selected or "2" in selected:
+            print("bench: scenarios 1 and 2 (sequential, interleaved with moto)", flush=True)
+            outcome = e2e.E2EOutcome(
+                s1=ScenarioResult(key="1", title=e2e.TITLE_1), s2=ScenarioResult(key="2", title=e2e.TITLE_2)
+            )
+            with Processes(log_dir=home / "logs") as procs:
+                _guarded(
+                    outcome.s2,
+                    lambda: e2e.run_sequential(
+                        settings,
+                        pinning=pinning,
+                        home=_sub(home, "seq"),
+                        procs=procs,
+                        floors=floors,
+                        out=outcome,
+                    ),
+                )
+            if "1" in selected and outcome.s1.error is None and outcome.s2.error is None:
+                print("bench: scenario 1 (1, 4, 16 concurrent clients)", flush=True)
+                with Processes(log_dir=home / "logs") as procs:
+                    _guarded(
+                        outcome.s1,
+                        lambda: e2e.run_concurrency(settings, pinning, _sub(home, "conc"), procs, outcome),
+                    )
+            if s3 is not None and outcome.s1.error is None:
+                print("bench: profile of one attested run (scenario 3, where the rest goes)", flush=True)
+                with Processes(log_dir=home / "logs") as procs:
+                    try:
+                        e2e.run_profile(settings, pinning, _sub(home, "prof"), procs, s3)
+                    except Exception as e:  # the profile is an extra: a failure is a note
+                        s3.notes.append(f"Profile not taken: {type(e).__name__}: {e}")
+            plot = outcome.plot
+            results += [r for r in (outcome.s1, outcome.s2) if r.key in selected]
+    results.sort(key=lambda r: r.key)
+    settings_doc = dataclasses.asdict(settings) | {
+        "pinning": "taskset" if pinning.enabled else f"unpinned: {pinning.reason}"
+    }
+    text = write(args.out, machine, settings_doc, results, plot)
+    print(text)
+    print(f"bench: results written to {args.out}", flush=True)
+    return 0 if all(r.error is None for r in results) else 1
+
+
+def _sub(home: Path, name: str) -> Path:
+    path = home / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,138 @@
+"""The orchestrator's side of ``bench.worker``: start client processes, run timed rounds, pool the results.
+
+A round is a wall-clock window [start, end) on CLOCK_MONOTONIC, shared by all workers of the round, so
+concurrent clients start within microseconds of each other; the round's rate is the number of completed
+calls over the span from the first call's start to the last call's end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.harness import Latencies, Pinning, Settings, Summary, now_ns, summarize
+from bench.procs import BenchError, Processes, read_line
+
+#: Lead time between sending "run" and the round's start: every worker gets the command and makes its
+#: untimed call first (16 clients on 2 cores at a few ms per call fit in it).
+ROUND_LEAD_NS = 150_000_000
+#: A round's results must arrive within its length plus this (a call in flight may finish late).
+RESULT_GRACE_S = 30.0
+
+
+@dataclass(slots=True)
+class Worker:
+    proc: subprocess.Popen[str]
+    label: str
+    warmup_calls: int = 0
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        line = read_line(self.proc, timeout)
+        try:
+            obj: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise BenchError(f"{self.label}: unexpected output {line[:120]!r}") from None
+        if "error" in obj:
+            raise BenchError(f"{self.label}: {obj['error']}")
+        return obj
+
+
+def start_workers(
+    procs: Processes,
+    pinning: Pinning,
+    *,
+    kind: str,
+    count: int,
+    args: Sequence[str],
+    cpu: int | None,
+    settings: Settings,
+    env: dict[str, str] | Sequence[dict[str, str]] | None = None,
+    label: str = "",
+    profile: str | None = None,
+) -> list[Worker]:
+    """Start ``count`` worker processes and wait until all have warmed up."""
+    workers = []
+    for i in range(count):
+        cmd = [sys.executable, "-m", "bench.worker", kind, *args, "--warmup-s", str(settings.warmup_seconds)]
+        if profile is not None and i == 0:
+            cmd += ["--profile", profile]
+        own_env = env[i] if isinstance(env, Sequence) else env  # one environment each, or one for all
+        proc = procs.start(pinning.wrap(cmd, cpu), env=own_env, stdin=True, name=f"worker-{kind}")
+        workers.append(Worker(proc=proc, label=f"{label or kind} client {i}"))
+    for w in workers:
+        w.warmup_calls = int(w.receive(timeout=120).get("warmup_calls", 0))
+    return workers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundResult:
+    rate: float  # calls per second over the round
+    latencies_us: list[float]
+
+
+def run_round(workers: Sequence[Worker], seconds: float) -> RoundResult:
+    start = now_ns() + ROUND_LEAD_NS
+    end = start + int(seconds * 1e9)
+    for w in workers:
+        w.send(f"run {start} {end}")
+    results = [w.receive(timeout=seconds + RESULT_GRACE_S) for w in workers]
+    total = sum(r["count"] for r in results)
+    span_ns = max(r["last_ns"] for r in results) - min(r["first_ns"] for r in results)
+    lat: list[float] = [x for r in results for x in r["lat_us"]]
+    return RoundResult(rate=total * 1e9 / max(span_ns, 1), latencies_us=lat)
+
+
+def quit_workers(procs: Processes, workers: Sequence[Worker]) -> None:
+    for w in workers:
+        w.send("quit")
+    for w in workers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.proc.wait(timeout=30)
+        procs.stop(w.proc)
+
+
+@dataclass(slots=True)
+class Series:
+    """Rates and pooled latencies of one measured configuration over all its rounds."""
+
+    name: str
+    rates: list[float]
+    latencies_us: list[float]
+
+    @property
+    def rate(self) -> Summary:
+        return summarize(self.rates)
+
+    def latencies(self) -> Latencies:
+        return Latencies.of(self.latencies_us)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rate_per_s": self.rate.as_dict(), "latency": self.latencies().as_dict()}
+
+
+def interleave(
+    groups: dict[str, Sequence[Worker]],
+    settings: Settings,
+    *,
+    on_round: Callable[[str, float], None] | None = None,
+) -> dict[str, Series]:
+    """Run the groups' rounds alternately (A B C A B C ...), so slow drifts of the machine hit all alike."""
+    series = {name: Series(name=name, rates=[], latencies_us=[]) for name in groups}
+    for _ in range(settings.rounds):
+        for name, workers in groups.items():
+            result = run_round(workers, settings.round_seconds)
+            series[name].rates.append(result.rate)
+            series[name].latencies_us.extend(result.latencies_us)
+            if on_round is not None:
+                on_round(name, result.rate)
+    return series

@@ -1,0 +1,77 @@
+"""Scenario 3: the crypto floor, in-process, on one core.
+
+One attested GenerateRandom cannot avoid four public-key operations (deps-and-costs §5):
+ECDSA P-384 sign of the attestation document (enclave), ECDSA P-384 verify of it (KMS), RSA-2048
+OAEP-SHA-256 encrypt of the content key (KMS), RSA-2048 OAEP decrypt of it (enclave). Their summed
+median cost is the floor: no implementation on this core can do more round trips per second.
+Scenario 4's floors (one and five ECDSA verifications) come from the same measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from bench.harness import Pinning, Settings, Summary, pinned_self, time_op
+from bench.model import Row, ScenarioResult
+
+#: Size of what the enclave signs: a COSE Sig_structure over a typical NSM payload (16 PCRs, 5 certs, SPKI).
+SIGNED_BYTES = 4_600
+#: The content key RSA-OAEP wraps in CiphertextForRecipient (AES-256).
+WRAPPED_KEY_BYTES = 32
+RSA_BITS = 2048
+FLOOR_CPU = 0
+
+
+def measure_ops(settings: Settings) -> dict[str, Summary]:
+    """Median per-op microseconds of the four unavoidable operations."""
+    ec_key = ec.generate_private_key(ec.SECP384R1())
+    ec_pub = ec_key.public_key()
+    message = os.urandom(SIGNED_BYTES)
+    signature = ec_key.sign(message, ec.ECDSA(hashes.SHA384()))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    rsa_pub = rsa_key.public_key()
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    content_key = os.urandom(WRAPPED_KEY_BYTES)
+    wrapped = rsa_pub.encrypt(content_key, oaep)
+
+    ops = {
+        "ECDSA P-384 sign (document)": lambda: ec_key.sign(message, ec.ECDSA(hashes.SHA384())),
+        "ECDSA P-384 verify": lambda: ec_pub.verify(signature, message, ec.ECDSA(hashes.SHA384())),
+        "RSA-2048 OAEP encrypt": lambda: rsa_pub.encrypt(content_key, oaep),
+        "RSA-2048 OAEP decrypt": lambda: rsa_key.decrypt(wrapped, oaep),
+    }
+    return {
+        name: time_op(fn, repeats=settings.op_rounds, seconds=settings.op_seconds) for name, fn in ops.items()
+    }
+
+
+def run(settings: Settings, pinning: Pinning) -> ScenarioResult:
+    result = ScenarioResult(key="3", title="Crypto floor (in-process, one core)")
+    with pinned_self(pinning, FLOOR_CPU):
+        ops = measure_ops(settings)
+    layout = pinning.describe(f"this process on CPU {FLOOR_CPU}")
+    for name, s in ops.items():
+        result.rows.append(Row(case=name, unit="us/op", value=s, layout=layout))
+    floor_us = sum(s.median for s in ops.values())
+    verify_us = ops["ECDSA P-384 verify"].median
+    sign_us = ops["ECDSA P-384 sign (document)"].median
+    floors: dict[str, Any] = {
+        "floor_us": floor_us,
+        "floor_per_s": 1e6 / floor_us,
+        "floor_reused_doc_per_s": 1e6 / (floor_us - sign_us),
+        "verify_us": verify_us,
+        "one_verify_per_s": 1e6 / verify_us,
+        "five_verify_per_s": 1e6 / (5 * verify_us),
+    }
+    result.data["floors"] = floors
+    result.data["ops_us"] = {name: s.as_dict() for name, s in ops.items()}
+    result.notes.append(
+        f"Floor: sign + verify + OAEP encrypt + OAEP decrypt = {floor_us:.0f} us, i.e. "
+        f"{floors['floor_per_s']:,.0f} attested round trips/s on one core "
+        f"({floors['floor_reused_doc_per_s']:,.0f}/s if the document were reused, no sign)."
+    )
+    return result

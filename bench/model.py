@@ -1,0 +1,83 @@
+"""What a scenario hands back: table rows, same-run ratios with their targets, notes, raw data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.harness import Summary
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    """One measured configuration: a rate or a per-op time, its spread, and optionally latencies."""
+
+    case: str
+    unit: str  # "req/s", "us/op", "MB/s", "conn/s", "verif/s"
+    value: Summary
+    p50_us: float | None = None
+    p99_us: float | None = None
+    layout: str = ""  # how the cooperating processes were pinned
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"case": self.case, "unit": self.unit} | self.value.as_dict()
+        if self.p50_us is not None:
+            out["p50_us"] = round(self.p50_us, 1)
+        if self.p99_us is not None:
+            out["p99_us"] = round(self.p99_us, 1)
+        if self.layout:
+            out["layout"] = self.layout
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ratio:
+    """A ratio of two numbers measured in the same run, with the issue's target when there is one."""
+
+    name: str
+    value: float
+    target: float | None = None  # met when value >= target
+    detail: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.value >= self.target
+
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        if self.met:
+            return f"met (target >= {self.target:g})"
+        short = 100.0 * (1 - self.value / self.target)
+        return f"MISSED by {short:.0f}% (target >= {self.target:g})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": round(self.value, 3),
+            "target": self.target,
+            "met": self.met,
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class ScenarioResult:
+    key: str  # "1".."5"
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    ratios: list[Ratio] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # raw extras (profiles, per-op floors, ...)
+    error: str | None = None  # set when the scenario could not run (a component missing)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "error": self.error,
+            "rows": [r.as_dict() for r in self.rows],
+            "ratios": [r.as_dict() for r in self.ratios],
+            "notes": self.notes,
+            "data": self.data,
+        }

@@ -1,0 +1,85 @@
+"""Smoke test of ``make bench``: the harness runs end to end with tiny round counts, so it never rots.
+
+It runs ``python -m bench --quick`` as a process, exactly as ``make bench`` does (minus the counts), and
+checks the results it writes. It asserts nothing about time: the numbers of a quick run mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("bench-results")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NITRO_SIM")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return proc, out
+
+
+def _scenarios(out: Path) -> dict[str, dict[str, object]]:
+    doc = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert {"date", "cpu", "cpus", "versions", "python"} <= doc["machine"].keys()
+    return {s["key"]: s for s in doc["scenarios"]}
+
+
+def test_writes_markdown_and_json(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = quick_run
+    assert "Traceback" not in proc.stderr, proc.stderr
+    text = (out / "results.md").read_text(encoding="utf-8")
+    assert text.startswith("# attested-random benchmark results")
+    assert "make bench" in text
+    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5"}
+    assert "## 3. Crypto floor" in proc.stdout  # the table is printed to the terminal too
+
+
+def test_crypto_floor_measures_the_four_operations(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s3 = _scenarios(out)["3"]
+    assert s3["error"] is None
+    cases = [r["case"] for r in s3["rows"]]  # type: ignore[attr-defined]
+    assert cases == [
+        "ECDSA P-384 sign (document)",
+        "ECDSA P-384 verify",
+        "RSA-2048 OAEP encrypt",
+        "RSA-2048 OAEP decrypt",
+    ]
+    assert s3["data"]["floors"]["floor_per_s"] > 0  # type: ignore[index]
+
+
+def test_proxy_scenario_relays_bytes(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, out = quick_run
+    s5 = _scenarios(out)["5"]
+    assert s5["error"] is None
+    assert s5["rows"], s5["notes"]
+    assert all(r["median"] > 0 for r in s5["rows"])  # type: ignore[attr-defined]
+
+
+def test_verification_scenario_runs_the_verifier(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s4 = _scenarios(out)["4"]
+    assert s4["error"] is None
+    cases = [r["case"] for r in s4["rows"]]  # type: ignore[attr-defined]
+    assert len(cases) == 3
+    assert all("Verifier" in c for c in cases)
