@@ -4,7 +4,7 @@
     nitro-attest verify FILE [--root PEM|aws|sim ...] [--at ISO8601|document] [--pcr N=HEX ...]
                              [--max-age SECONDS] [--allow-debug] [--nonce HEX] [--require-rsa-key]
     nitro-attest simulate [--public-key DER_OR_PEM] [--user-data HEX] [--nonce HEX] [--pcr N=HEX ...]
-                          [--debug] [--module-id ID] --out FILE
+                          [--debug] [--module-id ID] [--at ISO8601] --out FILE
 
 FILE is the raw COSE_Sign1 bytes, or the same as base64 or hex text; ``-`` reads standard input.
 ``inspect`` prints what the document *claims*, marked unverified. ``verify`` exits 0 with a one-line verdict,
@@ -28,11 +28,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from attestation._chain import parse_certificate, subject
 from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
-from attestation.errors import AttestationError, MalformedError, VerificationError
+from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
+from attestation.nsm import simulate_document
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
+from attestation.sim import sim_home
 from attestation.verify import Verifier, aws_nitro_root, load_certificate
 
 PROG = "nitro-attest"
@@ -116,24 +120,34 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _sim_root(at: datetime) -> bytes:
-    raise UsageError("--root sim: the simulated PKI is not available yet")
+def _sim_root() -> bytes:
+    # attestation/pki.py keeps the root alone, for relying parties, in pki/root.crt: read it, create nothing.
+    path = sim_home() / "pki" / "root.crt"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--root sim: no simulated PKI at {path} (run `{PROG} simulate` first)") from None
+    except OSError as exc:
+        raise UsageError(f"--root sim: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _roots(values: Sequence[str], at: datetime) -> list[x509.Certificate]:
+def _roots(values: Sequence[str]) -> list[x509.Certificate]:
     roots = []
     for value in values or ["aws"]:
         if value == "aws":
             roots.append(aws_nitro_root())
-        elif value == "sim":
-            roots.append(load_certificate(_sim_root(at)))
+            continue
+        if value == "sim":
+            data = _sim_root()
         else:
             try:
-                roots.append(load_certificate(Path(value).read_bytes()))
+                data = Path(value).read_bytes()
             except OSError as exc:
                 raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
-            except ValueError as exc:
-                raise UsageError(f"--root {value}: {exc}") from None
+        try:
+            roots.append(load_certificate(data))
+        except ValueError as exc:
+            raise UsageError(f"--root {value}: {exc}") from None
     return roots
 
 
@@ -143,15 +157,20 @@ def _roots(values: Sequence[str], at: datetime) -> list[x509.Certificate]:
 def _cert_info(der: bytes) -> dict[str, Any]:
     info: dict[str, Any] = {"bytes": len(der), "sha256": hashlib.sha256(der).hexdigest()}
     try:
-        cert = x509.load_der_x509_certificate(der)
-        info.update(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            not_before=_iso(cert.not_valid_before_utc),
-            not_after=_iso(cert.not_valid_after_utc),
-        )
-    except Exception as exc:  # unverified input: show what cannot be parsed instead of failing
-        info["error"] = f"unparseable: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+        cert = parse_certificate("certificate", der)
+    except MalformedDocumentError as exc:  # unverified input: show what cannot be parsed, carry on
+        info["error"] = f"unparseable: {str(exc).removeprefix('certificate ')}"
+        return info
+    try:
+        issuer = cert.issuer.rfc4514_string()
+    except ValueError:
+        issuer = "<unprintable issuer>"
+    info.update(
+        subject=subject(cert),
+        issuer=issuer,
+        not_before=_iso(cert.not_valid_before_utc),
+        not_after=_iso(cert.not_valid_after_utc),
+    )
     return info
 
 
@@ -255,7 +274,7 @@ def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
         at = decode_document(data).document.issued_at
     else:
         at = now if args.at is None else _time(args.at)
-    roots = _roots(args.root, at)
+    roots = _roots(args.root)
     try:
         doc = Verifier(roots=roots, chain_cache=False).verify(data, at=at, policy=policy)
     except VerificationError as exc:
@@ -279,6 +298,56 @@ def _chain_root(doc: AttestationDocument, roots: Sequence[x509.Certificate]) -> 
             fp = hashlib.sha256(doc.cabundle[0]).hexdigest()
             return f"{root.subject.rfc4514_string()} (sha256 {fp[:16]}...)"
     return "a pinned root"  # pragma: no cover - the verifier guarantees cabundle[0] is pinned
+
+
+# -- simulate ---
+
+
+def _public_key(path: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--public-key {path}: {exc.strerror or exc}") from None
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data  # DER, passed through as the NSM does (it does not parse public_key)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UsageError(f"--public-key {path}: not a PEM public key ({exc})") from None
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def cmd_simulate(args: argparse.Namespace, *, now: datetime) -> int:
+    at = now if args.at is None else _time(args.at)
+    pcrs = dict(_pcr(v) for v in args.pcr) or None
+    home = sim_home()
+    try:
+        data = simulate_document(
+            home,
+            at=at,
+            public_key=None if args.public_key is None else _public_key(args.public_key),
+            user_data=None if args.user_data is None else _hex(args.user_data, "--user-data"),
+            nonce=None if args.nonce is None else _hex(args.nonce, "--nonce"),
+            pcrs=pcrs,
+            debug=args.debug,
+            module_id=args.module_id,
+        )
+    except ValueError as exc:  # bad PCR index or module id, from the NSM's own checks
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    doc = decode_document(data).document
+    debug = " (debug mode)" if doc.debug_mode else ""
+    print(
+        f"wrote {len(data)} bytes to {out}: module {doc.module_id}, issued {_iso(doc.issued_at)}, "
+        f"PCR0 {doc.pcrs[0].hex()[:16]}...{debug}, simulated root in {home}"
+    )
+    return EXIT_OK
 
 
 # -- the command ---
@@ -309,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--require-rsa-key", action="store_true", help="public_key must be an RSA 2048/3072/4096 SPKI"
     )
+
+    simulate = sub.add_parser("simulate", help="issue a document from the simulated NSM in $NITRO_SIM_HOME")
+    simulate.add_argument("--public-key", metavar="DER_OR_PEM", help="file: the public_key field")
+    simulate.add_argument("--user-data", metavar="HEX", help="the user_data field")
+    simulate.add_argument("--nonce", metavar="HEX", help="the nonce field")
+    simulate.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="boot PCR N (0..15)")
+    simulate.add_argument("--debug", action="store_true", help="debug mode: PCR0, PCR1, PCR2 are zero")
+    simulate.add_argument("--module-id", metavar="ID", help="i-<17 hex>-enc<16 hex> (default: a new one)")
+    simulate.add_argument("--at", metavar="ISO8601", help="issue time (default: now)")
+    simulate.add_argument("--out", required=True, metavar="FILE", help="where to write the document")
     return parser
 
 
@@ -319,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "simulate":
+            return cmd_simulate(args, now=now)
         return cmd_verify(args, now=now)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

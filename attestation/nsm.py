@@ -10,9 +10,9 @@ Semantics (aws-facts.md §3 "PCRs" and "NSM request/response API"; nsm-api ``nsm
 - Any index ``>= 32`` answers ``InvalidIndex``.
 - GetRandom answers 256 bytes (``NSM_RANDOM_REQ_SIZE``).
 - Attestation: ``user_data``, ``nonce`` and ``public_key`` of at most 1024 bytes each (else
-  ``InputTooLarge``); the document carries every locked PCR, a fresh leaf from the simulated PKI, the
-  reference time as ``timestamp``, and is encoded exactly as the newest NSM does
-  (:func:`attestation.document.encode_document`).
+  ``InputTooLarge``); the document carries every locked PCR, a leaf from the simulated PKI (reused for
+  hours, as real ones are), the reference time as ``timestamp``, and is encoded exactly as the newest NSM
+  does (:func:`attestation.document.encode_document`).
 - Debug mode: PCR0, PCR1 and PCR2 read as zeros; PCR3 and PCR4 keep their values.
 - PCR4 is ``SHA384(zeros || instance id)`` as on Nitro unless given; PCR3 (IAM role) is zero unless given.
 
@@ -28,6 +28,8 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from cryptography import x509
 
 from attestation.document import MAX_OPTIONAL_FIELD_BYTES, AttestationDocument, encode_document
 from attestation.errors import MalformedNSMMessageError, NSMError
@@ -55,7 +57,7 @@ from attestation.nsm_wire import (
     encode_request,
     encode_response,
 )
-from attestation.pki import MODULE_ID_RE, SimulatedPKI, new_module_id
+from attestation.pki import MODULE_ID_RE, DocumentSigner, SimulatedPKI, new_module_id
 
 __all__ = [
     "BOOT_LOCKED_PCRS",
@@ -85,6 +87,8 @@ DEBUG_ZEROED_PCRS = (0, 1, 2)
 #: DescribeNSM version reported by the simulated module.
 VERSION = (1, 0, 0)
 DIGEST = "SHA384"
+#: A leaf with less validity than this left is replaced before signing (verifiers check it a little later).
+LEAF_RENEW_MARGIN = timedelta(minutes=30)
 
 _ZERO_PCR = bytes(PCR_BYTES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -138,6 +142,8 @@ class NSM:
         self._pcrs = [boot.get(i, _ZERO_PCR) for i in range(MAX_PCRS)]
         self._locked = set(range(BOOT_LOCKED_PCRS))
         self._mutex = threading.Lock()
+        self._signer_mutex = threading.Lock()
+        self._signer: tuple[DocumentSigner, datetime, datetime] | None = None
 
     # -- Typed API (raises NSMError with the nsm-api ErrorCode name) -----------------------------------------
 
@@ -209,7 +215,7 @@ class NSM:
                 raise NSMError("InputTooLarge", f"{name} is over {MAX_OPTIONAL_FIELD_BYTES} bytes")
         with self._mutex:
             pcrs = {i: self._pcrs[i] for i in sorted(self._locked)}
-        signer = self._pki.issue_signer(at=at, module_id=self.module_id)
+        signer = self._signer_at(at)
         document = AttestationDocument(
             module_id=self.module_id,
             digest=DIGEST,
@@ -222,6 +228,26 @@ class NSM:
             nonce=nonce,
         )
         return encode_document(document, signer.private_key)
+
+    def _signer_at(self, at: datetime) -> DocumentSigner:
+        """The leaf to sign with at ``at``: reused while valid, as the real NSM does.
+
+        Real documents show one leaf serving many documents: nitro-2024-11-14-sui-debug-pcr34 was signed
+        2 h 22 min into its leaf's 3-hour validity. A new leaf is issued when the current one has less than
+        :data:`LEAF_RENEW_MARGIN` left at ``at``, is not yet valid at ``at``, or its CA chain was renewed.
+        """
+        with self._signer_mutex:
+            current = self._signer
+            if (
+                current is not None
+                and current[1] <= at <= current[2] - LEAF_RENEW_MARGIN
+                and self._pki.cabundle(at=at) == current[0].cabundle
+            ):
+                return current[0]
+            signer = self._pki.issue_signer(at=at, module_id=self.module_id)
+            leaf = x509.load_der_x509_certificate(signer.certificate)
+            self._signer = (signer, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+            return signer
 
     # -- Wire ----------------------------------------------------------------------------------------------
 

@@ -254,9 +254,9 @@ def test_other_algorithm_in_protected_header_is_malformed(chain: Any, nitro: Any
 @pytest.mark.parametrize(
     ("defect", "message"),
     [
-        ({"leaf_ca": True}, "certificate chain does not verify"),
-        ({"leaf_digital_signature": False}, "certificate chain does not verify"),
-        ({"leaf_basic_constraints": False}, "certificate chain does not verify"),
+        ({"leaf_ca": True}, "certificate is a CA"),
+        ({"leaf_digital_signature": False}, "certificate lacks keyUsage digitalSignature"),
+        ({"leaf_basic_constraints": False}, "certificate lacks basicConstraints"),
         ({"instance_path_length": None, "leaf_ca": False}, None),  # control: pathlen absent is allowed
     ],
     ids=["leaf-is-ca", "leaf-lacks-digitalSignature", "leaf-lacks-basicConstraints", "instance-no-pathlen"],
@@ -331,3 +331,21 @@ def test_expired_root_fails(nitro: Any) -> None:
     assert isinstance(err, VerificationError)
     assert "cabundle[0] (CN=old.nitro-enclaves" in str(err)
     assert "expired at" in str(err)
+
+
+def test_non_positive_serial_is_malformed_not_a_warning(chain: Any, nitro: Any, verifier: Verifier) -> None:
+    from attestation._chain import _tlv
+
+    for field in ("certificate", "cabundle"):
+        der = bytearray(chain.leaf_der if field == "certificate" else chain.cabundle[2])
+        _, cert_start, _ = _tlv(bytes(der), 0)
+        _, tbs_start, _ = _tlv(bytes(der), cert_start)
+        _, _, version_end = _tlv(bytes(der), tbs_start)
+        _, serial_at, _ = _tlv(bytes(der), version_end)
+        der[serial_at] |= 0x80  # negative
+        if field == "certificate":
+            data = chain.sign(certificate=bytes(der))
+        else:
+            data = chain.sign(cabundle=(*chain.cabundle[:2], bytes(der), chain.cabundle[3]))
+        with pytest.raises(MalformedDocumentError, match="serial number that is not positive"):
+            verifier.verify(data, at=nitro.t0)

@@ -61,7 +61,7 @@ def test_decode_arbitrary_cbor(value: Any) -> None:
     _decode_or_malformed(cbor2.dumps(value))
 
 
-@FUZZ
+@settings(FUZZ, max_examples=60)  # generating nested CBOR is the slow part
 @given(
     st.dictionaries(st.sampled_from(FIELD_ORDER) | st.text(max_size=4), cbor_values, max_size=10),
     st.binary(min_size=96, max_size=96),
@@ -87,7 +87,7 @@ _edit = st.tuples(
 )
 
 
-@FUZZ
+@settings(FUZZ, max_examples=400)  # the cheap one, and the one closest to an attacker
 @given(st.lists(_edit, min_size=1, max_size=4))
 def test_verify_mutated_document_raises_only_our_errors(
     valid: tuple[Verifier, bytes], edits: list[tuple[str, int, bytes]]
@@ -113,7 +113,7 @@ def test_verify_mutated_document_raises_only_our_errors(
     assert doc == decode_document(data).document
 
 
-@FUZZ
+@settings(FUZZ, max_examples=60)
 @given(st.dictionaries(st.sampled_from(FIELD_ORDER), cbor_values, max_size=9))
 def test_verify_payload_fields_overwritten_and_resigned(
     chain: Any, valid: tuple[Verifier, bytes], changes: dict[str, Any]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from attestation._chain import _tlv
 from attestation.cli import main
 
 _VECTORS = Path(
@@ -224,3 +225,23 @@ def test_installed_script(vectors: Path) -> None:
     assert expired.returncode == 1
     assert expired.stderr.startswith("FAILED at step chain:")
     assert "Traceback" not in expired.stderr
+
+
+def test_inspect_shows_unparseable_certificates(capsys: Any, tmp_path: Path, chain: Any) -> None:
+    leaf = bytearray(chain.leaf_der)
+    # Make the serial number negative (RFC 5280 forbids it; cryptography would only warn).
+    _, cert_start, _ = _tlv(bytes(leaf), 0)
+    _, tbs_start, _ = _tlv(bytes(leaf), cert_start)
+    _, _, version_end = _tlv(bytes(leaf), tbs_start)  # [0] version
+    _, serial_at, _ = _tlv(bytes(leaf), version_end)
+    leaf[serial_at] |= 0x80
+    doc = tmp_path / "doc.cbor"
+    doc.write_bytes(
+        chain.sign(certificate=bytes(leaf), cabundle=(chain.cabundle[0], b"\x30\x03\x02\x01\x01"))
+    )
+    code, out, err = run(capsys, "inspect", str(doc))
+    assert code == 0, err
+    assert "certificate  unparseable: has a serial number that is not positive" in out
+    assert "[1]        unparseable: is not a DER X.509 certificate" in out
+    code, out, _ = run(capsys, "inspect", "--json", str(doc))
+    assert json.loads(out)["cabundle"][1]["error"].startswith("unparseable:")

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attestation._pki_profile import LEAF_LIFETIME
 from attestation.document import decode_document, verify_signature
 from attestation.errors import NSMError
-from attestation.nsm import MAX_RANDOM_BYTES, NSM, default_boot_pcrs, simulate_document
+from attestation.nsm import LEAF_RENEW_MARGIN, MAX_RANDOM_BYTES, NSM, default_boot_pcrs, simulate_document
 from attestation.nsm_wire import (
     Attestation,
     AttestationResponse,
@@ -304,3 +305,17 @@ _shaped = st.builds(lambda v, body: cbor2.dumps({v: body}), _variants, _values) 
 def test_fuzz_handle_always_answers_in_the_wire_shape(shared_nsm: NSM, data: bytes) -> None:
     response = decode_response(shared_nsm.handle(data, at=T0))
     assert response is not None
+
+
+def test_leaf_is_reused_while_valid_then_renewed(nsm: NSM) -> None:
+    """One leaf serves many documents, as in real ones; it is replaced before it runs out."""
+    at = T0 + timedelta(minutes=5)
+
+    def leaf(when: datetime) -> bytes:
+        return decode_document(nsm.attestation(at=when)).document.certificate
+
+    first = leaf(at)
+    assert leaf(at + timedelta(hours=2)) == first
+    renewed = leaf(at + LEAF_LIFETIME - LEAF_RENEW_MARGIN + timedelta(minutes=1))
+    assert renewed != first
+    assert leaf(at - timedelta(minutes=1)) not in (first, renewed)  # not yet valid then: a new leaf

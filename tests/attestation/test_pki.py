@@ -283,3 +283,10 @@ def test_real_chain_checks_the_same_way_at_its_own_time(vectors: Path) -> None:
     ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
     at = chain[-1].not_valid_before_utc + timedelta(minutes=1)
     assert len(verify_chain(ders[0], ders[-1], ders[:-1], at)) == 5
+
+
+def test_issuing_in_the_past_of_a_home_keeps_its_root(sim_home: Path, pki: SimulatedPKI) -> None:
+    past = T0 - timedelta(days=2 * 365)
+    signer = SimulatedPKI.load_or_create(sim_home, at=past).issue_signer(at=past)
+    assert signer.cabundle[0] == pki.root_der
+    verify_chain(pki.root_der, signer.certificate, signer.cabundle, past)

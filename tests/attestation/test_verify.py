@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.document import decode_document
+from attestation.document import decode_document, encode_document
 from attestation.errors import MalformedDocumentError, PolicyError, VerificationError
 from attestation.policy import RejectDebug
 from attestation.verify import (
@@ -135,7 +136,7 @@ def test_chain_cache_bound_and_recheck(nitro: Any) -> None:
     docs = [c.sign() for c in chains]
     for d in docs:
         verifier.verify(d, at=nitro.t0)
-    assert verifier.cache_info() == (2, 2)
+    assert verifier.cache_info() == (2, 2, 2)
     # A cached chain is re-checked against `at` on every hit, both ends of the window.
     with pytest.raises(VerificationError, match=r"certificate .* expired at"):
         verifier.verify(docs[-1], at=nitro.t0 + timedelta(hours=3, seconds=1))
@@ -181,7 +182,7 @@ def test_verifier_is_thread_safe(nitro: Any) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert verifier.cache_info()[0] <= 2
+    assert verifier.cache_info().chains <= 2
 
 
 def test_garbage_raises_malformed(chain: Any, nitro: Any) -> None:
@@ -196,3 +197,70 @@ def test_certificate_that_is_not_der_is_malformed(chain: Any, nitro: Any) -> Non
     bad_bundle = (chain.cabundle[0], b"junk", *chain.cabundle[2:])
     with pytest.raises(MalformedDocumentError, match=r"cabundle\[1\] is not a DER X.509 certificate"):
         Verifier(roots=[chain.root]).verify(chain.sign(cabundle=bad_bundle), at=nitro.t0)
+
+
+def _new_leaf(nitro: Any, chain: Any, **overrides: Any) -> tuple[bytes, Any]:
+    """A fresh leaf under the chain's instance CA (what an NSM issues per document)."""
+    key = overrides.pop("key", None) or ec.generate_private_key(ec.SECP384R1())
+    fields: dict[str, Any] = {
+        "subject": f"{nitro.module_id}.us-east-1.aws",
+        "key": key,
+        "issuer": chain.certs[3],
+        "issuer_key": chain.keys[3],
+        "not_before": nitro.t0 - timedelta(minutes=1),
+        "not_after": nitro.t0 + timedelta(hours=3),
+        "ca": False,
+        "key_usage": nitro.leaf_key_usage(),
+    }
+    fields.update(overrides)
+    cert = nitro.issue(**fields)
+    return cert.public_bytes(serialization.Encoding.DER), key
+
+
+def test_new_leaves_under_known_cas_reuse_the_verified_ca_part(chain: Any, nitro: Any) -> None:
+    verifier = Verifier(roots=[chain.root])
+    verifier.verify(chain.sign(), at=nitro.t0)
+    assert verifier.cache_info()[:2] == (1, 1)
+    for _ in range(3):
+        der, key = _new_leaf(nitro, chain)
+        doc = verifier.verify(encode_document(chain.document(certificate=der), key), at=nitro.t0)
+        assert doc.certificate == der
+    assert verifier.cache_info()[:2] == (4, 1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ca": True, "path_length": None}, "certificate is a CA"),
+        ({"key_usage": None}, "certificate lacks keyUsage"),
+        ({"basic_constraints": False}, "certificate lacks basicConstraints"),
+        ({"issuer_key": "rogue"}, "certificate chain does not verify"),
+        ({"not_before": datetime(2026, 11, 29, 12, 30, tzinfo=UTC)}, "certificate .* is not valid before"),
+        ({"issuer": "zonal"}, r"certificate .* is not issued by cabundle\[3\]"),
+    ],
+    ids=[
+        "leaf-is-ca",
+        "no-key-usage",
+        "no-basic-constraints",
+        "foreign-signature",
+        "not-yet-valid",
+        "issuer",
+    ],
+)
+def test_bad_new_leaf_fails_the_same_with_and_without_the_ca_cache(
+    chain: Any, nitro: Any, overrides: dict[str, Any], message: str
+) -> None:
+    if overrides.get("issuer_key") == "rogue":
+        overrides["issuer_key"] = ec.generate_private_key(ec.SECP384R1())
+    if overrides.get("issuer") == "zonal":
+        overrides["issuer"], overrides["issuer_key"] = chain.certs[2], chain.keys[2]
+    der, key = _new_leaf(nitro, chain, **overrides)
+    data = encode_document(chain.document(certificate=der), key)
+    warm = Verifier(roots=[chain.root])
+    warm.verify(chain.sign(), at=nitro.t0)  # the CA part is now cached
+    steps = []
+    for verifier in (warm, Verifier(roots=[chain.root], chain_cache=False)):
+        with pytest.raises(VerificationError, match=message) as info:
+            verifier.verify(data, at=nitro.t0)
+        steps.append(info.value.step)
+    assert steps == ["chain", "chain"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,3 +226,28 @@ def test_device_gone_then_back(sim_home: Path) -> None:
             assert len(nsm.get_random()) == 256  # reconnects on the next call
         finally:
             stop_device(proc)
+
+
+def test_a_device_that_breaks_the_framing_is_a_device_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall((0x3001).to_bytes(4, "big"))  # one byte over the driver's response buffer
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with (
+            NSMClient(SimulatedDeviceTransport(path, timeout=5)) as nsm,
+            pytest.raises(NSMDeviceError, match="over 12288"),
+        ):
+            nsm.get_random()
+    finally:
+        thread.join(timeout=10)
+        listener.close()

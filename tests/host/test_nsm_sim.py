@@ -175,7 +175,7 @@ def test_many_clients_at_once(device: Path) -> None:
         thread.join(timeout=60)
     assert not errors
     assert len(documents) == 40
-    assert len({decode_document(d).document.certificate for d in documents}) == 40  # a fresh leaf each
+    assert len({decode_document(d).document.certificate for d in documents}) == 1  # one leaf, reused
 
 
 def test_debug_mode_and_module_id(sim_home: Path) -> None:
@@ -251,3 +251,23 @@ def test_bad_command_lines_are_one_line_errors(
 def test_socket_path_too_long(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--socket", str(sim_home / ("d" * 120) / "x.sock")]) == 1
     assert "107-byte limit" in capsys.readouterr().err
+
+
+def test_unusable_pki_state_is_a_one_line_error(
+    sim_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sim_home / "pki").mkdir()
+    (sim_home / "pki" / "root.pem").write_bytes(b"not a certificate")
+    monkeypatch.setenv("NITRO_SIM_HOME", str(sim_home))
+    assert main(["--socket", str(sim_home / "x.sock")]) == 1
+    err = capsys.readouterr().err
+    assert "root.pem is not a certificate and key" in err
+    assert err.count("\n") == 1
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "nsm-sim"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0
+    assert "--socket" in result.stdout
+    assert "--debug-mode" in result.stdout

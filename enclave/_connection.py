@@ -1,0 +1,188 @@
+"""One persistent HTTP/1.1 connection to KMS: over vsock (through vsock-proxy) or TCP, TLS when configured.
+
+The I/O shell around :mod:`enclave._http`. Rules:
+
+- One request in flight; each request is written with one ``sendall`` of prebuilt bytes.
+- The connection is opened lazily and kept open while the server keeps it alive. A reused connection
+  that turns out to be dead before any response byte arrives (the server or proxy closed it while idle)
+  is reopened once, silently, as HTTP clients do for stale pooled connections. Every other failure closes
+  the connection and raises: a fresh connection closed before any byte is an EndpointConnectionError
+  (what vsock-proxy does when it cannot reach KMS), a timeout a Connect/ReadTimeoutError.
+- TLS: server name ``kms.<region>.amazonaws.com`` (or the configured one), certificate checked against the
+  configured CA bundle; TLS runs end to end from the enclave, so the proxy only ever sees ciphertext.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from enclave import vsock
+from enclave._http import Response, ResponseReader
+from enclave.errors import ConnectTimeoutError, EndpointConnectionError, ProtocolError, ReadTimeoutError
+
+__all__ = ["Connection", "Endpoint"]
+
+#: Size of the reusable receive buffer (a GenerateRandom answer is < 9 KB).
+RECV_BUFFER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where KMS is reached. ``scheme`` is ``vsock`` (cid, port) or ``tcp`` (host, port)."""
+
+    scheme: str
+    host: str
+    port: int
+    cid: int = vsock.PARENT_CID
+    tls: bool = False
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("vsock", "tcp"):
+            raise ValueError(f"unknown endpoint scheme {self.scheme!r}")
+
+    @property
+    def url(self) -> str:
+        """A human-readable URL for messages."""
+        proto = "https" if self.tls else "http"
+        where = f"vsock:{self.cid}:{self.port}" if self.scheme == "vsock" else f"{self.host}:{self.port}"
+        return f"{proto}://{where}"
+
+
+class Connection:
+    """A lazily opened, reused connection; :meth:`exchange` sends one request and returns its response."""
+
+    __slots__ = (
+        "_buffer",
+        "_connect_timeout",
+        "_endpoint",
+        "_read_timeout",
+        "_simulated",
+        "_sock",
+        "_ssl_context",
+        "_view",
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        simulated: bool | None = None,
+    ) -> None:
+        if endpoint.tls and ssl_context is None:
+            raise ValueError("a TLS endpoint needs an SSL context")
+        self._endpoint = endpoint
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._ssl_context = ssl_context
+        self._simulated = simulated
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray(RECV_BUFFER_BYTES)
+        self._view = memoryview(self._buffer)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a connection is currently open (and will be reused)."""
+        return self._sock is not None
+
+    def close(self) -> None:
+        """Close the connection (a later exchange opens a new one)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _open(self) -> socket.socket:
+        ep = self._endpoint
+        if ep.scheme == "vsock":
+            sock = vsock.connect(ep.cid, ep.port, timeout=self._connect_timeout, simulated=self._simulated)
+        else:
+            try:
+                sock = socket.create_connection((ep.host, ep.port), timeout=self._connect_timeout)
+            except TimeoutError:
+                raise ConnectTimeoutError(ep.url) from None
+            except OSError as exc:
+                raise EndpointConnectionError(ep.url, exc.strerror or str(exc)) from None
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl_context is not None:
+            try:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=ep.server_name or None)
+            except TimeoutError:
+                sock.close()
+                raise ConnectTimeoutError(ep.url) from None
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                sock.close()
+                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
+            except OSError as exc:
+                sock.close()
+                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
+        sock.settimeout(self._read_timeout)
+        return sock
+
+    def exchange(self, request: bytes) -> Response:
+        """Send ``request`` (complete bytes) and return the response; see the module rules."""
+        reused = self._sock is not None
+        try:
+            return self._attempt(request)
+        except _StaleConnectionError:
+            if not reused:
+                raise EndpointConnectionError(
+                    self._endpoint.url, "the connection was closed before any response"
+                ) from None
+        try:
+            return self._attempt(request)
+        except _StaleConnectionError:
+            raise EndpointConnectionError(
+                self._endpoint.url, "the connection was closed before any response"
+            ) from None
+
+    def _at_eof(self, reader: ResponseReader) -> Response:
+        response = reader.eof()  # raises ProtocolError on a truncated response
+        self.close()
+        if response is None:
+            raise _StaleConnectionError
+        return response
+
+    def _attempt(self, request: bytes) -> Response:
+        if self._sock is None:
+            self._sock = self._open()
+        sock = self._sock
+        reader = ResponseReader()
+        try:
+            sock.sendall(request)
+            while True:
+                n = sock.recv_into(self._buffer)
+                if n == 0:
+                    return self._at_eof(reader)
+                response = reader.feed(self._view[:n])
+                if response is not None:
+                    if not response.keep_alive:
+                        self.close()
+                    return response
+        except _StaleConnectionError:
+            self.close()
+            raise
+        except TimeoutError:
+            self.close()
+            raise ReadTimeoutError(self._endpoint.url) from None
+        except ProtocolError:
+            self.close()
+            raise
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as exc:
+            self.close()
+            if not reader.started:
+                raise _StaleConnectionError from exc
+            raise EndpointConnectionError(self._endpoint.url, f"connection lost: {exc}") from None
+        except OSError as exc:
+            self.close()
+            raise EndpointConnectionError(self._endpoint.url, exc.strerror or str(exc)) from None
+
+
+class _StaleConnectionError(Exception):
+    """Internal: the connection died before any response byte (safe to resend once on a fresh one)."""

@@ -1,0 +1,75 @@
+"""The ASGI shell around :class:`kms.service.Service`: read the body, stamp the time, send the answer.
+
+``create_app()`` is the factory uvicorn workers call (``kms.app:create_app``, ``factory=True``); it
+builds the service from the settings ``kms-sim serve`` left in ``KMS_SIM_SETTINGS``. Any ASGI server can
+run it the same way. Nothing here decides anything: the service does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kms.protocol import MAX_REQUEST_BODY_BYTES
+from kms.server import build_service, settings_from_environment
+from kms.service import Request, Service
+
+__all__ = ["KMSApp", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class KMSApp:
+    """An ASGI 3 application serving one :class:`Service`."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        # Read at most one byte past the bound: the service answers an oversized body without reading on.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= MAX_REQUEST_BODY_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        client = scope.get("client")
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        request = Request(
+            method=scope["method"],
+            path=raw_path.decode("latin-1").split("?", 1)[0],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            body=b"".join(chunks),
+            source_ip=client[0] if client else "127.0.0.1",
+        )
+        response = self.service.handle(request, at=datetime.now(UTC), tick=time.monotonic())
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": list(response.headers)}
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def create_app() -> KMSApp:
+    """The factory for ASGI servers: the service configured by ``KMS_SIM_SETTINGS``."""
+    return KMSApp(build_service(settings_from_environment()))

@@ -1,0 +1,123 @@
+"""The audit log: one CloudTrail-shaped JSON event per request, appended to ``kms/audit.jsonl``.
+
+Shape (CloudTrail record fields as KMS writes them; KMS developer guide "Monitoring requests for Nitro
+enclaves"): eventVersion, userIdentity (type, principalId, arn, accountId, accessKeyId, userName),
+eventTime, eventSource, eventName, awsRegion, sourceIPAddress, userAgent, requestParameters,
+responseElements (always null: KMS logs no response data for these calls), requestID, eventID,
+readOnly, eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an
+attested call, ``additionalEventData.recipient`` with the module ID, the image digest (PCR0) and the PCRs.
+
+Never logged: plaintext, CiphertextForRecipient, the attestation document, passwords, secrets.
+Cheap and safe across worker processes: one ``os.write`` of one line on an ``O_APPEND`` descriptor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kms.operations import AttestedRecipient
+from kms.state import ACCOUNT_ID, Principal
+
+__all__ = ["AuditLog", "event", "request_parameters"]
+
+#: Request members never copied into requestParameters (secrets and large blobs).
+_REDACTED = frozenset({"KeyStorePassword", "XksProxyAuthenticationCredential", "TrustAnchorCertificate"})
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no document bytes."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in _REDACTED:
+            continue
+        if name == "Recipient":
+            out["recipient"] = {"keyEncryptionAlgorithm": value.get("KeyEncryptionAlgorithm")}
+        else:
+            out[_camel(name)] = value
+    return out or None
+
+
+def recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
+    data = {
+        "attestationDocumentModuleId": recipient.module_id,
+        "attestationDocumentEnclaveImageDigest": recipient.pcrs.get(0, b"").hex(),
+    }
+    for index in sorted(recipient.pcrs):
+        data[f"attestationDocumentEnclavePCR{index}"] = recipient.pcrs[index].hex()
+    return data
+
+
+def event(
+    *,
+    at: datetime,
+    request_id: str,
+    operation: str | None,
+    principal: Principal | None,
+    access_key: str | None,
+    region: str,
+    source_ip: str,
+    user_agent: str | None,
+    params: Mapping[str, Any],
+    recipient: AttestedRecipient | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> dict[str, Any]:
+    """One CloudTrail-shaped record."""
+    identity: dict[str, Any]
+    if principal is not None:
+        identity = {
+            "type": "IAMUser",
+            "principalId": principal.principal_id,
+            "arn": principal.arn,
+            "accountId": ACCOUNT_ID,
+            "accessKeyId": principal.access_key,
+            "userName": principal.name,
+        }
+    else:  # unauthenticated: CloudTrail records what the caller claimed
+        identity = {"type": "Unknown", "accessKeyId": access_key}
+    record: dict[str, Any] = {
+        "eventVersion": "1.08",
+        "userIdentity": identity,
+        "eventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": "kms.amazonaws.com",
+        "eventName": operation,
+        "awsRegion": region,
+        "sourceIPAddress": source_ip,
+        "userAgent": user_agent,
+        "requestParameters": request_parameters(params),
+        "responseElements": None,
+        "requestID": request_id,
+        "eventID": request_id,
+        "readOnly": operation in ("GenerateRandom", "DescribeCustomKeyStores"),
+        "eventType": "AwsApiCall",
+        "managementEvent": operation != "GenerateRandom",
+        "recipientAccountId": ACCOUNT_ID,
+    }
+    if error_code is not None:
+        record["errorCode"] = error_code
+        record["errorMessage"] = error_message
+    if recipient is not None:
+        record["additionalEventData"] = {"recipient": recipient_data(recipient)}
+    return record
+
+
+class AuditLog:
+    """An append-only JSON-lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,137 @@
+"""SigV4 authentication of a KMS request against the principals of the credentials file.
+
+The pipeline, in order, each failure with the name and message AWS gives:
+
+1. ``Authorization`` present, else MissingAuthenticationTokenException.
+2. It parses (``attestation.sigv4.parse_authorization``) and ``X-Amz-Date`` is present and well formed,
+   else IncompleteSignatureException.
+3. The scope names service ``kms`` (any region) and the date of ``X-Amz-Date``, else
+   InvalidSignatureException.
+4. The access key is known (and a session token, if sent, is the principal's), else
+   UnrecognizedClientException.
+5. ``X-Amz-Date`` is within :data:`MAX_CLOCK_SKEW` of the request time, else InvalidSignatureException
+   ("Signature expired" / "Signature not yet current").
+6. The signature recomputed over the received request equals the sent one (constant-time compare), else
+   InvalidSignatureException.
+
+Time is an argument (the request's reception time); the secret never appears in a message.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from attestation.sigv4 import (
+    AMZ_DATE_FORMAT,
+    MalformedAuthorizationError,
+    parse_amz_date,
+    parse_authorization,
+    payload_hash,
+    request_signature,
+)
+from kms.errors import (
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
+from kms.state import Principal
+
+__all__ = ["MAX_CLOCK_SKEW", "SERVICE", "authenticate"]
+
+#: SigV4 rejects a request whose X-Amz-Date is more than 5 minutes from the server's clock.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: The signing name of KMS (botocore kms service-2.json ``signingName``/``endpointPrefix``).
+SERVICE = "kms"
+
+_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS "
+    "Secret Access Key and signing method. Consult the service documentation for details."
+)
+_BAD_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def authenticate(
+    method: str,
+    path: str,
+    query: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    *,
+    principals: Mapping[str, Principal],
+    at: datetime,
+) -> Principal:
+    """The principal that signed this request; a KMSError naming the first failed step otherwise.
+
+    ``headers`` are (lower-case name, value) pairs as received.
+    """
+    # (1) present
+    value = _header(headers, "authorization")
+    if value is None:
+        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    # (2) well formed
+    try:
+        parsed = parse_authorization(value)
+    except MalformedAuthorizationError as error:
+        raise IncompleteSignatureException(str(error)) from None
+    amz_date_value = _header(headers, "x-amz-date")
+    if amz_date_value is None:
+        raise IncompleteSignatureException(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
+    try:
+        signed_at = parse_amz_date(amz_date_value)
+    except MalformedAuthorizationError as error:
+        raise IncompleteSignatureException(str(error)) from None
+    # (3) scope
+    if parsed.service != SERVICE:
+        raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
+    if parsed.date_stamp != amz_date_value[:8]:
+        raise InvalidSignatureException(
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{parsed.date_stamp}' != '{amz_date_value[:8]}', from '{amz_date_value}'."
+        )
+    # (4) known key (and token)
+    principal = principals.get(parsed.access_key)
+    if principal is None:
+        raise UnrecognizedClientException(_BAD_TOKEN)
+    token = _header(headers, "x-amz-security-token")
+    if token != principal.session_token and not (token is None and principal.session_token is None):
+        raise UnrecognizedClientException(_BAD_TOKEN)
+    # (5) clock skew
+    if signed_at < at - MAX_CLOCK_SKEW:
+        raise InvalidSignatureException(
+            f"Signature expired: {amz_date_value} is now earlier than "
+            f"{(at - MAX_CLOCK_SKEW).strftime(AMZ_DATE_FORMAT)} ({at.strftime(AMZ_DATE_FORMAT)} - 5 min.)"
+        )
+    if signed_at > at + MAX_CLOCK_SKEW:
+        raise InvalidSignatureException(
+            f"Signature not yet current: {amz_date_value} is still later than "
+            f"{(at + MAX_CLOCK_SKEW).strftime(AMZ_DATE_FORMAT)} ({at.strftime(AMZ_DATE_FORMAT)} + 5 min.)"
+        )
+    # (6) signature
+    try:
+        expected = request_signature(
+            method,
+            path,
+            query,
+            headers,
+            payload_hash(body),
+            authorization=parsed,
+            secret_key=principal.secret_key,
+            amz_date_value=amz_date_value,
+        )
+    except MalformedAuthorizationError:  # a signed header that the request does not carry
+        raise InvalidSignatureException(_MISMATCH) from None
+    if not hmac.compare_digest(expected, parsed.signature):
+        raise InvalidSignatureException(_MISMATCH)
+    return principal

@@ -1,0 +1,201 @@
+"""``kms-sim``: serve the simulated KMS, and operate its simulation.
+
+    kms-sim serve [--listen HOST:PORT | --listen unix:PATH] [--tls] [--trust-root PEM ...]
+                  [--policy FILE] [--max-doc-age S] [--workers N] [--rate-limit R [--burst B]]
+                  [--fault NAME:COUNT ...] [--fault-rate NAME:P ...]
+    kms-sim env                      shell exports that point AWS SDKs and the AWS CLI at the home's files
+    kms-sim keystore list            the custom key stores, as JSON
+    kms-sim keystore set --id ID [--state STATE] [--error-code CODE] [--hsm-timeout on|off]
+
+``serve`` prints the URL it listens on as its first line (the real port when given port 0), then serves
+until SIGTERM or SIGINT. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from attestation.errors import AttestationError
+from attestation.sim import check_unix_path, sim_home
+from kms.errors import KMSError
+from kms.keystores import STATES, KeyStores
+from kms.operations import list_entry
+from kms.server import SETTINGS_ENV, Settings, build_service
+from kms.state import DEFAULT_PROFILE, ensure_home
+from kms.tls import ensure_tls
+
+__all__ = ["main"]
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+#: Listen backlog: enough for a benchmark's bursts of concurrent connections.
+LISTEN_BACKLOG = 1024
+MAX_WORKERS = 64
+
+
+def _bind(listen: str) -> tuple[socket.socket, str]:
+    """Bind and listen; return the socket and the URL authority (``host:port`` or ``unix:PATH``)."""
+    if listen.startswith("unix:"):
+        path = check_unix_path(Path(listen[len("unix:") :]))
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(LISTEN_BACKLOG)
+        return sock, f"unix:{path}"
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port_text)))
+    sock.listen(LISTEN_BACKLOG)
+    bound_host, bound_port = sock.getsockname()[:2]
+    return sock, f"{bound_host}:{bound_port}"
+
+
+def _faults(values: Sequence[str], convert: type[int] | type[float], flag: str) -> dict[str, int | float]:
+    out: dict[str, int | float] = {}
+    for value in values:
+        name, sep, number = value.partition(":")
+        try:
+            out[name] = convert(number)
+        except ValueError:
+            out[name] = -1
+        if not sep or out[name] < 0:
+            raise ValueError(f"{flag} must be NAME:{convert.__name__.upper()}, got {value!r}")
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be 1..{MAX_WORKERS}")
+    settings = Settings(
+        sim_home=str(sim_home()),
+        policy=str(Path(args.policy).resolve()) if args.policy else None,
+        trust_roots=tuple(str(Path(p).resolve()) for p in args.trust_root),
+        max_doc_age_s=args.max_doc_age,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        workers=args.workers,
+        fault_counts={k: int(v) for k, v in _faults(args.fault, int, "--fault").items()},
+        fault_rates={k: float(v) for k, v in _faults(args.fault_rate, float, "--fault-rate").items()},
+    )
+    build_service(settings)  # fail here, before binding, on any configuration error
+    ssl_options: dict[str, str] = {}
+    scheme = "http"
+    if args.tls:
+        files = ensure_tls(ensure_home(Path(settings.sim_home)).tls, at=datetime.now(UTC))
+        ssl_options = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
+        scheme = "https"
+    sock, authority = _bind(args.listen)
+    url = authority if authority.startswith("unix:") else f"{scheme}://{authority}"
+    print(url, flush=True)
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    config = uvicorn.Config(
+        "kms.app:create_app",
+        factory=True,
+        workers=args.workers,
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        **ssl_options,  # type: ignore[arg-type]
+    )
+    try:
+        if args.workers == 1:
+            uvicorn.Server(config).run(sockets=[sock])
+        else:
+            Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        if authority.startswith("unix:"):
+            Path(authority[len("unix:") :]).unlink(missing_ok=True)
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    home = ensure_home(sim_home())
+    print(f"export AWS_SHARED_CREDENTIALS_FILE={home.credentials}")
+    print(f"export AWS_CONFIG_FILE={home.config}")
+    print(f"export AWS_PROFILE={DEFAULT_PROFILE}")
+    return 0
+
+
+def cmd_keystore(args: argparse.Namespace) -> int:
+    home = ensure_home(sim_home())
+    stores = KeyStores(home.keystores)
+    try:
+        if args.keystore_command == "list":
+            print(
+                json.dumps([list_entry(s) | {"HsmTimeout": s.hsm_timeout} for s in stores.find()], indent=2)
+            )
+            return 0
+        timeout = None if args.hsm_timeout is None else args.hsm_timeout == "on"
+        stores.set_simulation(args.id, state=args.state, error_code=args.error_code, hsm_timeout=timeout)
+        return 0
+    finally:
+        stores.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kms-sim", description="A local AWS KMS for attested GenerateRandom."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the KMS JSON API")
+    serve.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT or unix:PATH (default {DEFAULT_LISTEN})"
+    )
+    serve.add_argument("--tls", action="store_true", help="serve HTTPS with a certificate from the home's CA")
+    serve.add_argument("--trust-root", action="append", default=[], metavar="PEM", help="add trusted root(s)")
+    serve.add_argument(
+        "--policy", metavar="FILE", help="policy file (default $NITRO_SIM_HOME/kms/policy.json)"
+    )
+    serve.add_argument("--max-doc-age", type=float, default=300.0, metavar="S", help="max document age (s)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
+    serve.add_argument("--rate-limit", type=float, metavar="R", help="requests per second before throttling")
+    serve.add_argument("--burst", type=float, metavar="B", help="burst size for --rate-limit")
+    serve.add_argument("--fault", action="append", default=[], metavar="NAME:COUNT", help="fail first COUNT")
+    serve.add_argument(
+        "--fault-rate", action="append", default=[], metavar="NAME:P", help="fail with prob. P"
+    )
+    serve.set_defaults(func=cmd_serve)
+    env = commands.add_parser("env", help="print AWS_* exports for the home's credentials")
+    env.set_defaults(func=cmd_env)
+    keystore = commands.add_parser("keystore", help="inspect or steer the simulated key stores")
+    keystore_commands = keystore.add_subparsers(dest="keystore_command", required=True)
+    keystore_commands.add_parser("list")
+    setter = keystore_commands.add_parser("set")
+    setter.add_argument("--id", required=True)
+    setter.add_argument("--state", choices=STATES)
+    setter.add_argument("--error-code")
+    setter.add_argument("--hsm-timeout", choices=("on", "off"))
+    keystore.set_defaults(func=cmd_keystore)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (AttestationError, KMSError, ValueError, OSError) as error:
+        print(f"kms-sim: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Assembly: settings of ``kms-sim serve`` -> a ready :class:`Service` (in the parent and in each worker).
+
+The parent builds the service once before binding, so every configuration error (credentials, policy
+file, trust roots, PKI) is one clear line and a non-zero exit before any port is opened; each uvicorn
+worker builds its own (its own SQLite connection and audit descriptor) from the same settings, passed in
+the ``KMS_SIM_SETTINGS`` environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from attestation.errors import SimulationError
+from attestation.pki import SimulatedPKI
+from kms.audit import AuditLog
+from kms.iam import load_policies
+from kms.keystores import KeyStores
+from kms.operations import Operations
+from kms.recipient import DEFAULT_MAX_DOC_AGE, RecipientCheck
+from kms.service import FaultInjector, Service, TokenBucket
+from kms.state import ensure_home, load_principals
+
+__all__ = ["SETTINGS_ENV", "Settings", "build_service", "settings_from_environment", "trust_roots"]
+
+SETTINGS_ENV = "KMS_SIM_SETTINGS"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything ``kms-sim serve`` was told (JSON-serializable, for the workers)."""
+
+    sim_home: str
+    policy: str | None = None
+    trust_roots: tuple[str, ...] = ()
+    max_doc_age_s: float = DEFAULT_MAX_DOC_AGE.total_seconds()
+    rate_limit: float | None = None
+    burst: float | None = None
+    workers: int = 1
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    audit: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        raw = json.loads(text)
+        raw["trust_roots"] = tuple(raw["trust_roots"])
+        return cls(**raw)
+
+
+def settings_from_environment() -> Settings:
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise SimulationError(f"{SETTINGS_ENV} is not set: start the app with `kms-sim serve`")
+    return Settings.from_json(text)
+
+
+def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
+    """The simulated root of the home (created if missing) plus every certificate in each ``--trust-root``."""
+    pki = SimulatedPKI.load_or_create(Path(settings.sim_home), at=at)
+    roots = [x509.load_der_x509_certificate(pki.root_der)]
+    for path in settings.trust_roots:
+        try:
+            roots.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+        except (OSError, ValueError) as error:
+            raise SimulationError(f"cannot load trust root {path}: {error}") from None
+    return roots
+
+
+def build_service(settings: Settings) -> Service:
+    """A service over the home's state; SimulationError (one line) if any of it is unusable."""
+    home = ensure_home(Path(settings.sim_home))
+    principals = load_principals(home.credentials)
+    policies = load_policies(Path(settings.policy) if settings.policy else home.policy)
+    roots = trust_roots(settings, at=datetime.now(UTC))
+    check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s))
+    throttle = None
+    if settings.rate_limit is not None:
+        share = max(1, settings.workers)  # each worker enforces its share of the rate
+        burst = settings.burst if settings.burst is not None else settings.rate_limit
+        throttle = TokenBucket(settings.rate_limit / share, max(1.0, burst / share))
+    faults = None
+    if settings.fault_counts or settings.fault_rates:
+        faults = FaultInjector(settings.fault_counts, settings.fault_rates)
+    try:
+        keystores = KeyStores(home.keystores)
+        audit = AuditLog(home.audit) if settings.audit else None
+    except Exception as error:
+        raise SimulationError(f"cannot open kms-sim state in {home.root}: {error}") from None
+    return Service(
+        principals=principals,
+        policies=policies,
+        operations=Operations(keystores),
+        recipient_verifier=check,
+        audit=audit,
+        throttle=throttle,
+        faults=faults,
+    )

@@ -1,0 +1,267 @@
+"""The request pipeline, without I/O: a received request and its reception time in, a response out.
+
+Order, each step a KMSError on failure (answered, audited, and the next request served as usual):
+
+1. size bound on the body (before anything reads it);
+2. SigV4 authentication (kms.auth);
+3. ``X-Amz-Target`` names an operation we serve;
+4. rate limit (ThrottlingException);
+5. JSON body, member types and model constraints (kms.protocol);
+6. injected faults (KMSInternalException, ...), for testing clients' retries;
+7. a Recipient's attestation document verified against the trusted roots at the request time;
+8. authorization: the principal's IAM-style policy, with the document's PCRs as condition keys;
+9. the operation.
+
+An unexpected exception is a KMSInternalException (HTTP 500, no details on the wire, one line on stderr).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kms.audit import AuditLog, event
+from kms.auth import authenticate
+from kms.errors import (
+    DependencyTimeoutException,
+    KMSError,
+    KMSInternalException,
+    ThrottlingException,
+    ValidationException,
+)
+from kms.iam import IAMPolicies
+from kms.operations import OPERATIONS, AttestedRecipient, Operations
+from kms.protocol import (
+    CONTENT_TYPE,
+    MAX_REQUEST_BODY_BYTES,
+    decode_body,
+    encode_error,
+    encode_result,
+    parse_target,
+    validate,
+)
+from kms.state import DEFAULT_REGION, Principal
+
+__all__ = ["FaultInjector", "Request", "Response", "Service", "TokenBucket"]
+
+#: A Recipient check: document bytes and request time in, the verified recipient out (ValidationException).
+RecipientVerifier = Callable[[bytes, datetime], AttestedRecipient]
+
+_CONDITION_PREFIX = "kms:recipientattestation:"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """A received HTTP request: header names lower-case, values as sent."""
+
+    method: str
+    path: str
+    query: str
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+    source_ip: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+class TokenBucket:
+    """A request-rate limit: ``rate`` per second with bursts of ``burst``; time is a monotonic argument."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+_INJECTABLE: Mapping[str, type[KMSError]] = {
+    cls.__name__: cls for cls in (KMSInternalException, DependencyTimeoutException, ThrottlingException)
+}
+
+
+class FaultInjector:
+    """Fail the first ``counts[name]`` requests, then each further one with probability ``rates[name]``."""
+
+    def __init__(
+        self, counts: Mapping[str, int], rates: Mapping[str, float], seed: int | None = None
+    ) -> None:
+        for name in (*counts, *rates):
+            if name not in _INJECTABLE:
+                raise ValueError(f"cannot inject {name!r}; choose from {', '.join(sorted(_INJECTABLE))}")
+        self._left = dict(counts)
+        self._rates = dict(rates)
+        self._random = random.Random(seed)  # noqa: S311 - fault timing, not security
+
+    def check(self) -> None:
+        for name, left in self._left.items():
+            if left > 0:
+                self._left[name] = left - 1
+                raise _INJECTABLE[name](f"Injected fault ({name}) for testing client retries.")
+        for name, rate in self._rates.items():
+            if self._random.random() < rate:
+                raise _INJECTABLE[name](f"Injected fault ({name}) for testing client retries.")
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
+    """``kms:RecipientAttestation:ImageSha384`` (PCR0) and ``…:PCR<N>``: lower-case keys and hex values."""
+    if recipient is None:
+        return {}
+    context = {f"{_CONDITION_PREFIX}pcr{index}": value.hex() for index, value in recipient.pcrs.items()}
+    if 0 in recipient.pcrs:
+        context[f"{_CONDITION_PREFIX}imagesha384"] = recipient.pcrs[0].hex()
+    return context
+
+
+def _scope_region(headers: Sequence[tuple[str, str]]) -> str:
+    value = _header(headers, "authorization") or ""
+    start = value.find("Credential=")
+    if start < 0:
+        return DEFAULT_REGION
+    parts = value[start + len("Credential=") :].split(",")[0].split("/")
+    return parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
+
+
+def _access_key(headers: Sequence[tuple[str, str]]) -> str | None:
+    value = _header(headers, "authorization") or ""
+    start = value.find("Credential=")
+    if start < 0:
+        return None
+    return value[start + len("Credential=") :].split("/")[0][:128] or None
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What the pipeline learned before it stopped (mutable, one per request)."""
+
+    principal: Principal | None = None
+    operation: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    recipient: AttestedRecipient | None = None
+
+
+CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
+
+
+class Service:
+    """The KMS request pipeline over its state (credentials, policies, key stores, audit log)."""
+
+    def __init__(
+        self,
+        *,
+        principals: Mapping[str, Principal],
+        policies: IAMPolicies,
+        operations: Operations,
+        recipient_verifier: RecipientVerifier,
+        audit: AuditLog | None,
+        throttle: TokenBucket | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.principals = principals
+        self.policies = policies
+        self.operations = operations
+        self.verify_recipient = recipient_verifier
+        self.audit = audit
+        self.throttle = throttle
+        self.faults = faults
+
+    def _pipeline(self, request: Request, trace: _Trace, *, at: datetime, tick: float) -> dict[str, Any]:
+        """Steps (1)-(9); fills ``trace`` as it learns who asked for what (for the audit record)."""
+        # (1) size
+        if len(request.body) > MAX_REQUEST_BODY_BYTES:
+            raise ValidationException(f"Request body is over the {MAX_REQUEST_BODY_BYTES}-byte limit")
+        # (2) authentication
+        trace.principal = authenticate(
+            request.method,
+            request.path,
+            request.query,
+            request.headers,
+            request.body,
+            principals=self.principals,
+            at=at,
+        )
+        # (3) operation
+        trace.operation = parse_target(_header(request.headers, "x-amz-target"), OPERATIONS)
+        # (4) rate
+        if self.throttle is not None and not self.throttle.take(tick):
+            raise ThrottlingException("Rate exceeded")
+        # (5) members
+        spec = OPERATIONS[trace.operation]
+        trace.params = validate(spec.fields, decode_body(request.body))
+        # (6) injected faults
+        if self.faults is not None:
+            self.faults.check()
+        # (7) Recipient
+        if "Recipient" in trace.params:
+            trace.recipient = self.verify_recipient(trace.params["Recipient"]["AttestationDocument"], at)
+        # (8) authorization
+        self.policies.authorize(trace.principal, f"kms:{trace.operation}", condition_context(trace.recipient))
+        # (9) operation
+        return spec.handler(self.operations, trace.params, trace.recipient, at)
+
+    def handle(self, request: Request, *, at: datetime, tick: float) -> Response:
+        """Answer one request received at ``at`` (aware UTC; ``tick`` is a monotonic clock reading)."""
+        trace = _Trace()
+        error: KMSError | None = None
+        try:
+            body = encode_result(self._pipeline(request, trace, at=at, tick=tick))
+        except KMSError as caught:
+            error = caught
+        except Exception as unexpected:  # a bug: answer 500 (SDKs retry), keep serving, say one line
+            print(
+                f"kms-sim: internal error in {trace.operation}: {type(unexpected).__name__}", file=sys.stderr
+            )
+            error = KMSInternalException("An internal error occurred.")
+        status = 200
+        if error is not None:
+            status = error.status
+            body = encode_error(error)
+        request_id = str(uuid.uuid4())
+        if self.audit is not None:
+            self.audit.write(
+                event(
+                    at=at,
+                    request_id=request_id,
+                    operation=trace.operation,
+                    principal=trace.principal,
+                    access_key=_access_key(request.headers),
+                    region=_scope_region(request.headers),
+                    source_ip=request.source_ip,
+                    user_agent=_header(request.headers, "user-agent"),
+                    params=trace.params,
+                    recipient=trace.recipient,
+                    error_code=error.code if error is not None else None,
+                    error_message=error.message if error is not None else None,
+                )
+            )
+        headers = (
+            (b"content-type", CONTENT_TYPE_BYTES),
+            (b"x-amzn-requestid", request_id.encode()),
+            (b"content-length", str(len(body)).encode()),
+        )
+        return Response(status=status, headers=headers, body=body)

@@ -1,0 +1,49 @@
+"""kmstool-enclave-cli: the real options and messages (the KMS path is in tests/integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enclave.kmstool import main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["genrandom"], "--length must be set"),
+        (["genrandom", "--length", "0"], "--length must be greater than 0"),
+        (["genrandom", "--length", "abc"], "--length must be greater than 0"),
+        (["genrandom", "--length", "-5"], "--length must be greater than 0"),
+        (["genrandom", "--length", "1025"], "--length must be smaller or equal to 1024"),
+        (["genrandom", "--bogus", "1"], "Unknown option"),
+        (["frobnicate"], "Unknown command"),
+        (["decrypt", "--length", "1"], "decrypt is not supported by this simulation"),
+    ],
+)
+def test_argument_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[0].startswith(message)
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "usage: kmstool_enclave_cli" in capsys.readouterr().err
+
+
+def test_unreachable_proxy_fails_cleanly(
+    sim_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No vsock-proxy listens on (3, 8999): a connection error, reported in two lines, no traceback.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDX")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setattr("enclave.kms.KMSClient._attestation_document", lambda self: b"doc")
+    monkeypatch.setattr("enclave._retry.backoff_delay", lambda n, rand=None: 0.0)
+    monkeypatch.setattr("enclave.kms.backoff_delay", lambda n, rand=None: 0.0)
+    assert main(["genrandom", "--length", "32", "--proxy-port", "8999"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("EndpointConnectionError: Could not connect to the endpoint URL")
+    assert err[-1] == "Could not generate random bytes"

@@ -1,0 +1,148 @@
+"""Fixtures for kms-sim: a real server process per test, real boto3 clients, simulated enclave documents."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+#: How long a test waits for the server's first line or its exit.
+STARTUP_TIMEOUT_S = 30
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    process: subprocess.Popen[str]
+
+    def client(self, **config: Any) -> Any:
+        """A boto3 KMS client using the home's credentials file (retries off unless asked)."""
+        options: dict[str, Any] = {"retries": {"max_attempts": 1, "mode": "standard"}}
+        options.update(config)
+        session = boto3.session.Session(profile_name="nitro-sim")
+        verify = str(self.home / "kms" / "tls" / "ca.pem") if self.url.startswith("https") else None
+        return session.client("kms", endpoint_url=self.url, config=Config(**options), verify=verify)
+
+    @property
+    def stderr(self) -> str:
+        return (self.home / f"kms-sim.{self.process.pid}.stderr").read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=STARTUP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["NITRO_SIM_HOME"] = str(home)
+    return env
+
+
+@pytest.fixture
+def aws_env(sim_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point boto3 at the home's credentials and config files (and nothing else from the environment)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(sim_home / "kms" / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(sim_home / "kms" / "config"))
+    return sim_home
+
+
+@pytest.fixture
+def start_server(aws_env: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``kms-sim serve --listen 127.0.0.1:0 ARGS...``; every server started is stopped afterwards."""
+    started: list[Server] = []
+
+    def start(*args: str, home: Path | None = None) -> Server:
+        where = home or aws_env
+        where.mkdir(parents=True, exist_ok=True)
+        with (where / "kms-sim.stderr.tmp").open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "kms.cli", "serve", "--listen", "127.0.0.1:0", *args],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=_env(where),
+            )
+        (where / "kms-sim.stderr.tmp").rename(where / f"kms-sim.{process.pid}.stderr")
+        server = Server(url="", home=where, process=process)
+        started.append(server)
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith(("http://", "https://")):
+            server.stop()
+            pytest.fail(f"kms-sim did not start: {line!r} {server.stderr}")
+        server.url = line
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def spki(key: rsa.RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture
+def make_document(aws_env: Path, rsa_key: rsa.RSAPrivateKey) -> Callable[..., bytes]:
+    """A simulated NSM document from the home's PKI, carrying ``rsa_key``'s SPKI unless told otherwise."""
+    from attestation.nsm import simulate_document
+
+    def make(*, home: Path | None = None, at: datetime | None = None, **kwargs: Any) -> bytes:
+        kwargs.setdefault("public_key", spki(rsa_key))
+        return simulate_document(home or aws_env, at=at or datetime.now(UTC), **kwargs)
+
+    return make
+
+
+def _recipient(document: bytes) -> dict[str, Any]:
+    return {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
+
+
+@pytest.fixture
+def recipient() -> Callable[[bytes], dict[str, Any]]:
+    """The Recipient member for a document."""
+    return _recipient
+
+
+@pytest.fixture
+def spki_of() -> Callable[[rsa.RSAPrivateKey], bytes]:
+    return spki
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    """A kms-sim with default settings."""
+    return start_server()

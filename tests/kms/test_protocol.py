@@ -1,0 +1,88 @@
+"""awsJson1_1 codec: targets, bodies, model validation messages (pure functions, no server)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kms.errors import KMSError, SerializationException, UnknownOperationException, ValidationException
+from kms.operations import GENERATE_RANDOM_FIELDS, OPERATIONS
+from kms.protocol import decode_body, encode_error, encode_result, parse_target, validate
+
+
+def test_parse_target() -> None:
+    assert parse_target("TrentService.GenerateRandom", OPERATIONS) == "GenerateRandom"
+    for bad in (None, "", "GenerateRandom", "TrentService.Encrypt", "trentservice.GenerateRandom"):
+        with pytest.raises(UnknownOperationException):
+            parse_target(bad, OPERATIONS)
+
+
+def test_decode_body() -> None:
+    assert decode_body(b"") == {}
+    assert decode_body(b'  {"a": 1} ') == {"a": 1}
+    for bad in (b"{", b"[]", b"1", b"\xff", b'"x"'):
+        with pytest.raises(SerializationException):
+            decode_body(bad)
+
+
+def test_recipient_blob_is_decoded() -> None:
+    document = b"\x84\x01\x02"
+    params = validate(
+        GENERATE_RANDOM_FIELDS,
+        {
+            "NumberOfBytes": 32,
+            "Recipient": {
+                "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                "AttestationDocument": base64.b64encode(document).decode(),
+            },
+        },
+    )
+    assert params == {
+        "NumberOfBytes": 32,
+        "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document},
+    }
+
+
+def test_validation_message_redacts_blobs() -> None:
+    with pytest.raises(ValidationException) as caught:
+        validate(
+            GENERATE_RANDOM_FIELDS,
+            {
+                "NumberOfBytes": 1,
+                "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": ""},
+            },
+        )
+    assert caught.value.message == (
+        "1 validation error detected: Value '*** Sensitive Data Redacted ***' "
+        "at 'recipient.attestationDocument' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1"
+    )
+
+
+def test_encoders() -> None:
+    assert json.loads(encode_result({"Plaintext": b"\x00\x01", "CiphertextForRecipient": None})) == {
+        "Plaintext": "AAE="
+    }
+    assert json.loads(encode_error(ValidationException("bad"))) == {
+        "__type": "ValidationException",
+        "message": "bad",
+    }
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=8,
+    )
+)
+def test_any_json_value_either_validates_or_raises_a_kms_error(value: object) -> None:
+    with contextlib.suppress(KMSError):
+        validate(
+            GENERATE_RANDOM_FIELDS, {"NumberOfBytes": value, "CustomKeyStoreId": value, "Recipient": value}
+        )

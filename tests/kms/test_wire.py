@@ -1,0 +1,203 @@
+"""The awsJson1_1 front and SigV4, over raw HTTP signed by botocore's SigV4Auth (an independent signer)."""
+
+from __future__ import annotations
+
+import configparser
+import http.client
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+Server = Any
+
+
+def _credentials(server: Server) -> tuple[str, str]:
+    parser = configparser.ConfigParser()
+    parser.read(server.home / "kms" / "credentials")
+    return parser["nitro-sim"]["aws_access_key_id"], parser["nitro-sim"]["aws_secret_access_key"]
+
+
+def _send(
+    server: Server,
+    body: bytes,
+    *,
+    target: str | None = "TrentService.GenerateRandom",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    sign: bool = True,
+    at: datetime | None = None,
+    service: str = "kms",
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Send one request, signed as botocore signs KMS calls unless ``sign`` is false."""
+    default_key, default_secret = _credentials(server)
+    url = urlsplit(server.url)
+    request_headers = {"Content-Type": "application/x-amz-json-1.1"}
+    if target is not None:
+        request_headers["X-Amz-Target"] = target
+    request = AWSRequest(method=method, url=server.url + "/", data=body, headers=request_headers)
+    if sign:
+        credentials = Credentials(access_key or default_key, secret_key or default_secret)
+        signer = SigV4Auth(credentials, service, "eu-west-1")
+        if at is None:
+            signer.add_auth(request)
+        else:
+            # botocore takes its clock from get_current_datetime (naive UTC); sign "at" instead.
+            with mock.patch("botocore.auth.get_current_datetime", return_value=at.replace(tzinfo=None)):
+                signer.add_auth(request)
+    sent = dict(request.headers.items())
+    sent.update(headers or {})
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.request(method, "/", body=body, headers=sent)
+        response = connection.getresponse()
+        data = response.read()
+        reply = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, reply, json.loads(data) if data else {}
+    finally:
+        connection.close()
+
+
+def test_signed_request_succeeds_in_any_region(server: Server) -> None:
+    status, headers, body = _send(server, b'{"NumberOfBytes": 16}')
+    assert status == 200
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert headers["x-amzn-requestid"]
+    assert len(body["Plaintext"]) == 24  # base64 of 16 bytes
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "fragment"),
+    [
+        ({"sign": False}, "MissingAuthenticationTokenException", "Missing Authentication Token"),
+        ({"secret_key": "x" * 40}, "InvalidSignatureException", "does not match"),
+        ({"access_key": "AKIAUNKNOWNUNKNOWN00"}, "UnrecognizedClientException", "security token"),
+        ({"service": "s3"}, "InvalidSignatureException", "scoped to correct service"),
+        (
+            {"at": datetime.now(UTC) - timedelta(minutes=6)},
+            "InvalidSignatureException",
+            "Signature expired",
+        ),
+        (
+            {"at": datetime.now(UTC) + timedelta(minutes=6)},
+            "InvalidSignatureException",
+            "Signature not yet current",
+        ),
+    ],
+    ids=["missing", "wrong-secret", "unknown-key", "wrong-service", "expired", "future"],
+)
+def test_authentication_failures(server: Server, kwargs: dict[str, Any], code: str, fragment: str) -> None:
+    if "skew" in kwargs:  # the signing time is taken now, not at collection
+        kwargs = {"at": datetime.now(UTC) + kwargs.pop("skew")}
+    status, headers, body = _send(server, b'{"NumberOfBytes": 16}', **kwargs)
+    assert (status, body["__type"]) == (400, code)
+    assert fragment in body["message"]
+    assert headers["x-amzn-requestid"]
+    assert _send(server, b'{"NumberOfBytes": 4}')[0] == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "AWS4-HMAC-SHA256 garbage",
+        "Basic dXNlcjpwYXNz",
+        "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/kms/aws4_request, SignedHeaders=host",
+    ],
+)
+def test_malformed_authorization_is_incomplete_signature(server: Server, authorization: str) -> None:
+    status, _, body = _send(
+        server, b"{}", sign=False, headers={"Authorization": authorization, "X-Amz-Date": "20260101T000000Z"}
+    )
+    assert (status, body["__type"]) == (400, "IncompleteSignatureException")
+
+
+def test_missing_amz_date_is_incomplete_signature(server: Server) -> None:
+    key, _ = _credentials(server)
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/kms/aws4_request, "
+        f"SignedHeaders=host, Signature={'0' * 64}"
+    )
+    status, _, body = _send(server, b"{}", sign=False, headers={"Authorization": authorization})
+    assert (status, body["__type"]) == (400, "IncompleteSignatureException")
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "code"),
+    [
+        (b'{"NumberOfBytes": 16}', "TrentService.ListKeys", "UnknownOperationException"),
+        (b'{"NumberOfBytes": 16}', "NotTrent.GenerateRandom", "UnknownOperationException"),
+        (b'{"NumberOfBytes": 16}', None, "UnknownOperationException"),
+        (b'{"NumberOfBytes": 16', "TrentService.GenerateRandom", "SerializationException"),
+        (b"[1, 2]", "TrentService.GenerateRandom", "SerializationException"),
+        (b'{"NumberOfBytes": "16"}', "TrentService.GenerateRandom", "SerializationException"),
+        (b'{"NumberOfBytes": 1.5}', "TrentService.GenerateRandom", "SerializationException"),
+        (b'{"NumberOfBytes": true}', "TrentService.GenerateRandom", "SerializationException"),
+        (b'{"NumberOfBytes": 8, "Recipient": "x"}', "TrentService.GenerateRandom", "SerializationException"),
+        (
+            b'{"NumberOfBytes": 8, "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", '
+            b'"AttestationDocument": "not base64!"}}',
+            "TrentService.GenerateRandom",
+            "SerializationException",
+        ),
+        (
+            b'{"NumberOfBytes": 8, "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}}',
+            "TrentService.GenerateRandom",
+            "ValidationException",
+        ),
+        (
+            b'{"NumberOfBytes": 8, "CustomKeyStoreId": ""}',
+            "TrentService.GenerateRandom",
+            "ValidationException",
+        ),
+        (
+            b'{"NumberOfBytes": 8, "CustomKeyStoreId": 5}',
+            "TrentService.GenerateRandom",
+            "SerializationException",
+        ),
+        (b"\xff\xfe", "TrentService.GenerateRandom", "SerializationException"),
+    ],
+)
+def test_bad_requests_get_real_error_names(
+    server: Server, body: bytes, target: str | None, code: str
+) -> None:
+    status, headers, reply = _send(server, body, target=target)
+    assert (status, reply["__type"]) == (400, code)
+    assert reply["message"]
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert _send(server, b'{"NumberOfBytes": 4}')[0] == 200
+
+
+def test_two_violations_are_listed_together(server: Server) -> None:
+    status, _, reply = _send(server, b'{"NumberOfBytes": 0, "CustomKeyStoreId": ""}')
+    assert status == 400
+    assert reply["message"].startswith("2 validation errors detected: ")
+    assert "'numberOfBytes'" in reply["message"]
+    assert "'customKeyStoreId'" in reply["message"]
+
+
+def test_oversized_body_is_a_validation_error(server: Server) -> None:
+    big = b'{"NumberOfBytes": 8, "Pad": "' + b"a" * (500 * 1024) + b'"}'
+    status, _, reply = _send(server, big)
+    assert (status, reply["__type"]) == (400, "ValidationException")
+    assert _send(server, b'{"NumberOfBytes": 4}')[0] == 200
+
+
+def test_get_is_a_json_error_not_html(server: Server) -> None:
+    status, headers, reply = _send(server, b"", method="GET", sign=False)
+    assert status == 400
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert reply["__type"] == "MissingAuthenticationTokenException"
+
+
+def test_unknown_members_are_ignored(server: Server) -> None:
+    status, _, reply = _send(server, b'{"NumberOfBytes": 8, "FutureMember": {"a": 1}}')
+    assert status == 200
+    assert "Plaintext" in reply
