@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import json
 import ssl
 import threading
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation import sigv4
+from attestation.cms import decrypt_ciphertext_for_recipient
 from attestation.sim import sim_home
 from enclave import vsock
 from enclave._config import Config, Credentials, resolve_credentials, resolve_region
@@ -48,6 +48,7 @@ from enclave.errors import (
     TransportError,
     error_class,
 )
+from enclave.nsm import open_nsm
 
 __all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice"]
 
@@ -81,19 +82,7 @@ class NSMDevice(Protocol):
 
 def open_default_nsm() -> NSMDevice:
     """``enclave.nsm.open_nsm()``: the simulated device, the real ``/dev/nsm``, or a clear error."""
-    module = importlib.import_module("enclave.nsm")
-    opener: Callable[[], NSMDevice] = module.open_nsm
-    return opener()
-
-
-_decrypt: Callable[[bytes, rsa.RSAPrivateKey], bytes] | None = None
-
-
-def _decrypt_for_recipient(blob: bytes, key: rsa.RSAPrivateKey) -> bytes:
-    global _decrypt  # noqa: PLW0603 - resolved once, on first use
-    if _decrypt is None:
-        _decrypt = importlib.import_module("attestation.cms").decrypt_ciphertext_for_recipient
-    return _decrypt(blob, key)
+    return open_nsm()
 
 
 def _error_code(response: Response) -> tuple[str, str]:
@@ -311,7 +300,7 @@ class KMSClient:
             blob = base64.b64decode(blob64, validate=True)
         except (binascii.Error, ValueError):
             raise ResponseError("CiphertextForRecipient is not valid base64") from None
-        plaintext = _decrypt_for_recipient(blob, self._key)
+        plaintext = decrypt_ciphertext_for_recipient(blob, self._key)
         if len(plaintext) != n:
             raise ResponseError(f"KMS returned {len(plaintext)} random bytes, {n} were requested")
         return plaintext

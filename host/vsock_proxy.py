@@ -154,6 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     log.info("Proxy is now in listening state")
     server.serve_forever()
+    # Shutdown is done: a late SIGTERM must not turn a clean exit into a signal death.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.info("Proxy stopped")
     return 0
 

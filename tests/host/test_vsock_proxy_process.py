@@ -208,6 +208,7 @@ def test_connection_bound_and_sigterm_grace(sim_home: Path, tmp_path: Path, echo
         assert _roundtrip(second, b"still here") == b"still here"
         assert proc.poll() is None
         second.close()
+        proc.wait(timeout=STARTUP_SECONDS)  # the last connection ended: the proxy exits by itself
     finally:
         code, err = _stop(proc)
     assert code == 0, err

@@ -1,0 +1,424 @@
+"""End to end: kms-sim, vsock-proxy and nsm-sim as processes; the SDK as a simulated enclave app in a third.
+
+    SDK process ──(simulated vsock 3:8000)──► vsock-proxy ──TCP──► tap (records every byte) ──TCP──► kms-sim
+        └──(NITRO_SIM_NSM)──► nsm-sim
+
+The tap is a test instrument: a plain TCP forwarder that keeps a copy of every byte the proxy relays, so
+the test can show that the plaintext never crosses the host. Every process is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from attestation.sim import PARENT_CID, vsock_socket_path
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+#: Generous bound for a process to come up or go down on a loaded machine (never asserted as a time).
+STARTUP_SECONDS = 30.0
+PCR0_ALLOWED = "a1" * 48
+PCR0_OTHER = "b2" * 48
+PROXY_PORT = 8000
+
+# The SDK driver: a simulated enclave app that takes one JSON command per stdin line, answers one line.
+DRIVER = r"""
+import base64, json, sys
+import enclave
+from enclave import Config
+
+kms = None
+
+def make(kw):
+    global kms
+    if kms is not None:
+        kms.close()
+    kms = enclave.client("kms", config=Config(**kw.pop("config", {})), **kw)
+
+make({})
+for line in sys.stdin:
+    cmd = json.loads(line)
+    try:
+        if cmd["op"] == "client":
+            make(cmd["kwargs"])
+            out = {"ok": True}
+        elif cmd["op"] == "generate":
+            args = {"NumberOfBytes": cmd["n"]}
+            if cmd.get("store"):
+                args["CustomKeyStoreId"] = cmd["store"]
+            result = kms.generate_random(**args)
+            out = {"ok": True, "plaintext": result["Plaintext"].hex(),
+                   "request_id": result["ResponseMetadata"]["RequestId"],
+                   "retries": result["ResponseMetadata"]["RetryAttempts"],
+                   "public_key": kms.public_key_der.hex()}
+        elif cmd["op"] == "random_bytes":
+            out = {"ok": True, "plaintext": enclave.random_bytes(cmd["n"], kms=kms).hex()}
+        else:
+            out = {"ok": False, "error": "bad op"}
+    except enclave.ClientError as exc:
+        cls = getattr(kms.exceptions, exc.code)
+        out = {"ok": False, "error": type(exc).__name__, "code": exc.code, "same_class": type(exc) is cls,
+               "message": exc.response["Error"]["Message"]}
+    except Exception as exc:
+        out = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NITRO_SIM_"))}
+    env.update({"NITRO_SIM_HOME": str(home), "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file")})
+    env.update(extra)
+    return env
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _wait_path(proc: subprocess.Popen[str], path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited early: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+def _first_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], STARTUP_SECONDS)
+    if not ready:
+        raise AssertionError("no first line from kms-sim")
+    line = proc.stdout.readline().strip()
+    if not line:
+        raise AssertionError(f"kms-sim exited: {proc.stderr.read() if proc.stderr else ''}")
+    return line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Tap:
+    """TCP forwarder 127.0.0.1:port -> kms, recording every byte in both directions."""
+
+    def __init__(self, kms_port: int) -> None:
+        self.kms_port = kms_port
+        self.captured = bytearray()
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.kms_port))
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    self.captured += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+
+@dataclass
+class Stack:
+    home: Path
+    nsm_socket: Path
+    kms_port: int
+    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    tap: Tap | None = None
+    driver: subprocess.Popen[str] | None = None
+
+    def start_kms(self, *extra: str) -> None:
+        proc = subprocess.Popen(
+            [str(BIN / "kms-sim"), "serve", "--listen", f"127.0.0.1:{self.kms_port}", *extra],
+            env=_env(self.home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs["kms"] = proc
+        assert _first_line(proc).endswith(f":{self.kms_port}")
+
+    def stop_kms(self) -> None:
+        _stop(self.procs.pop("kms"))
+
+    def sdk_env(self) -> dict[str, str]:
+        return _env(self.home, NITRO_SIM_NSM=str(self.nsm_socket))
+
+    def call(self, **cmd: object) -> dict[str, object]:
+        if self.driver is None:
+            self.driver = subprocess.Popen(
+                [sys.executable, "-c", DRIVER],
+                env=self.sdk_env(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        assert self.driver.stdin is not None
+        assert self.driver.stdout is not None
+        self.driver.stdin.write(json.dumps(cmd) + "\n")
+        self.driver.stdin.flush()
+        line = self.driver.stdout.readline()
+        if not line:
+            raise AssertionError(
+                f"SDK driver died: {self.driver.stderr.read() if self.driver.stderr else ''}"
+            )
+        result: dict[str, object] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        if self.driver is not None:
+            _stop(self.driver)
+        for proc in reversed(list(self.procs.values())):
+            _stop(proc)
+        if self.tap is not None:
+            self.tap.close()
+
+
+def _policy(home: Path, pcr0: str) -> Path:
+    path = home / "policy-pcr0.json"
+    statement = {
+        "Effect": "Allow",
+        "Action": "kms:GenerateRandom",
+        "Resource": "*",
+        "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": pcr0}},
+    }
+    path.write_text(json.dumps({"nitro-sim": {"Version": "2012-10-17", "Statement": [statement]}}))
+    return path
+
+
+def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = ()) -> Stack:
+    stack = Stack(home=home, nsm_socket=home / "nsm.sock", kms_port=_free_port())
+    try:
+        nsm = subprocess.Popen(
+            [str(BIN / "nsm-sim"), "--socket", str(stack.nsm_socket), "--pcr", f"0={enclave_pcr0}"],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.procs["nsm"] = nsm
+        _wait_path(nsm, stack.nsm_socket)
+        stack.start_kms("--policy", str(_policy(home, PCR0_ALLOWED)), *kms_args)
+        stack.tap = Tap(stack.kms_port)
+        allow = home / "allow.yaml"
+        allow.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {stack.tap.port}}}\n")
+        proxy = subprocess.Popen(
+            [
+                str(BIN / "vsock-proxy"),
+                "--config",
+                str(allow),
+                str(PROXY_PORT),
+                "127.0.0.1",
+                str(stack.tap.port),
+            ],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.procs["proxy"] = proxy
+        _wait_path(proxy, vsock_socket_path(PARENT_CID, PROXY_PORT, home))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = _start_stack(tmp_path_factory.mktemp("e2e"), enclave_pcr0=PCR0_ALLOWED)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.mark.parametrize("n", [1, 32, 1024])
+def test_attested_generate_random(stack: Stack, n: int) -> None:
+    first = stack.call(op="generate", n=n)
+    second = stack.call(op="generate", n=n)
+    assert first["ok"], first
+    assert second["ok"], second
+    assert len(bytes.fromhex(str(first["plaintext"]))) == n
+    assert first["request_id"]
+    if n >= 32:
+        assert first["plaintext"] != second["plaintext"]
+
+
+def test_random_bytes_any_size(stack: Stack) -> None:
+    result = stack.call(op="random_bytes", n=5000)
+    assert result["ok"], result
+    data = bytes.fromhex(str(result["plaintext"]))
+    assert len(data) == 5000
+    assert len(set(data)) > 200  # 5000 random bytes cover most byte values
+
+
+def test_plaintext_never_crosses_the_host(stack: Stack) -> None:
+    assert stack.tap is not None
+    plaintexts = []
+    for n in (32, 64, 1024):
+        result = stack.call(op="generate", n=n)
+        assert result["ok"], result
+        plaintexts.append(bytes.fromhex(str(result["plaintext"])))
+    with stack.tap.lock:
+        captured = bytes(stack.tap.captured)
+    assert b"TrentService.GenerateRandom" in captured  # the capture did see the traffic
+    assert b"CiphertextForRecipient" in captured
+    for plaintext in plaintexts:
+        for form in (plaintext, base64.b64encode(plaintext), plaintext.hex().encode()):
+            assert form[:24] not in captured
+
+
+@pytest.mark.parametrize(
+    ("cmd", "code"),
+    [
+        ({"n": 0}, "ValidationException"),
+        ({"n": 1025}, "ValidationException"),
+        ({"n": 8, "store": "cks-0123456789abcdef0"}, "CustomKeyStoreNotFoundException"),
+    ],
+    ids=["zero", "too-many", "unknown-key-store"],
+)
+def test_service_errors_surface_as_their_classes(stack: Stack, cmd: dict[str, object], code: str) -> None:
+    result = stack.call(op="generate", **cmd)
+    assert result == {**result, "ok": False, "error": code, "code": code, "same_class": True}
+
+
+def test_authentication_errors_surface_as_their_classes(stack: Stack) -> None:
+    cred = stack.call(
+        op="client", kwargs={"aws_access_key_id": "AKIANOSUCHUSER", "aws_secret_access_key": "x"}
+    )
+    assert cred["ok"]
+    result = stack.call(op="generate", n=8)
+    assert result["error"] == "UnrecognizedClientException"
+    assert result["same_class"]
+    stack.call(op="client", kwargs={})
+    assert stack.call(op="generate", n=8)["ok"]
+
+
+def test_kmstool_enclave_cli_genrandom(stack: Stack) -> None:
+    done = subprocess.run(
+        [str(BIN / "kmstool-enclave-cli"), "genrandom", "--length", "32"],
+        env=stack.sdk_env(),
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    prefix, _, b64 = done.stdout.strip().partition(" ")
+    assert prefix == "PLAINTEXT:"
+    assert len(base64.b64decode(b64, validate=True)) == 32
+
+
+def test_other_pcr0_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack = _start_stack(tmp_path_factory.mktemp("e2e-denied"), enclave_pcr0=PCR0_OTHER)
+    try:
+        result = stack.call(op="generate", n=32)
+        assert result["error"] == "AccessDeniedException"
+        assert result["same_class"]
+    finally:
+        stack.close()
+
+
+def test_stopped_kms_then_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack = _start_stack(tmp_path_factory.mktemp("e2e-restart"), enclave_pcr0=PCR0_ALLOWED)
+    try:
+        assert stack.call(op="client", kwargs={"config": {"connect_timeout": 5, "read_timeout": 10}})["ok"]
+        assert stack.call(op="generate", n=16)["ok"]
+        stack.stop_kms()
+        down = stack.call(op="generate", n=16)
+        assert down["ok"] is False
+        assert down["error"] in ("EndpointConnectionError", "ReadTimeoutError", "ConnectTimeoutError")
+        assert "endpoint URL" in str(down["message"])
+        stack.start_kms("--policy", str(_policy(stack.home, PCR0_ALLOWED)))
+        back = stack.call(op="generate", n=16)
+        assert back["ok"], back
+    finally:
+        stack.close()
+
+
+def test_injected_faults_are_retried_then_surface(tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack = _start_stack(
+        tmp_path_factory.mktemp("e2e-faults"),
+        enclave_pcr0=PCR0_ALLOWED,
+        kms_args=("--fault", "KMSInternalException:2", "--fault", "ThrottlingException:3"),
+    )
+    try:
+        # Faults are consumed in order: requests 1-2 get KMSInternalException (500), 3-5 ThrottlingException.
+        assert stack.call(op="client", kwargs={"config": {"retries": {"max_attempts": 1}}})["ok"]
+        first = stack.call(op="generate", n=8)
+        assert first["error"] == "KMSInternalException"
+        assert first["same_class"]
+        assert stack.call(op="client", kwargs={})["ok"]
+        # 500, then two throttles: the 3 standard-mode attempts are used up and the throttle surfaces.
+        second = stack.call(op="generate", n=8)
+        assert second["error"] == "ThrottlingException"
+        assert second["same_class"]
+        # One more throttle, then success: retried transparently.
+        third = stack.call(op="generate", n=8)
+        assert third["ok"], third
+        assert third["retries"] == 1
+    finally:
+        stack.close()
