@@ -139,6 +139,13 @@ def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
     return context
 
 
+def _claimed_operation(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The operation a request names, for the audit record of a request refused before step (3)."""
+    target = _header(headers, "x-amz-target") or ""
+    name = target.removeprefix("TrentService.")
+    return name if target.startswith("TrentService.") and name in OPERATIONS else None
+
+
 def _scope_region(headers: Sequence[tuple[str, str]]) -> str:
     value = _header(headers, "authorization") or ""
     start = value.find("Credential=")
@@ -249,7 +256,7 @@ class Service:
                 event(
                     at=at,
                     request_id=request_id,
-                    operation=trace.operation,
+                    operation=trace.operation or _claimed_operation(request.headers),
                     principal=trace.principal,
                     access_key=_access_key(request.headers),
                     region=_scope_region(request.headers),
