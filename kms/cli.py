@@ -165,17 +165,32 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT or unix:PATH (default {DEFAULT_LISTEN})"
     )
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a certificate from the home's CA")
-    serve.add_argument("--trust-root", action="append", default=[], metavar="PEM", help="add trusted root(s)")
+    serve.add_argument(
+        "--trust-root", action="extend", nargs="+", default=[], metavar="PEM", help="add trusted root(s)"
+    )
     serve.add_argument(
         "--policy", metavar="FILE", help="policy file (default $NITRO_SIM_HOME/kms/policy.json)"
     )
-    serve.add_argument("--max-doc-age", type=float, default=300.0, metavar="S", help="max document age (s)")
+    serve.add_argument(
+        "--max-doc-age", type=float, default=300.0, metavar="S", help="max Recipient document age, s (300)"
+    )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
     serve.add_argument("--rate-limit", type=float, metavar="R", help="requests per second before throttling")
     serve.add_argument("--burst", type=float, metavar="B", help="burst size for --rate-limit")
-    serve.add_argument("--fault", action="append", default=[], metavar="NAME:COUNT", help="fail first COUNT")
+    names = "KMSInternalException, DependencyTimeoutException or ThrottlingException"
     serve.add_argument(
-        "--fault-rate", action="append", default=[], metavar="NAME:P", help="fail with prob. P"
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME:COUNT",
+        help=f"fail the first COUNT with {names}",
+    )
+    serve.add_argument(
+        "--fault-rate",
+        action="append",
+        default=[],
+        metavar="NAME:P",
+        help="then fail each with probability P",
     )
     serve.set_defaults(func=cmd_serve)
     env = commands.add_parser("env", help="print AWS_* exports for the home's credentials")
