@@ -422,3 +422,22 @@ def test_injected_faults_are_retried_then_surface(tmp_path_factory: pytest.TempP
         assert third["retries"] == 1
     finally:
         stack.close()
+
+
+def test_tls_end_to_end_through_the_proxy(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # kms-sim --tls makes its CA in the home; the SDK then speaks TLS (server name
+    # kms.us-east-1.amazonaws.com) end to end through the proxy: the host sees nothing in the clear.
+    stack = _start_stack(tmp_path_factory.mktemp("e2e-tls"), enclave_pcr0=PCR0_ALLOWED, kms_args=("--tls",))
+    try:
+        assert (stack.home / "kms" / "tls" / "ca.pem").exists()
+        result = stack.call(op="generate", n=32)
+        assert result["ok"], result
+        assert stack.tap is not None
+        with stack.tap.lock:
+            captured = bytes(stack.tap.captured)
+        assert captured  # traffic went through the tap
+        assert b"TrentService" not in captured
+        assert b"CiphertextForRecipient" not in captured
+        assert bytes.fromhex(str(result["plaintext"]))[:16] not in captured
+    finally:
+        stack.close()
