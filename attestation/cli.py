@@ -269,13 +269,12 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
 def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
     data = read_document(args.file)
     policy, checks = _policy(args)
-    if args.at == "document":
-        # The document's own claim of time (unverified until the chain holds at it); for old documents.
-        at = decode_document(data).document.issued_at
-    else:
-        at = now if args.at is None else _time(args.at)
     roots = _roots(args.root)
+    at = now if args.at in (None, "document") else _time(args.at)
     try:
+        if args.at == "document":
+            # The document's own claim of time (unverified until the chain holds at it); for old documents.
+            at = decode_document(data).document.issued_at
         doc = Verifier(roots=roots, chain_cache=False).verify(data, at=at, policy=policy)
     except VerificationError as exc:
         print(f"FAILED at step {exc.step}: {exc.detail}", file=sys.stderr)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -166,6 +166,7 @@ class Verifier:
         """
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError("at must be a timezone-aware datetime")
+        at = at.astimezone(UTC)  # one clock for every comparison and message
         # (1) decode, and (2) syntax and limits of every field (done by the codec's model).
         signed = decode_document(data)
         doc = signed.document

@@ -98,7 +98,7 @@ def read_line(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT_S) -> 
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise BenchError(f"{_name(proc)} printed nothing within {timeout:.0f} s")
+            raise BenchError(f"{_name(proc)} printed nothing within {timeout:.0f} s: {_stderr_tail(proc)}")
         ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
         if ready:
             line = proc.stdout.readline()

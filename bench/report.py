@@ -58,8 +58,8 @@ def markdown(
     for s in scenarios:
         out += ["", f"## {s.key}. {s.title}", ""]
         if s.error is not None:
-            out.append(f"Not run: {s.error}")
-            continue
+            out.append(f"**Not run or incomplete**: {s.error}")
+            out.append("")
         if s.rows:
             out += [
                 "| case | median | unit | min..max | spread | p50 us | p99 us | pinning |",

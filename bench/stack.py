@@ -74,8 +74,8 @@ def start_kms(
     cmd = [script, "serve", "--listen", "127.0.0.1:0"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    if profile is not None:  # a cProfile of the whole server life, written when SIGTERM stops it
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
+    if profile is not None:  # CPU-time profile switched by SIGUSR1/SIGUSR2 (bench.profiled)
+        cmd = [sys.executable, "-m", "bench.profiled", str(profile), *cmd]
     proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="kms-sim")
     url = read_line(proc).strip()
     if not url.startswith("http://127.0.0.1:"):
@@ -87,13 +87,23 @@ def start_kms(
     )
 
 
-def start_nsm(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, index: int = 0) -> Path:
+def start_nsm(
+    procs: Processes,
+    pinning: Pinning,
+    home: Path,
+    *,
+    cpu: int | None,
+    index: int = 0,
+    profile: Path | None = None,
+) -> tuple[Path, subprocess.Popen[str]]:
     """``nsm-sim --socket PATH``: a simulated NSM device (one per simulated enclave, as with nitro-cli)."""
     path = home / f"nsm{index}.sock"
     cmd = [tool("nsm-sim"), "--socket", str(path)]
+    if profile is not None:
+        cmd = [sys.executable, "-m", "bench.profiled", str(profile), *cmd]
     proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="nsm-sim")
     wait_for_unix_socket(path, proc)
-    return path
+    return path, proc
 
 
 def start_proxy(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, target_port: int) -> int:

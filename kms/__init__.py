@@ -6,4 +6,18 @@ stores, the audit log and its state under ``NITRO_SIM_HOME``. It trusts nothing 
 Recipient's attestation document is verified against pinned roots before anything is encrypted to it.
 """
 
-__all__: list[str] = []
+from kms.app import KMSApp, create_app
+from kms.errors import KMSError
+from kms.server import Settings, build_service
+from kms.service import Request, Response, Service
+
+__all__ = [
+    "KMSApp",
+    "KMSError",
+    "Request",
+    "Response",
+    "Service",
+    "Settings",
+    "build_service",
+    "create_app",
+]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -51,7 +52,9 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
+    # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, int(port_text)))
     sock.listen(LISTEN_BACKLOG)
@@ -112,6 +115,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         **ssl_options,  # type: ignore[arg-type]
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler of ours turns
+    # that into a normal return, so SIGTERM/SIGINT end a clean shutdown with exit status 0.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
     try:
         if args.workers == 1:
             uvicorn.Server(config).run(sockets=[sock])

@@ -17,13 +17,15 @@ import contextlib
 import hashlib
 import json
 import os
-import selectors
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 BIN = Path(sys.executable).parent
 PCR0_ALLOWED = hashlib.sha384(b"attested-random demo enclave image").digest()
@@ -61,20 +63,24 @@ class Stack:
         self.procs.append(proc)
         pipe = proc.stdout if stream == "stdout" else proc.stderr
         assert pipe is not None
-        selector = selectors.DefaultSelector()
-        selector.register(pipe, selectors.EVENT_READ)
+        # A thread reads the lines: a selector on a buffered text pipe misses lines already buffered.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump, args=(pipe, lines), daemon=True).start()
         deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=deadline - time.monotonic()):
+        seen: list[str] = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
                 break
-            line = pipe.readline()
-            if not line:
+            if line == "":
                 break
             if ready in line:
                 return proc, line.strip()
+            seen.append(line.strip())
         proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise DemoError(f"{Path(argv[0]).name} did not start: {err.strip().splitlines()[-1:] or 'no output'}")
+        proc.wait(timeout=5)
+        raise DemoError(f"{Path(argv[0]).name} did not start: {seen[-1] if seen else 'no output'}")
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
@@ -82,10 +88,17 @@ class Stack:
                 proc.terminate()
         for proc in self.procs:
             try:
-                proc.communicate(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+
+
+def _pump(pipe: IO[str], lines: queue.Queue[str]) -> None:
+    """Forward every line of ``pipe`` to ``lines``, then an empty string at end of file."""
+    for line in pipe:
+        lines.put(line)
+    lines.put("")
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Hypothesis: decoding and verifying arbitrary input raise nothing but our documented error types."""
+"""Hypothesis: decoding and verifying arbitrary input raise nothing but our documented error types, and
+every valid document round-trips through the codec."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attestation.document import FIELD_ORDER, PROTECTED_ES384, decode_document, encode_payload
+from attestation.document import (
+    FIELD_ORDER,
+    PROTECTED_ES384,
+    AttestationDocument,
+    decode_document,
+    encode_document,
+    encode_payload,
+    verify_signature,
+)
 from attestation.errors import AttestationError, MalformedDocumentError
 from attestation.verify import Verifier
 
@@ -130,3 +139,36 @@ def test_verify_payload_fields_overwritten_and_resigned(
     doc = cbor2.dumps([PROTECTED_ES384, {}, payload, r.to_bytes(48, "big") + s.to_bytes(48, "big")])
     with contextlib.suppress(AttestationError):
         verifier.verify(doc, at=T0)
+
+
+_pcr_value = st.sampled_from([32, 48, 64]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+_optional = st.none() | st.binary(max_size=1024)
+documents = st.builds(
+    AttestationDocument,
+    module_id=st.text(min_size=1, max_size=25),
+    digest=st.just("SHA384"),
+    timestamp=st.integers(min_value=1, max_value=2**64 - 1),
+    pcrs=st.dictionaries(st.integers(min_value=0, max_value=31), _pcr_value, min_size=1, max_size=32),
+    certificate=st.binary(min_size=1, max_size=1024),
+    cabundle=st.lists(st.binary(min_size=1, max_size=1024), min_size=1, max_size=8).map(tuple),
+    public_key=_optional,
+    user_data=_optional,
+    nonce=_optional,
+)
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+@settings(FUZZ, max_examples=100)
+@given(documents)
+def test_any_valid_document_round_trips(
+    signing_key: ec.EllipticCurvePrivateKey, doc: AttestationDocument
+) -> None:
+    data = encode_document(doc, signing_key)
+    signed = decode_document(data)
+    assert signed.document == doc
+    verify_signature(signed, signing_key.public_key())
+    assert decode_document(b"\xd2" + data).document == doc  # tag 18 as well

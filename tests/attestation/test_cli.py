@@ -112,9 +112,10 @@ def test_verify_fixture_document_and_a_corrupted_one(
     assert (code, err) == (1, "FAILED at step signature: COSE_Sign1 signature does not verify\n")
     junk = tmp_path / "junk.cbor"
     junk.write_bytes(b"\x84\x01")
-    code, _, err = run(capsys, "verify", str(junk), "--root", str(root), "--at", at)
-    assert code == 1
-    assert err.startswith("FAILED at step decode: attestation document: invalid CBOR")
+    for when in (at, "document"):
+        code, _, err = run(capsys, "verify", str(junk), "--root", str(root), "--at", when)
+        assert code == 1
+        assert err.startswith("FAILED at step decode: attestation document: invalid CBOR")
 
 
 @pytest.mark.parametrize(

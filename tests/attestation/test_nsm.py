@@ -319,3 +319,23 @@ def test_leaf_is_reused_while_valid_then_renewed(nsm: NSM) -> None:
     renewed = leaf(at + LEAF_LIFETIME - LEAF_RENEW_MARGIN + timedelta(minutes=1))
     assert renewed != first
     assert leaf(at - timedelta(minutes=1)) not in (first, renewed)  # not yet valid then: a new leaf
+
+
+def test_the_project_verifier_accepts_our_documents_and_policies_see_the_pcrs(
+    nsm: NSM, pki: SimulatedPKI
+) -> None:
+    from attestation.errors import PolicyError, VerificationError
+    from attestation.policy import PCRs, RejectDebug
+    from attestation.verify import Verifier, aws_nitro_root
+
+    pcr0 = nsm.describe_pcr(0).data
+    raw = nsm.attestation(nonce=b"n", at=T0)
+    doc = Verifier(roots=[pki.root_der]).verify(raw, at=T0, policy=PCRs({0: pcr0}))
+    assert doc.nonce == b"n"
+    with pytest.raises(PolicyError):
+        Verifier(roots=[pki.root_der]).verify(raw, at=T0, policy=PCRs({0: bytes(48)}))
+    with pytest.raises(VerificationError):
+        Verifier(roots=[aws_nitro_root()]).verify(raw, at=T0)
+    debug = NSM(pki=pki, module_id=nsm.module_id, debug=True).attestation(at=T0)
+    with pytest.raises(PolicyError):
+        Verifier(roots=[pki.root_der]).verify(debug, at=T0, policy=RejectDebug())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +264,10 @@ def test_bad_new_leaf_fails_the_same_with_and_without_the_ca_cache(
             verifier.verify(data, at=nitro.t0)
         steps.append(info.value.step)
     assert steps == ["chain", "chain"]
+
+
+def test_any_timezone_is_accepted_and_reported_in_utc(aws: Verifier, vectors: Path) -> None:
+    data, at = _real(vectors, REAL[-1])
+    aws.verify(data, at=at.astimezone(timezone(timedelta(hours=5))))
+    with pytest.raises(VerificationError, match=r"checked at 2025-08-07T10:32:39.691000Z$"):
+        aws.verify(data, at=(at + timedelta(days=100)).astimezone(timezone(timedelta(hours=-7))))

@@ -16,7 +16,7 @@ from pycose.messages import Sign1Message
 
 from attestation.document import FIELD_ORDER, decode_document
 from attestation.errors import PolicyError, VerificationError
-from attestation.nsm import simulate_document
+from attestation.nsm import NSM, simulate_document
 from attestation.pki import SimulatedPKI
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, RejectDebug, RSAPublicKey
 from attestation.verify import Verifier, aws_nitro_root
@@ -27,6 +27,7 @@ _VECTORS = Path(
 REAL = _VECTORS / "attestation/nitro-2024-09-07-blocky-prod-maxfields.cbor"
 AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PCR0 = bytes.fromhex("ab" * 48)
+MODULE_ID = "i-0123456789abcdef0-enc0123456789abcdef"
 
 
 @pytest.fixture
@@ -80,15 +81,28 @@ def test_simulated_documents_expire_with_their_leaf(sim_home: Path, pki: Simulat
     assert info.value.step == "chain"
 
 
-def test_many_simulated_documents_share_the_verified_ca_part(sim_home: Path, pki: SimulatedPKI) -> None:
+def test_documents_of_one_nsm_reuse_the_cached_chain(pki: SimulatedPKI) -> None:
+    # One NSM signs with one leaf while it is valid (as real NSMs do): one chain entry serves them all.
+    nsm = NSM(pki=pki, module_id=MODULE_ID)
     verifier = Verifier(roots=[pki.root_der])
     for i in range(5):
-        verifier.verify(
-            simulate_document(sim_home, at=AT + timedelta(seconds=i)), at=AT + timedelta(seconds=i)
-        )
+        t = AT + timedelta(seconds=i)
+        verifier.verify(nsm.attestation(nonce=bytes([i]), at=t), at=t)
+    assert verifier.cache_info()[:2] == (1, 1)
+
+
+def test_new_leaves_under_the_same_cas_reuse_the_verified_ca_part(sim_home: Path, pki: SimulatedPKI) -> None:
+    # simulate_document starts a fresh NSM each time, so each document brings a new leaf under the same CAs.
+    verifier = Verifier(roots=[pki.root_der])
+    leaves = set()
+    for i in range(5):
+        t = AT + timedelta(seconds=i)
+        data = simulate_document(sim_home, at=t)
+        leaves.add(decode_document(data).document.certificate)
+        verifier.verify(data, at=t)
     info = verifier.cache_info()
     assert info.ca_chains == 1
-    assert info.chains == 5
+    assert info.chains == len(leaves)
 
 
 def test_pycose_accepts_a_simulated_document(sim_home: Path, pki: SimulatedPKI) -> None:

@@ -83,3 +83,30 @@ def test_verification_scenario_runs_the_verifier(
     cases = [r["case"] for r in s4["rows"]]  # type: ignore[attr-defined]
     assert len(cases) == 3
     assert all("Verifier" in c for c in cases)
+
+
+def test_every_scenario_ran(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = quick_run
+    errors = {key: s["error"] for key, s in _scenarios(out).items() if s["error"] is not None}
+    assert errors == {}
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_end_to_end_and_peer_scenarios_measure_our_stack(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    scenarios = _scenarios(out)
+    s1_cases = [r["case"] for r in scenarios["1"]["rows"]]  # type: ignore[attr-defined]
+    assert any("sequential" in c for c in s1_cases)
+    assert any("2 clients" in c for c in s1_cases)  # the quick run's concurrency series is 1 and 2
+    for row in scenarios["1"]["rows"]:  # type: ignore[attr-defined]
+        assert row["median"] > 0
+        assert 0 < row["p50_us"] <= row["p99_us"]
+    s2_cases = [r["case"] for r in scenarios["2"]["rows"]]  # type: ignore[attr-defined]
+    assert "kms-sim plain, N=32" in s2_cases
+    profile = scenarios["3"]["data"]["profile"]  # type: ignore[index]
+    assert profile["requests_profiled"] > 0
+    assert {"client_cpu_us_per_request", "kms-sim_cpu_us_per_request", "nsm-sim_cpu_us_per_request"} <= set(
+        profile
+    )

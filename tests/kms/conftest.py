@@ -30,7 +30,7 @@ class Server:
 
     def client(self, **config: Any) -> Any:
         """A boto3 KMS client using the home's credentials file (retries off unless asked)."""
-        options: dict[str, Any] = {"retries": {"max_attempts": 1, "mode": "standard"}}
+        options: dict[str, Any] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
         options.update(config)
         session = boto3.session.Session(profile_name="nitro-sim")
         verify = str(self.home / "kms" / "tls" / "ca.pem") if self.url.startswith("https") else None
