@@ -124,7 +124,7 @@ class Latencies:
 class Settings:
     """How much to measure. ``quick()`` is for the smoke test: it proves the code runs, not numbers."""
 
-    rounds: int = 5
+    rounds: int = 7
     # Short enough that a worker idle through the other groups' rounds (3-4 x this) stays under uvicorn's
     # 5 s keep-alive timeout.
     round_seconds: float = 1.0
