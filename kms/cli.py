@@ -46,8 +46,12 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
         path = check_unix_path(Path(listen[len("unix:") :]))
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
-        sock.listen(LISTEN_BACKLOG)
+        try:
+            sock.bind(str(path))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
         return sock, f"unix:{path}"
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -55,9 +59,13 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
     # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
     # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port_text)))
-    sock.listen(LISTEN_BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port_text)))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     bound_host, bound_port = sock.getsockname()[:2]
     return sock, f"{bound_host}:{bound_port}"
 
@@ -92,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fault_counts={k: int(v) for k, v in _faults(args.fault, int, "--fault").items()},
         fault_rates={k: float(v) for k, v in _faults(args.fault_rate, float, "--fault-rate").items()},
     )
-    build_service(settings)  # fail here, before binding, on any configuration error
+    build_service(settings).close()  # fail here, before binding, on any configuration error
     ssl_options: dict[str, str] = {}
     scheme = "http"
     if args.tls:

@@ -198,6 +198,12 @@ class Service:
         self.throttle = throttle
         self.faults = faults
 
+    def close(self) -> None:
+        """Release the key-store connection and the audit descriptor."""
+        self.operations.keystores.close()
+        if self.audit is not None:
+            self.audit.close()
+
     def _pipeline(self, request: Request, trace: _Trace, *, at: datetime, tick: float) -> dict[str, Any]:
         """Steps (1)-(9); fills ``trace`` as it learns who asked for what (for the audit record)."""
         # (1) size
