@@ -503,3 +503,14 @@ def test_sdk_and_boto3_see_the_same_error(
         stack.call(op="client", kwargs={})
     assert result["error"] == boto_code
     assert result["same_class"]
+
+
+@pytest.mark.parametrize("size", [4096])
+def test_larger_rsa_keys(stack: Stack, size: int) -> None:
+    assert stack.call(op="client", kwargs={"rsa_key_size": size})["ok"]
+    try:
+        result = stack.call(op="generate", n=32)
+    finally:
+        stack.call(op="client", kwargs={})
+    assert result["ok"], result
+    assert len(bytes.fromhex(str(result["plaintext"]))) == 32
