@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import e2e, floor, proxy, verify
+from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
 from bench.model import ScenarioResult
 from bench.procs import BenchError, Processes, temp_home
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             plot = outcome.plot
             results += [r for r in (outcome.s1, outcome.s2) if r.key in selected]
     results.sort(key=lambda r: r.key)
+    explain({r.key: r for r in results})
     settings_doc = dataclasses.asdict(settings) | {
         "pinning": "taskset" if pinning.enabled else f"unpinned: {pinning.reason}"
     }

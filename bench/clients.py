@@ -11,11 +11,11 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import Latencies, Pinning, Settings, Summary, now_ns, summarize
+from bench.harness import Latencies, Pinning, Settings, Summary, cpu_seconds, now_ns, summarize
 from bench.procs import BenchError, Processes, read_line
 
 #: Lead time between sending "run" and the round's start: every worker gets the command and makes its
@@ -108,6 +108,11 @@ class Series:
     name: str
     rates: list[float]
     latencies_us: list[float]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process over all rounds
+    calls: int = 0  # calls made while cpu_s was counted
+
+    def cpu_us_per_call(self) -> dict[str, float]:
+        return {k: round(v * 1e6 / max(self.calls, 1), 1) for k, v in self.cpu_s.items()}
 
     @property
     def rate(self) -> Summary:
@@ -117,22 +122,36 @@ class Series:
         return Latencies.of(self.latencies_us)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rate_per_s": self.rate.as_dict(), "latency": self.latencies().as_dict()}
+        return {
+            "rate_per_s": self.rate.as_dict(),
+            "latency": self.latencies().as_dict(),
+            "cpu_us_per_call": self.cpu_us_per_call(),
+        }
 
 
 def interleave(
     groups: dict[str, Sequence[Worker]],
     settings: Settings,
     *,
-    on_round: Callable[[str, float], None] | None = None,
+    watch: Mapping[str, subprocess.Popen[str]] | None = None,
 ) -> dict[str, Series]:
-    """Run the groups' rounds alternately (A B C A B C ...), so slow drifts of the machine hit all alike."""
+    """Run the groups' rounds alternately (A B C A B C ...), so slow drifts of the machine hit all alike.
+
+    ``watch``: server processes whose CPU time is charged, round by round, to the group that was running
+    (with the group's own client processes as "client"), to give CPU microseconds per call per process.
+    """
     series = {name: Series(name=name, rates=[], latencies_us=[]) for name in groups}
+    watched = dict(watch or {})
     for _ in range(settings.rounds):
         for name, workers in groups.items():
+            procs = watched | {f"client {i}": w.proc for i, w in enumerate(workers)}
+            before = {k: cpu_seconds(p.pid) for k, p in procs.items()}
             result = run_round(workers, settings.round_seconds)
-            series[name].rates.append(result.rate)
-            series[name].latencies_us.extend(result.latencies_us)
-            if on_round is not None:
-                on_round(name, result.rate)
+            s = series[name]
+            for k, p in procs.items():
+                key = "client" if k.startswith("client ") else k
+                s.cpu_s[key] = s.cpu_s.get(key, 0.0) + cpu_seconds(p.pid) - before[k]
+            s.calls += len(result.latencies_us) + len(workers)  # + each worker's untimed call
+            s.rates.append(result.rate)
+            s.latencies_us.extend(result.latencies_us)
     return series

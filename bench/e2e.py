@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,10 +80,12 @@ def run_sequential(
 ) -> None:
     layout = pinning.describe(f"all processes on CPU {SEQ_CPU}")
     groups: dict[str, Sequence[Worker]] = {}
+    watch: dict[str, subprocess.Popen[str]] = {}  # servers whose CPU per call is reported
     if importlib.util.find_spec("moto") is None:
         out.s2.notes.append("moto not measured: moto[server] is not installed (make bench installs .[bench])")
     else:
         moto = procs.start(pinning.wrap([sys.executable, "-m", "bench.moto_peer"], SEQ_CPU), name="moto")
+        watch["moto"] = moto
         groups[MOTO] = start_workers(
             procs, pinning, kind="boto3", count=1, cpu=SEQ_CPU, settings=settings,
             args=_boto3_args(read_line(moto), *MOTO_CREDENTIALS, "us-east-1", 32),
@@ -90,6 +93,7 @@ def run_sequential(
     kms: KmsServer | None = None
     try:
         kms = start_kms(procs, pinning, home, cpu=SEQ_CPU)
+        watch["kms-sim"] = kms.proc
         groups[PLAIN] = start_workers(
             procs, pinning, kind="boto3", count=1, cpu=SEQ_CPU, settings=settings,
             args=_boto3_args(kms.url, kms.access_key, kms.secret_key, kms.region, 32),
@@ -101,8 +105,10 @@ def run_sequential(
         out.s1.error = "kms-sim is not available"
     else:
         try:
-            nsm, _ = start_nsm(procs, pinning, home, cpu=SEQ_CPU)
-            proxy_port = start_proxy(procs, pinning, home, cpu=SEQ_CPU, target_port=kms.port)
+            nsm, watch["nsm-sim"] = start_nsm(procs, pinning, home, cpu=SEQ_CPU)
+            proxy_port, watch["vsock-proxy"] = start_proxy(
+                procs, pinning, home, cpu=SEQ_CPU, target_port=kms.port
+            )
             for n in settings.sizes:
                 name = f"attested N={n} (SDK)"
                 groups[name] = start_workers(
@@ -115,7 +121,7 @@ def run_sequential(
     if not groups:
         out.s2.error = "neither moto nor kms-sim could be started"
         return
-    series = interleave(groups, settings)
+    series = interleave(groups, settings, watch=watch)
     for ws in groups.values():
         quit_workers(procs, ws)
     procs.stop_all()
@@ -144,6 +150,17 @@ def _sequential_results(
         s = series[name]
         out.s1.rows.append(_row(f"{name}, 1 client, sequential", s, "req/s", layout))
         out.plot[name] = s.latencies_us
+    for name, s in series.items():
+        cpu = s.cpu_us_per_call()
+        target = out.s1 if name in attested else out.s2
+        target.data.setdefault("cpu_us_per_call", {})[name] = cpu
+        busy = sum(cpu.values())
+        wall = 1e6 / s.rate.median
+        parts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 1)
+        target.notes.append(
+            f"CPU per call, {name}: {parts} us (sum {busy:,.0f} us of {wall:,.0f} us per call on one core; "
+            "from /proc utime+stime over the rounds)"
+        )
     first = series.get(attested[0]) if attested else None
     if first is not None and settings.sizes[0] == 32:
         rate = first.rate.median
@@ -180,7 +197,7 @@ def run_concurrency(
         )
     layout = f"unpinned (both cores), kms-sim --workers {workers}, one nsm-sim per client"
     kms = start_kms(procs, pinning, home, cpu=None, workers=workers)
-    proxy_port = start_proxy(procs, pinning, home, cpu=None, target_port=kms.port)
+    proxy_port, _ = start_proxy(procs, pinning, home, cpu=None, target_port=kms.port)
     # Every client process is its own simulated enclave with its own NSM device, as nitro-cli sets them up.
     devices = [
         start_nsm(procs, pinning, home, cpu=None, index=i)[0] for i in range(sum(settings.concurrency))
@@ -230,7 +247,7 @@ def run_profile(
     prof = {side: home / f"{side}.prof" for side in ("client", "kms-sim", "nsm-sim")}
     kms = start_kms(procs, pinning, home, cpu=SEQ_CPU, profile=prof["kms-sim"])
     nsm, nsm_proc = start_nsm(procs, pinning, home, cpu=SEQ_CPU, profile=prof["nsm-sim"])
-    proxy_port = start_proxy(procs, pinning, home, cpu=SEQ_CPU, target_port=kms.port)
+    proxy_port, _ = start_proxy(procs, pinning, home, cpu=SEQ_CPU, target_port=kms.port)
     workers = start_workers(
         procs, pinning, kind="sdk", count=1, cpu=SEQ_CPU, settings=settings,
         args=_sdk_args(kms, proxy_port, 32), env=enclave_env(home, nsm), profile=str(prof["client"]),

@@ -106,7 +106,9 @@ def start_nsm(
     return path, proc
 
 
-def start_proxy(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, target_port: int) -> int:
+def start_proxy(
+    procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, target_port: int
+) -> tuple[int, subprocess.Popen[str]]:
     """``vsock-proxy 8000 127.0.0.1 PORT`` with an allowlist naming exactly 127.0.0.1 (nothing resolved)."""
     from attestation.sim import PARENT_CID, vsock_socket_path
 
@@ -116,7 +118,7 @@ def start_proxy(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | No
     cmd += [str(PROXY_PORT), "127.0.0.1", str(target_port)]
     proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="vsock-proxy")
     wait_for_unix_socket(vsock_socket_path(PARENT_CID, PROXY_PORT, home), proc)
-    return PROXY_PORT
+    return PROXY_PORT, proc
 
 
 def enclave_env(home: Path, nsm_socket: Path) -> dict[str, str]:
