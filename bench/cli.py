@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import e2e, floor, proxy, verify
+from bench import components, e2e, floor, proxy, verify
 from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
 from bench.model import ScenarioResult
@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: scenario 3 (crypto floor)", flush=True)
             s3 = floor.run(settings, pinning)
             floors = s3.data["floors"]
+            try:
+                components.run(settings, pinning, _sub(home, "components"), s3)
+            except Exception as e:  # the breakdown is an extra: a failure is a note
+                s3.notes.append(f"In-process breakdown not taken: {type(e).__name__}: {e}")
             if "3" in selected:
                 results.append(s3)
         if "4" in selected:
