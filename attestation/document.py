@@ -188,8 +188,13 @@ def decode_document(data: bytes) -> SignedDocument:
     if not isinstance(protected, bytes):
         raise _fail("COSE protected header must be a byte string")
     header = strict_loads(protected, what="COSE protected header", error=MalformedDocumentError)
-    # RFC 9052 §3: alg (label 1) in the protected bucket; the NSM uses exactly {1: -35}.
-    if not isinstance(header, Mapping) or dict(header) != {1: COSE_ALG_ES384}:
+    # RFC 9052 §3: alg (label 1) in the protected bucket; the NSM uses exactly {1: -35}. Labels and the alg
+    # value are CBOR integers: Python's True == 1 and -35.0 == -35 must not let `true` or a float through.
+    if (
+        not isinstance(header, Mapping)
+        or dict(header) != {1: COSE_ALG_ES384}
+        or any(type(k) is not int or type(v) is not int for k, v in header.items())
+    ):
         raise _fail(f"COSE protected header must be {{1: -35}} (ES384), got {header!r}")
     if not isinstance(unprotected, Mapping):
         raise _fail("COSE unprotected header must be a map")

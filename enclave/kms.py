@@ -3,7 +3,8 @@
 Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-facts §1, §6):
 
 1. Attestation document from the NSM with ``public_key`` = this client's RSA key (DER SubjectPublicKeyInfo);
-   fresh per call, or reused for ``attestation_reuse_seconds`` when configured.
+   fresh per call (made in the background while the previous call was in flight, see
+   :mod:`enclave._documents`), or reused for ``attestation_reuse_seconds`` when configured.
 2. ``POST /`` with ``X-Amz-Target: TrentService.GenerateRandom`` and the awsJson1_1 body
    ``{"NumberOfBytes": n, "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
    "AttestationDocument": <base64>}}``, SigV4-signed for service ``kms``, on one persistent connection.
@@ -37,6 +38,7 @@ from attestation.sim import sim_home
 from enclave import vsock
 from enclave._config import Config, Credentials, resolve_credentials, resolve_region
 from enclave._connection import Connection, Endpoint
+from enclave._documents import DocumentSource
 from enclave._http import Response, encode_request_head
 from enclave._retry import RetryQuota, backoff_delay, is_retryable_response
 from enclave.errors import (
@@ -115,6 +117,7 @@ class KMSClient:
         nsm: NSMDevice | None = None,
         rsa_key_size: int = 2048,
         attestation_reuse_seconds: float = 0.0,
+        prefetch_attestation: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         simulated: bool | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -130,7 +133,6 @@ class KMSClient:
         self._endpoint = endpoint
         self._config = config
         self._nsm = nsm
-        self._reuse = attestation_reuse_seconds
         self._clock = clock
         self._sleep = sleep
         self._quota = RetryQuota()
@@ -148,7 +150,12 @@ class KMSClient:
         self._public_der = self._key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        self._document: tuple[bytes, float] | None = None
+        self._documents = DocumentSource(
+            self._device,
+            self._public_der,
+            reuse_seconds=attestation_reuse_seconds,
+            prefetch=prefetch_attestation,
+        )
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -174,8 +181,10 @@ class KMSClient:
         if CustomKeyStoreId is not None and not isinstance(CustomKeyStoreId, str):
             raise ParamValidationError("Parameter validation failed: CustomKeyStoreId must be a string")
         with self._lock:
-            document = self._attestation_document()
+            # (1) a document for this request; the next one is made while this request is in flight
+            document = self._documents.take()
             body = self._generate_random_body(NumberOfBytes, CustomKeyStoreId, document)
+            self._documents.prefetch_next()
             response, retries = self._call("GenerateRandom", body)
         plaintext = self._open(response, NumberOfBytes)
         return {"Plaintext": plaintext, "ResponseMetadata": self._metadata(response, retries)}
@@ -192,9 +201,10 @@ class KMSClient:
         return b"".join(parts)
 
     def close(self) -> None:
-        """Close the connection (a later call opens a new one)."""
+        """Close the connection and drop any prefetched document (a later call starts afresh)."""
         with self._lock:
             self._conn.close()
+            self._documents.close()
 
     def __enter__(self) -> KMSClient:
         return self
@@ -208,15 +218,6 @@ class KMSClient:
         if self._nsm is None:
             self._nsm = open_default_nsm()
         return self._nsm
-
-    def _attestation_document(self) -> bytes:
-        # (1) fresh per request unless a reuse window is configured
-        now = time.monotonic()
-        if self._reuse > 0 and self._document is not None and now - self._document[1] < self._reuse:
-            return self._document[0]
-        document = self._device().attestation(public_key=self._public_der)
-        self._document = (document, now)
-        return document
 
     @staticmethod
     def _generate_random_body(n: int, store: str | None, document: bytes) -> bytes:
@@ -366,6 +367,7 @@ def client(
     nsm: NSMDevice | None = None,
     rsa_key_size: int = 2048,
     attestation_reuse_seconds: float = 0.0,
+    prefetch_attestation: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> KMSClient:
     """``enclave.client("kms", region_name=..., aws_access_key_id=..., ...)``, as ``boto3.client``.
@@ -397,6 +399,7 @@ def client(
         nsm=nsm,
         rsa_key_size=rsa_key_size,
         attestation_reuse_seconds=attestation_reuse_seconds,
+        prefetch_attestation=prefetch_attestation,
         ssl_context=context,
         simulated=simulated,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -117,7 +118,11 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        """Append one line; a failing disk is reported on stderr and never fails the request."""
+        try:
+            os.write(self._fd, json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
+        except OSError as error:
+            print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from kms.iam import load_policies
 from kms.keystores import KeyStores
 from kms.operations import Operations
 from kms.recipient import DEFAULT_MAX_DOC_AGE, RecipientCheck
+from kms.reload import Watched
 from kms.service import FaultInjector, Service, TokenBucket
 from kms.state import ensure_home, load_principals
 
@@ -78,8 +80,10 @@ def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
 def build_service(settings: Settings) -> Service:
     """A service over the home's state; SimulationError (one line) if any of it is unusable."""
     home = ensure_home(Path(settings.sim_home))
-    principals = load_principals(home.credentials)
-    policies = load_policies(Path(settings.policy) if settings.policy else home.policy)
+    tick = time.monotonic()
+    principals = Watched(home.credentials, load_principals, what="credentials", tick=tick)
+    policy_path = Path(settings.policy) if settings.policy else home.policy
+    policies = Watched(policy_path, load_policies, what="policy", tick=tick)
     roots = trust_roots(settings, at=datetime.now(UTC))
     check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s))
     throttle = None

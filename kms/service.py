@@ -45,6 +45,7 @@ from kms.protocol import (
     parse_target,
     validate,
 )
+from kms.reload import Watched
 from kms.state import DEFAULT_REGION, Principal
 
 __all__ = ["FaultInjector", "Request", "Response", "Service", "TokenBucket"]
@@ -174,8 +175,8 @@ class Service:
     def __init__(
         self,
         *,
-        principals: Mapping[str, Principal],
-        policies: IAMPolicies,
+        principals: Watched[Mapping[str, Principal]],
+        policies: Watched[IAMPolicies],
         operations: Operations,
         recipient_verifier: RecipientVerifier,
         audit: AuditLog | None,
@@ -202,7 +203,7 @@ class Service:
             request.query,
             request.headers,
             request.body,
-            principals=self.principals,
+            principals=self.principals.get(tick),
             at=at,
         )
         # (3) operation
@@ -220,7 +221,8 @@ class Service:
         if "Recipient" in trace.params:
             trace.recipient = self.verify_recipient(trace.params["Recipient"]["AttestationDocument"], at)
         # (8) authorization
-        self.policies.authorize(trace.principal, f"kms:{trace.operation}", condition_context(trace.recipient))
+        policies = self.policies.get(tick)
+        policies.authorize(trace.principal, f"kms:{trace.operation}", condition_context(trace.recipient))
         # (9) operation
         return spec.handler(self.operations, trace.params, trace.recipient, at)
 

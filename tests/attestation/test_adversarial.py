@@ -349,3 +349,30 @@ def test_non_positive_serial_is_malformed_not_a_warning(chain: Any, nitro: Any, 
             data = chain.sign(cabundle=(*chain.cabundle[:2], bytes(der), chain.cabundle[3]))
         with pytest.raises(MalformedDocumentError, match="serial number that is not positive"):
             verifier.verify(data, at=nitro.t0)
+
+
+@pytest.mark.parametrize(
+    "protected",
+    [
+        cbor2.dumps({True: -35}),
+        cbor2.dumps({1: -35.0}),
+        cbor2.dumps({1: -35, 4: b"kid"}),
+        cbor2.dumps({1: -7}),
+    ],
+    ids=["label-true", "alg-float", "extra-label", "es256"],
+)
+def test_protected_header_must_be_exactly_alg_es384(
+    chain: Any, nitro: Any, verifier: Verifier, protected: bytes
+) -> None:
+    # Python compares True == 1 and -35.0 == -35; CBOR does not, and neither do we.
+    data = sign_payload(cbor2.dumps(payload_fields(chain)), chain.leaf_key, protected=protected)
+    with pytest.raises(MalformedDocumentError, match=r"COSE protected header must be \{1: -35\}"):
+        verifier.verify(data, at=nitro.t0)
+
+
+def test_non_minimal_alg_encoding_is_accepted_as_signed(chain: Any, nitro: Any, verifier: Verifier) -> None:
+    # Valid CBOR for {1: -35}; the signature covers the protected bytes as received, so this is safe.
+    data = sign_payload(
+        cbor2.dumps(payload_fields(chain)), chain.leaf_key, protected=bytes.fromhex("a101390022")
+    )
+    verifier.verify(data, at=nitro.t0)

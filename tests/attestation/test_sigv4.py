@@ -9,6 +9,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attestation import sigv4
 from attestation.errors import MalformedError
@@ -251,3 +253,45 @@ def test_canonical_pieces() -> None:
     block = sigv4.canonical_headers([("X-A", " 1  2 "), ("x-a", "3"), ("Host", "h")], ["host", "x-a"])
     assert block == "host:h\nx-a:1 2,3\n"
     assert sigv4.headers_to_sign({"User-Agent": "u", "Host": "h", "Expect": "100-continue"}) == ("host",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_parse_authorization_never_raises_anything_else(value: str) -> None:
+    try:
+        sigv4.parse_authorization(value)
+    except sigv4.MalformedAuthorizationError as exc:
+        message = str(exc)
+    else:
+        return
+    assert "\n" not in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,15}", fullmatch=True),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+        max_size=6,
+    ),
+    st.binary(max_size=64),
+)
+def test_random_headers_sign_like_botocore(headers: dict[str, str], body: bytes) -> None:
+    headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "authorization", "x-amz-date")}
+    case = ("POST", "https://kms.us-east-1.amazonaws.com/", headers, body, None, "us-east-1")
+    expected = _botocore(case)
+    at = datetime.strptime(expected.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    added = sigv4.sign_request(
+        "POST",
+        "/",
+        "",
+        {**headers, "Host": "kms.us-east-1.amazonaws.com"},
+        body,
+        access_key=AK,
+        secret_key=SK,
+        session_token=None,
+        region="us-east-1",
+        service="kms",
+        at=at,
+    )
+    assert added["Authorization"] == expected.headers["Authorization"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclave._http import MAX_HEAD_BYTES, ResponseReader, encode_request_head
 from enclave.errors import ProtocolError
@@ -127,3 +129,27 @@ def test_encode_request_head() -> None:
     assert head == b"POST / HTTP/1.1\r\nHost: kms.us-east-1.amazonaws.com\r\nContent-Length: 2\r\n\r\n"
     with pytest.raises(ValueError, match="forbidden"):
         encode_request_head("POST", "/", [("X", "a\r\nInjected: 1")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=1, max_value=64))
+def test_arbitrary_bytes_parse_or_raise_protocol_error(data: bytes, step: int) -> None:
+    reader = ResponseReader()
+    try:
+        for i in range(0, len(data), step):
+            reader.feed(data[i : i + step])
+        reader.eof()
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([1, 2, 5, 1000]))
+def test_valid_responses_survive_any_split(body: bytes, step: int) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        len(body),
+        body,
+    )
+    for data in (raw, chunked) if body else (raw,):
+        assert _feed_all(data, step).body == body

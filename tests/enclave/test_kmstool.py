@@ -40,7 +40,8 @@ def test_unreachable_proxy_fails_cleanly(
     # No vsock-proxy listens on (3, 8999): a connection error, reported in two lines, no traceback.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDX")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setattr("enclave.kms.KMSClient._attestation_document", lambda self: b"doc")
+    monkeypatch.setattr("enclave._documents.DocumentSource.take", lambda self: b"doc")
+    monkeypatch.setattr("enclave._documents.DocumentSource.prefetch_next", lambda self: None)
     monkeypatch.setattr("enclave._retry.backoff_delay", lambda n, rand=None: 0.0)
     monkeypatch.setattr("enclave.kms.backoff_delay", lambda n, rand=None: 0.0)
     assert main(["genrandom", "--length", "32", "--proxy-port", "8999"]) == 1

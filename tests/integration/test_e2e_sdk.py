@@ -422,3 +422,84 @@ def test_injected_faults_are_retried_then_surface(tmp_path_factory: pytest.TempP
         assert third["retries"] == 1
     finally:
         stack.close()
+
+
+def test_tls_end_to_end_through_the_proxy(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # kms-sim --tls makes its CA in the home; the SDK then speaks TLS (server name
+    # kms.us-east-1.amazonaws.com) end to end through the proxy: the host sees nothing in the clear.
+    stack = _start_stack(tmp_path_factory.mktemp("e2e-tls"), enclave_pcr0=PCR0_ALLOWED, kms_args=("--tls",))
+    try:
+        assert (stack.home / "kms" / "tls" / "ca.pem").exists()
+        result = stack.call(op="generate", n=32)
+        assert result["ok"], result
+        assert stack.tap is not None
+        with stack.tap.lock:
+            captured = bytes(stack.tap.captured)
+        assert captured  # traffic went through the tap
+        assert b"TrentService" not in captured
+        assert b"CiphertextForRecipient" not in captured
+        assert bytes.fromhex(str(result["plaintext"]))[:16] not in captured
+    finally:
+        stack.close()
+
+
+def _sim_credentials(home: Path) -> tuple[str, str]:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(home / "kms" / "credentials")
+    section = parser["nitro-sim"]
+    return section["aws_access_key_id"], section["aws_secret_access_key"]
+
+
+@pytest.mark.parametrize(
+    ("args", "creds"),
+    [
+        ({"NumberOfBytes": 1025}, None),
+        ({"NumberOfBytes": 8, "CustomKeyStoreId": "cks-0123456789abcdef0"}, None),
+        ({"NumberOfBytes": 8}, ("AKIANOSUCHUSER000000", "whatever")),
+        ({"NumberOfBytes": 8}, ("REAL", "wrong-secret")),
+    ],
+    ids=["too-many", "unknown-key-store", "unknown-access-key", "wrong-secret"],
+)
+def test_sdk_and_boto3_see_the_same_error(
+    stack: Stack, args: dict[str, object], creds: tuple[str, str] | None
+) -> None:
+    import boto3
+    import botocore.exceptions
+
+    access, secret = _sim_credentials(stack.home)
+    if creds is not None:
+        access = access if creds[0] == "REAL" else creds[0]
+        secret = creds[1]
+    boto = boto3.client(
+        "kms",
+        endpoint_url=f"http://127.0.0.1:{stack.kms_port}",
+        region_name="us-east-1",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+    )
+    # boto3 sends the same attested Recipient as the SDK (a document from the stack's nsm-sim), so both
+    # requests pass the PCR0 policy and meet the same check.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from enclave.nsm import NSMClient, SimulatedDeviceTransport
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with NSMClient(SimulatedDeviceTransport(stack.nsm_socket)) as nsm:
+        document = nsm.attestation(public_key=spki)
+    recipient = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        boto.generate_random(**args, Recipient=recipient)
+    boto_code = info.value.response["Error"]["Code"]
+
+    kwargs = {"aws_access_key_id": access, "aws_secret_access_key": secret}
+    assert stack.call(op="client", kwargs=kwargs)["ok"]
+    try:
+        result = stack.call(op="generate", n=args["NumberOfBytes"], store=args.get("CustomKeyStoreId"))
+    finally:
+        stack.call(op="client", kwargs={})
+    assert result["error"] == boto_code
+    assert result["same_class"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
@@ -28,13 +29,21 @@ class Server:
     home: Path
     process: subprocess.Popen[str]
 
-    def client(self, **config: Any) -> Any:
+    def client(self, profile: str = "nitro-sim", **config: Any) -> Any:
         """A boto3 KMS client using the home's credentials file (retries off unless asked)."""
         options: dict[str, Any] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
         options.update(config)
-        session = boto3.session.Session(profile_name="nitro-sim")
+        # The home's credentials and config files, as AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE would.
+        core = botocore.session.Session()
+        core.set_config_variable("credentials_file", str(self.home / "kms" / "credentials"))
+        core.set_config_variable("config_file", str(self.home / "kms" / "config"))
+        core.set_config_variable("profile", profile)
+        session = boto3.session.Session(botocore_session=core)
         verify = str(self.home / "kms" / "tls" / "ca.pem") if self.url.startswith("https") else None
-        return session.client("kms", endpoint_url=self.url, config=Config(**options), verify=verify)
+        region = None if profile == "nitro-sim" else "us-east-1"  # only nitro-sim is in the config file
+        return session.client(
+            "kms", endpoint_url=self.url, config=Config(**options), verify=verify, region_name=region
+        )
 
     @property
     def stderr(self) -> str:
@@ -70,35 +79,50 @@ def aws_env(sim_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return sim_home
 
 
+def _start(started: list[Server], where: Path, *args: str) -> Server:
+    """Start ``kms-sim serve --listen 127.0.0.1:0 ARGS...`` with ``NITRO_SIM_HOME=where``."""
+    where.mkdir(parents=True, exist_ok=True)
+    with (where / "kms-sim.stderr.tmp").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kms.cli", "serve", "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=_env(where),
+        )
+    (where / "kms-sim.stderr.tmp").rename(where / f"kms-sim.{process.pid}.stderr")
+    server = Server(url="", home=where, process=process)
+    started.append(server)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith(("http://", "https://")):
+        server.stop()
+        pytest.fail(f"kms-sim did not start: {line!r} {server.stderr}")
+    server.url = line
+    return server
+
+
 @pytest.fixture
 def start_server(aws_env: Path) -> Iterator[Callable[..., Server]]:
     """Start ``kms-sim serve --listen 127.0.0.1:0 ARGS...``; every server started is stopped afterwards."""
     started: list[Server] = []
 
     def start(*args: str, home: Path | None = None) -> Server:
-        where = home or aws_env
-        where.mkdir(parents=True, exist_ok=True)
-        with (where / "kms-sim.stderr.tmp").open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "kms.cli", "serve", "--listen", "127.0.0.1:0", *args],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=_env(where),
-            )
-        (where / "kms-sim.stderr.tmp").rename(where / f"kms-sim.{process.pid}.stderr")
-        server = Server(url="", home=where, process=process)
-        started.append(server)
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith(("http://", "https://")):
-            server.stop()
-            pytest.fail(f"kms-sim did not start: {line!r} {server.stderr}")
-        server.url = line
-        return server
+        return _start(started, home or aws_env, *args)
 
     try:
         yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One default kms-sim for a whole module (for tests that change no state but the audit log)."""
+    started: list[Server] = []
+    try:
+        yield _start(started, tmp_path_factory.mktemp("shared"))
     finally:
         for server in started:
             server.stop()

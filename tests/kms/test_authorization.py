@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,54 @@ def test_bad_policy_file_is_a_one_line_startup_error(aws_env: Path, tmp_path: Pa
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert "unsupported condition operator 'Nope'" in result.stderr
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    """Poll ``check`` (files are re-read at most once a second, on a request) for up to 15 s."""
+    for _ in range(150):
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_policy_and_credentials_edits_take_effect_without_restart(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server()
+    client = server.client()
+    policy = server.home / "kms" / "policy.json"
+    document = json.loads(policy.read_text())
+    document["nitro-sim"]["Statement"].append(
+        {"Effect": "Deny", "Action": "kms:GenerateRandom", "Resource": "*"}
+    )
+    document["second"] = {"Statement": [{"Effect": "Allow", "Action": "kms:GenerateRandom", "Resource": "*"}]}
+    policy.write_text(json.dumps(document))
+
+    def denied() -> bool:
+        try:
+            client.generate_random(NumberOfBytes=4)
+        except client.exceptions.ClientError as error:
+            return bool(error.response["Error"]["Code"] == "AccessDeniedException")
+        return False
+
+    assert _eventually(denied)
+    # A broken edit keeps the previous policy (still denying) and says so on stderr.
+    policy.write_text("{ not json")
+    assert _eventually(lambda: denied() and "keeping the previous policy" in server.stderr)
+    # A new profile in the credentials file becomes a principal.
+    credentials = server.home / "kms" / "credentials"
+    with credentials.open("a") as handle:
+        handle.write(
+            "[second]\naws_access_key_id = AKIASECONDSECOND2345\naws_secret_access_key = " + "z" * 40 + "\n"
+        )
+    policy.write_text(json.dumps(document))
+    second = server.client(profile="second")
+
+    def second_allowed() -> bool:
+        try:
+            return len(second.generate_random(NumberOfBytes=4)["Plaintext"]) == 4
+        except second.exceptions.ClientError:
+            return False
+
+    assert _eventually(second_allowed)

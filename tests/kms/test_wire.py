@@ -19,6 +19,12 @@ from attestation.sigv4 import sign_request
 Server = Any
 
 
+@pytest.fixture
+def server(shared_server: Server) -> Server:
+    """These tests change no server state (but the audit log): one server for the module."""
+    return shared_server
+
+
 def _credentials(server: Server) -> tuple[str, str]:
     parser = configparser.ConfigParser()
     parser.read(server.home / "kms" / "credentials")
