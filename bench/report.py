@@ -95,7 +95,8 @@ def write(
     doc = {"machine": machine, "settings": settings, "scenarios": [s.as_dict() for s in scenarios]}
     (out_dir / JSON).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     if latency_series and importlib.util.find_spec("matplotlib") is not None:
-        plot(out_dir / PLOT, latency_series, title=f"GenerateRandom latency, {machine['date']}")
+        title = f"GenerateRandom latency: scenario 1 (attested, SDK) vs 2 (plain, boto3), {machine['date']}"
+        plot(out_dir / PLOT, latency_series, title=title)
     elif latency_series:
         text += "\n(no PNG: matplotlib is not installed; make bench installs .[bench])\n"
     return text
