@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                         s3.notes.append(f"Profile not taken: {type(e).__name__}: {e}")
             plot = outcome.plot
             results += [r for r in (outcome.s1, outcome.s2) if r.key in selected]
+    machine["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results.sort(key=lambda r: r.key)
     explain({r.key: r for r in results})
     settings_doc = dataclasses.asdict(settings) | {

@@ -35,7 +35,8 @@ def markdown(
     out.append("")
     out.append(
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}; load average at start {machine['load_at_start']}."
+        f"Python {machine['python']}; load average (1, 5, 15 min) at start {machine['load_at_start']}, "
+        f"at end {machine.get('load_at_end', '?')}."
     )
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     out.append(f"Versions: {versions}.")
