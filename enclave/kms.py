@@ -52,14 +52,12 @@ from enclave.errors import (
 )
 from enclave.nsm import open_nsm
 
-__all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice"]
+__all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice", "client"]
 
 #: RSA key sizes the client can make (aws-nitro-enclaves-sdk-c ``enum aws_rsa_key_size``).
 RSA_KEY_SIZES = (2048, 3072, 4096)
 #: GenerateRandom's ``NumberOfBytes`` range (botocore model ``NumberOfBytesType``).
 MAX_NUMBER_OF_BYTES = 1024
-#: ``CustomKeyStoreId`` length range (botocore model).
-MAX_CUSTOM_KEY_STORE_ID_CHARS = 64
 #: Bound on how long an attestation document may be reused (KMS checks freshness on its side).
 MAX_ATTESTATION_REUSE_SECONDS = 300.0
 #: The one key encryption algorithm KMS offers for a Recipient.
