@@ -52,6 +52,14 @@ def explain(results: Mapping[str, ScenarioResult]) -> None:
             note += (
                 f"; and {wall - cpu_sum:,.0f} us of the {wall:,.0f} us per call the core ran something else"
             )
+        core: Mapping[str, float] = s3.data.get("components_by_process_us", {}) if s3 is not None else {}
+        shells = {k: cpu[k] - v for k, v in core.items() if k in cpu}
+        if shells:
+            note += (
+                "; beyond their in-process core work (scenario 3), the processes spent "
+                + ", ".join(f"{k} {v:,.0f}" for k, v in shells.items())
+                + " us per call in their HTTP, framing, event-loop and socket shells"
+            )
         if profile:
             note += (
                 f". Largest non-crypto costs in the profile (us, inflated by cProfile): kms-sim: "

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import e2e, floor, proxy, verify
+from bench import components, e2e, floor, proxy, verify
 from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
 from bench.model import ScenarioResult
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: scenario 3 (crypto floor)", flush=True)
             s3 = floor.run(settings, pinning)
             floors = s3.data["floors"]
+            try:
+                components.run(settings, pinning, _sub(home, "components"), s3)
+            except Exception as e:  # the breakdown is an extra: a failure is a note
+                s3.notes.append(f"In-process breakdown not taken: {type(e).__name__}: {e}")
             if "3" in selected:
                 results.append(s3)
         if "4" in selected:
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                         s3.notes.append(f"Profile not taken: {type(e).__name__}: {e}")
             plot = outcome.plot
             results += [r for r in (outcome.s1, outcome.s2) if r.key in selected]
+    machine["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results.sort(key=lambda r: r.key)
     explain({r.key: r for r in results})
     settings_doc = dataclasses.asdict(settings) | {

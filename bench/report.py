@@ -35,7 +35,8 @@ def markdown(
     out.append("")
     out.append(
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}; load average at start {machine['load_at_start']}."
+        f"Python {machine['python']}; load average (1, 5, 15 min) at start {machine['load_at_start']}, "
+        f"at end {machine.get('load_at_end', '?')}."
     )
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     out.append(f"Versions: {versions}.")
@@ -95,7 +96,8 @@ def write(
     doc = {"machine": machine, "settings": settings, "scenarios": [s.as_dict() for s in scenarios]}
     (out_dir / JSON).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     if latency_series and importlib.util.find_spec("matplotlib") is not None:
-        plot(out_dir / PLOT, latency_series, title=f"GenerateRandom latency, {machine['date']}")
+        title = f"GenerateRandom latency: scenario 1 (attested, SDK) vs 2 (plain, boto3), {machine['date']}"
+        plot(out_dir / PLOT, latency_series, title=title)
     elif latency_series:
         text += "\n(no PNG: matplotlib is not installed; make bench installs .[bench])\n"
     return text

@@ -57,13 +57,23 @@ def test_crypto_floor_measures_the_four_operations(
     s3 = _scenarios(out)["3"]
     assert s3["error"] is None
     cases = [r["case"] for r in s3["rows"]]  # type: ignore[attr-defined]
-    assert cases == [
+    assert cases[:4] == [
         "ECDSA P-384 sign (document)",
         "ECDSA P-384 verify",
         "RSA-2048 OAEP encrypt",
         "RSA-2048 OAEP decrypt",
     ]
     assert s3["data"]["floors"]["floor_per_s"] > 0  # type: ignore[index]
+
+
+def test_in_process_breakdown_runs_our_pipeline(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s3 = _scenarios(out)["3"]
+    by_process = s3["data"]["components_by_process_us"]  # type: ignore[index]
+    assert set(by_process) == {"nsm-sim", "client", "kms-sim"}
+    assert all(v > 0 for v in by_process.values())
 
 
 def test_proxy_scenario_relays_bytes(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
