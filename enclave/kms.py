@@ -3,7 +3,7 @@
 Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-facts §1, §6):
 
 1. Attestation document from the NSM with ``public_key`` = this client's RSA key (DER SubjectPublicKeyInfo);
-   fresh per call (made in the background while the previous call was in flight, see
+   fresh per call (optionally made in the background while the previous call is in flight, see
    :mod:`enclave._documents`), or reused for ``attestation_reuse_seconds`` when configured.
 2. ``POST /`` with ``X-Amz-Target: TrentService.GenerateRandom`` and the awsJson1_1 body
    ``{"NumberOfBytes": n, "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
@@ -115,7 +115,7 @@ class KMSClient:
         nsm: NSMDevice | None = None,
         rsa_key_size: int = 2048,
         attestation_reuse_seconds: float = 0.0,
-        prefetch_attestation: bool = True,
+        prefetch_attestation: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         simulated: bool | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -369,7 +369,7 @@ def client(
     nsm: NSMDevice | None = None,
     rsa_key_size: int = 2048,
     attestation_reuse_seconds: float = 0.0,
-    prefetch_attestation: bool = True,
+    prefetch_attestation: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> KMSClient:
     """``enclave.client("kms", region_name=..., aws_access_key_id=..., ...)``, as ``boto3.client``.
