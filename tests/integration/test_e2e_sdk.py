@@ -522,3 +522,14 @@ def test_larger_rsa_keys(stack: Stack, size: int) -> None:
         stack.call(op="client", kwargs={})
     assert result["ok"], result
     assert len(bytes.fromhex(str(result["plaintext"]))) == 32
+
+
+@pytest.mark.parametrize("kwargs", [{"prefetch_attestation": True}, {"attestation_reuse_seconds": 30}])
+def test_document_modes(stack: Stack, kwargs: dict[str, object]) -> None:
+    assert stack.call(op="client", kwargs=kwargs)["ok"]
+    try:
+        results = [stack.call(op="generate", n=32) for _ in range(5)]
+    finally:
+        stack.call(op="client", kwargs={})
+    assert all(r["ok"] for r in results), results
+    assert len({r["plaintext"] for r in results}) == 5
