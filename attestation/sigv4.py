@@ -42,6 +42,7 @@ __all__ = [
     "ALGORITHM",
     "EMPTY_SHA256",
     "UNSIGNED_HEADERS",
+    "FixedRequestSigner",
     "MalformedAuthorizationError",
     "ParsedAuthorization",
     "amz_date",
@@ -403,3 +404,71 @@ def request_signature(
         secret_key, authorization.date_stamp, authorization.region, authorization.service
     )
     return signature(key, string_to_sign(amz_date_value, scope, canonical))
+
+
+class FixedRequestSigner:
+    """SigV4 for a stream of requests that differ only in body and time (same method, path, headers).
+
+    Precomputes the canonical request around the two varying lines (``x-amz-date`` and the payload hash)
+    and caches the day's signing key; produces exactly what :func:`sign_request` produces for the same
+    input (tested). For the KMS client, which sends thousands of identical-looking POSTs.
+    """
+
+    __slots__ = (
+        "_access_key",
+        "_head",
+        "_key_day",
+        "_region",
+        "_secret_key",
+        "_service",
+        "_signed",
+        "_tail",
+        "_token",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        *,
+        access_key: str,
+        secret_key: str,
+        session_token: str | None,
+        region: str,
+        service: str,
+    ) -> None:
+        items = [(n, v) for n, v in _items(headers) if n.lower() not in ("authorization", "x-amz-date")]
+        items = [(n, v) for n, v in items if n.lower() != "x-amz-security-token"]
+        if session_token:
+            items.append(("X-Amz-Security-Token", session_token))
+        names = (*headers_to_sign(items), "x-amz-date")
+        self._signed = tuple(sorted(names))
+        if "host" not in self._signed:
+            raise ValueError("SigV4 requires a Host header to sign")
+        marker = "\x00DATE\x00"
+        block = canonical_headers([*items, ("X-Amz-Date", marker)], self._signed)
+        before, _, after = block.partition(marker)
+        self._head = f"{method.upper()}\n{canonical_uri(path)}\n\n{before}"
+        self._tail = f"{after}\n{';'.join(self._signed)}\n"
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._token = session_token or None
+        self._region = region
+        self._service = service
+        self._key_day: tuple[str, bytes] = ("", b"")
+
+    def sign(self, body: bytes, at: datetime) -> list[tuple[str, str]]:
+        """The headers to add (``X-Amz-Date``, ``X-Amz-Security-Token``, ``Authorization``), in that order."""
+        date_value = amz_date(at)
+        day = date_value[:8]
+        if self._key_day[0] != day:
+            self._key_day = (day, derive_signing_key(self._secret_key, day, self._region, self._service))
+        canonical = f"{self._head}{date_value}{self._tail}{payload_hash(body)}"
+        scope = f"{day}/{self._region}/{self._service}/{TERMINATOR}"
+        sig = signature(self._key_day[1], string_to_sign(date_value, scope, canonical))
+        added = [("X-Amz-Date", date_value)]
+        if self._token:
+            added.append(("X-Amz-Security-Token", self._token))
+        added.append(("Authorization", authorization_header(self._access_key, scope, self._signed, sig)))
+        return added

@@ -8,6 +8,7 @@ The I/O shell around :mod:`enclave._http`. Rules:
   is reopened once, silently, as HTTP clients do for stale pooled connections. Every other failure closes
   the connection and raises: a fresh connection closed before any byte is an EndpointConnectionError
   (what vsock-proxy does when it cannot reach KMS), a timeout a Connect/ReadTimeoutError.
+- After ``fork()`` the child never touches the parent's connection; it opens its own.
 - TLS: server name ``kms.<region>.amazonaws.com`` (or the configured one), certificate checked against the
   configured CA bundle; TLS runs end to end from the enclave, so the proxy only ever sees ciphertext.
 """
@@ -15,6 +16,7 @@ The I/O shell around :mod:`enclave._http`. Rules:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class Connection:
         "_buffer",
         "_connect_timeout",
         "_endpoint",
+        "_pid",
         "_read_timeout",
         "_simulated",
         "_sock",
@@ -83,6 +86,7 @@ class Connection:
         self._ssl_context = ssl_context
         self._simulated = simulated
         self._sock: socket.socket | None = None
+        self._pid = 0
         self._buffer = bytearray(RECV_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
 
@@ -127,6 +131,8 @@ class Connection:
 
     def exchange(self, request: bytes) -> Response:
         """Send ``request`` (complete bytes) and return the response; see the module rules."""
+        if self._sock is not None and self._pid != os.getpid():
+            self._sock = None  # inherited across fork(): the parent's connection is not ours to use
         reused = self._sock is not None
         try:
             return self._attempt(request)
@@ -151,7 +157,7 @@ class Connection:
 
     def _attempt(self, request: bytes) -> Response:
         if self._sock is None:
-            self._sock = self._open()
+            self._sock, self._pid = self._open(), os.getpid()
         sock = self._sock
         reader = ResponseReader()
         try:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 from enclave.errors import ProtocolError
 
-__all__ = ["MAX_BODY_BYTES", "MAX_HEAD_BYTES", "Response", "ResponseReader", "encode_request_head"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEAD_BYTES",
+    "Response",
+    "ResponseReader",
+    "encode_header_fields",
+    "encode_request_head",
+]
 
 #: Bound on a response's status line plus headers.
 MAX_HEAD_BYTES = 16 * 1024
@@ -34,15 +41,19 @@ MAX_CHUNK_LINE_BYTES = 1024
 _CRLF = b"\r\n"
 
 
-def encode_request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """The request line and header block, ending with the blank line; values must not contain CR/LF."""
-    lines = [f"{method} {target} HTTP/1.1"]
+def encode_header_fields(headers: Iterable[tuple[str, str]]) -> bytes:
+    """``name: value`` lines, each ending in CRLF; names and values must not contain CR or LF."""
+    lines = []
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} has a forbidden character")
-        lines.append(f"{name}: {value}")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def encode_request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """The request line and header block, ending with the blank line."""
+    return f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + encode_header_fields(headers) + b"\r\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,7 +39,7 @@ from enclave import vsock
 from enclave._config import Config, Credentials, resolve_credentials, resolve_region
 from enclave._connection import Connection, Endpoint
 from enclave._documents import DocumentSource
-from enclave._http import Response, encode_request_head
+from enclave._http import Response, encode_header_fields
 from enclave._retry import RetryQuota, backoff_delay, is_retryable_response
 from enclave.errors import (
     ClientExceptions,
@@ -138,6 +138,7 @@ class KMSClient:
         self._quota = RetryQuota()
         self._lock = threading.Lock()
         self._host = f"kms.{region}.amazonaws.com"
+        self._prepared: dict[str, tuple[bytes, sigv4.FixedRequestSigner]] = {}
         self._conn = Connection(
             endpoint,
             connect_timeout=config.connect_timeout,
@@ -230,29 +231,32 @@ class KMSClient:
         )
 
     def _request_bytes(self, operation: str, body: bytes) -> bytes:
-        creds = self._credentials
-        headers = [
-            ("Host", self._host),
-            ("Content-Type", JSON_CONTENT_TYPE),
-            ("X-Amz-Target", f"TrentService.{operation}"),
-        ]
-        added = sigv4.sign_request(
-            "POST",
-            "/",
-            "",
-            headers,
-            body,
-            access_key=creds.access_key,
-            secret_key=creds.secret_key,
-            session_token=creds.token,
-            region=self.region,
-            service="kms",
-            at=self._clock(),
-        )
-        headers.extend(added.items())
-        headers.append(("User-Agent", USER_AGENT))
-        headers.append(("Content-Length", str(len(body))))
-        return encode_request_head("POST", "/", headers) + body
+        # The static part of the head and the signer are made once per operation; per request only the
+        # date, the body hash, the signature and the length change (one bytes join, one sendall).
+        prepared = self._prepared.get(operation)
+        if prepared is None:
+            creds = self._credentials
+            static = [
+                ("Host", self._host),
+                ("Content-Type", JSON_CONTENT_TYPE),
+                ("X-Amz-Target", f"TrentService.{operation}"),
+                ("User-Agent", USER_AGENT),
+            ]
+            signer = sigv4.FixedRequestSigner(
+                "POST",
+                "/",
+                static,
+                access_key=creds.access_key,
+                secret_key=creds.secret_key,
+                session_token=creds.token,
+                region=self.region,
+                service="kms",
+            )
+            prepared = (b"POST / HTTP/1.1\r\n" + encode_header_fields(static), signer)
+            self._prepared[operation] = prepared
+        head, signer = prepared
+        dynamic = [*signer.sign(body, self._clock()), ("Content-Length", str(len(body)))]
+        return b"".join((head, encode_header_fields(dynamic), b"\r\n", body))
 
     def _call(self, operation: str, body: bytes) -> tuple[Response, int]:
         # (3) send with standard-mode retries; return the 200 response and the number of retries

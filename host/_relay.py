@@ -35,7 +35,8 @@ __all__ = ["RelayConfig", "RelayServer", "bind_vsock_listener"]
 log = logging.getLogger("vsock_proxy")
 
 #: Bytes moved per recv/send. Large buffers keep syscalls and GIL hand-offs per byte low (the real proxy
-#: copies 8192-byte chunks with select(); we measured 256 KiB to be needed to match socat's throughput).
+#: copies 8192-byte chunks with select()). Measured here, one stream: ~3x socat's default 8 KiB buffer,
+#: on par with ``socat -b 262144``.
 RELAY_BUFFER_BYTES = 256 * 1024
 #: Kernel socket buffer size requested on both legs of a connection.
 SOCKET_BUFFER_BYTES = 1024 * 1024

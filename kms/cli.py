@@ -46,8 +46,12 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
         path = check_unix_path(Path(listen[len("unix:") :]))
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
-        sock.listen(LISTEN_BACKLOG)
+        try:
+            sock.bind(str(path))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
         return sock, f"unix:{path}"
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -55,9 +59,13 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
     # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
     # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port_text)))
-    sock.listen(LISTEN_BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port_text)))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     bound_host, bound_port = sock.getsockname()[:2]
     return sock, f"{bound_host}:{bound_port}"
 
@@ -92,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fault_counts={k: int(v) for k, v in _faults(args.fault, int, "--fault").items()},
         fault_rates={k: float(v) for k, v in _faults(args.fault_rate, float, "--fault-rate").items()},
     )
-    build_service(settings)  # fail here, before binding, on any configuration error
+    build_service(settings).close()  # fail here, before binding, on any configuration error
     ssl_options: dict[str, str] = {}
     scheme = "http"
     if args.tls:
@@ -165,17 +173,32 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT or unix:PATH (default {DEFAULT_LISTEN})"
     )
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a certificate from the home's CA")
-    serve.add_argument("--trust-root", action="append", default=[], metavar="PEM", help="add trusted root(s)")
+    serve.add_argument(
+        "--trust-root", action="extend", nargs="+", default=[], metavar="PEM", help="add trusted root(s)"
+    )
     serve.add_argument(
         "--policy", metavar="FILE", help="policy file (default $NITRO_SIM_HOME/kms/policy.json)"
     )
-    serve.add_argument("--max-doc-age", type=float, default=300.0, metavar="S", help="max document age (s)")
+    serve.add_argument(
+        "--max-doc-age", type=float, default=300.0, metavar="S", help="max Recipient document age, s (300)"
+    )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
     serve.add_argument("--rate-limit", type=float, metavar="R", help="requests per second before throttling")
     serve.add_argument("--burst", type=float, metavar="B", help="burst size for --rate-limit")
-    serve.add_argument("--fault", action="append", default=[], metavar="NAME:COUNT", help="fail first COUNT")
+    names = "KMSInternalException, DependencyTimeoutException or ThrottlingException"
     serve.add_argument(
-        "--fault-rate", action="append", default=[], metavar="NAME:P", help="fail with prob. P"
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME:COUNT",
+        help=f"fail the first COUNT with {names}",
+    )
+    serve.add_argument(
+        "--fault-rate",
+        action="append",
+        default=[],
+        metavar="NAME:P",
+        help="then fail each with probability P",
     )
     serve.set_defaults(func=cmd_serve)
     env = commands.add_parser("env", help="print AWS_* exports for the home's credentials")

@@ -6,6 +6,9 @@ Policy file (``$NITRO_SIM_HOME/kms/policy.json`` or ``--policy FILE``)::
         {"Effect": "Allow", "Action": "kms:GenerateRandom", "Resource": "*",
          "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": "<96 hex>"}}}]}}
 
+A bare IAM policy document (``{"Version": ..., "Statement": [...]}``), or an entry under ``"*"``, applies
+to every principal of the credentials file, in addition to the principal's own entry.
+
 Evaluation (IAM User Guide, "Policy evaluation logic"): an explicit Deny wins; otherwise an Allow whose
 action, resource and every condition match allows; otherwise the request is implicitly denied.
 Conditions (IAM "Condition operators"): StringEquals, StringNotEquals, StringEqualsIgnoreCase,
@@ -27,7 +30,10 @@ from attestation.errors import SimulationError
 from kms.errors import AccessDeniedException
 from kms.state import Principal
 
-__all__ = ["IAMPolicies", "PolicyFileError", "load_policies"]
+__all__ = ["ANY_PRINCIPAL", "IAMPolicies", "PolicyFileError", "load_policies", "parse_policies"]
+
+#: The policy-file key whose policy applies to every principal (also what a bare IAM document means).
+ANY_PRINCIPAL = "*"
 
 #: Bounds on a policy file (IAM's own managed-policy limit is 6,144 characters; ours is looser).
 MAX_POLICY_FILE_BYTES = 1024 * 1024
@@ -147,7 +153,8 @@ class IAMPolicies:
         ``action`` is ``kms:<Operation>``; ``context`` maps lower-case condition keys to values.
         """
         allowed = False
-        for statement in self.by_principal.get(principal.name, ()):
+        own = self.by_principal.get(principal.name, ())
+        for statement in (*own, *self.by_principal.get(ANY_PRINCIPAL, ())):
             if statement.matches(action, context):
                 if statement.deny:
                     raise AccessDeniedException(
@@ -166,6 +173,8 @@ def parse_policies(document: object, source: str) -> IAMPolicies:
     """Compile a policy file's JSON value; PolicyFileError with a one-line message if malformed."""
     if not isinstance(document, dict):
         raise PolicyFileError(f"{source}: must be a JSON object of principal name -> policy")
+    if "Statement" in document:  # a plain IAM policy document: it applies to every principal
+        document = {ANY_PRINCIPAL: document}
     compiled: dict[str, tuple[_Statement, ...]] = {}
     for name, policy in document.items():
         if not isinstance(policy, dict) or "Statement" not in policy:

@@ -139,6 +139,13 @@ def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
     return context
 
 
+def _claimed_operation(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The operation a request names, for the audit record of a request refused before step (3)."""
+    target = _header(headers, "x-amz-target") or ""
+    name = target.removeprefix("TrentService.")
+    return name if target.startswith("TrentService.") and name in OPERATIONS else None
+
+
 def _scope_region(headers: Sequence[tuple[str, str]]) -> str:
     value = _header(headers, "authorization") or ""
     start = value.find("Credential=")
@@ -190,6 +197,12 @@ class Service:
         self.audit = audit
         self.throttle = throttle
         self.faults = faults
+
+    def close(self) -> None:
+        """Release the key-store connection and the audit descriptor."""
+        self.operations.keystores.close()
+        if self.audit is not None:
+            self.audit.close()
 
     def _pipeline(self, request: Request, trace: _Trace, *, at: datetime, tick: float) -> dict[str, Any]:
         """Steps (1)-(9); fills ``trace`` as it learns who asked for what (for the audit record)."""
@@ -249,7 +262,7 @@ class Service:
                 event(
                     at=at,
                     request_id=request_id,
-                    operation=trace.operation,
+                    operation=trace.operation or _claimed_operation(request.headers),
                     principal=trace.principal,
                     access_key=_access_key(request.headers),
                     region=_scope_region(request.headers),

@@ -295,3 +295,46 @@ def test_random_headers_sign_like_botocore(headers: dict[str, str], body: bytes)
         at=at,
     )
     assert added["Authorization"] == expected.headers["Authorization"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)),
+    st.binary(max_size=128),
+    st.one_of(st.none(), st.text(alphabet="abcXYZ019+/=", min_size=1, max_size=40)),
+)
+def test_fixed_signer_equals_sign_request(at: datetime, body: bytes, token: str | None) -> None:
+    headers = [
+        ("Host", "kms.eu-west-1.amazonaws.com"),
+        ("Content-Type", "application/x-amz-json-1.1"),
+        ("X-Amz-Target", "TrentService.GenerateRandom"),
+        ("User-Agent", "ua"),
+    ]
+    creds = {
+        "access_key": AK,
+        "secret_key": SK,
+        "session_token": token,
+        "region": "eu-west-1",
+        "service": "kms",
+    }
+    signer = sigv4.FixedRequestSigner("POST", "/", headers, **creds)
+    expected = sigv4.sign_request("POST", "/", "", headers, body, at=at, **creds)
+    assert dict(signer.sign(body, at)) == expected
+
+
+def test_fixed_signer_matches_botocore() -> None:
+    case = CASES["session-token"]
+    expected = _botocore(case)
+    at = datetime.strptime(expected.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    headers = {**case[2], "Host": "kms.eu-west-2.amazonaws.com"}
+    signer = sigv4.FixedRequestSigner(
+        "POST",
+        "/",
+        headers,
+        access_key=AK,
+        secret_key=SK,
+        session_token=TOKEN,
+        region="eu-west-2",
+        service="kms",
+    )
+    assert dict(signer.sign(case[3], at))["Authorization"] == expected.headers["Authorization"]

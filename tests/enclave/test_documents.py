@@ -93,3 +93,25 @@ def test_reuse_window_and_no_prefetch() -> None:
         assert nsm.count == 1
     finally:
         source.close()
+
+
+def test_child_after_fork_does_not_wait_for_the_parents_worker() -> None:
+    import os
+
+    nsm = CountingNSM()
+    source = DocumentSource(lambda: nsm, b"KEY")
+    try:
+        source.take()
+        source.take()
+        nsm.gate.clear()  # the parent's prefetch will block in the NSM call
+        source.prefetch_next()
+        pid = os.fork()
+        if pid == 0:  # child: the worker thread does not exist here
+            nsm.gate.set()
+            code = 0 if source.take().startswith(b"doc-") else 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        nsm.gate.set()
+    finally:
+        source.close()

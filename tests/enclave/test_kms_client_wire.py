@@ -332,3 +332,51 @@ def test_credentials_from_kms_sim_home(sim_home: Path, monkeypatch: pytest.Monke
     _CLIENTS.append(kms)
     assert kms.region == "us-east-1"
     assert "s3cr3t" not in repr(kms._credentials)
+
+
+def _cms_reply(kms: enclave.KMSClient, plaintext: bytes | None, blob: bytes | None = None) -> Reply:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from attestation.cms import build_ciphertext_for_recipient
+
+    def reply(head: bytes, body: bytes) -> bytes:
+        key = load_der_public_key(kms.public_key_der)
+        data = blob if blob is not None else build_ciphertext_for_recipient(plaintext or b"", key)  # type: ignore[arg-type]
+        payload = json.dumps(
+            {"CiphertextForRecipient": base64.b64encode(data).decode(), "KeyId": None}
+        ).encode()
+        return b"HTTP/1.1 200 OK\r\nx-amzn-RequestId: req-1\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(payload),
+            payload,
+        )
+
+    return reply
+
+
+def test_success_decrypts_inside_and_reports_metadata(peer_factory: Callable[..., ScriptedPeer]) -> None:
+    kms = make_client()
+    secret = bytes(range(32))
+    peer_factory([_cms_reply(kms, secret)])
+    result = kms.generate_random(NumberOfBytes=32)
+    assert result["Plaintext"] == secret
+    assert result["ResponseMetadata"]["RequestId"] == "req-1"
+    assert result["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert result["ResponseMetadata"]["RetryAttempts"] == 0
+    assert set(result) == {"Plaintext", "ResponseMetadata"}
+
+
+def test_wrong_length_is_refused(peer_factory: Callable[..., ScriptedPeer]) -> None:
+    kms = make_client()
+    peer_factory([_cms_reply(kms, b"x" * 31)])
+    with pytest.raises(ResponseError, match="returned 31 random bytes, 32 were requested"):
+        kms.generate_random(NumberOfBytes=32)
+
+
+def test_undecryptable_blob_is_one_opaque_error(peer_factory: Callable[..., ScriptedPeer]) -> None:
+    from attestation.errors import DecryptionError
+
+    kms = make_client()
+    peer_factory([_cms_reply(kms, None, blob=b"\x30\x80garbage")])
+    with pytest.raises(DecryptionError) as info:
+        kms.generate_random(NumberOfBytes=32)
+    assert str(info.value) == DecryptionError.MESSAGE

@@ -385,7 +385,8 @@ def test_other_pcr0_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None
 def test_stopped_kms_then_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
     stack = _start_stack(tmp_path_factory.mktemp("e2e-restart"), enclave_pcr0=PCR0_ALLOWED)
     try:
-        assert stack.call(op="client", kwargs={"config": {"connect_timeout": 5, "read_timeout": 10}})["ok"]
+        config = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}
+        assert stack.call(op="client", kwargs={"config": config})["ok"]
         assert stack.call(op="generate", n=16)["ok"]
         stack.stop_kms()
         down = stack.call(op="generate", n=16)
@@ -503,3 +504,14 @@ def test_sdk_and_boto3_see_the_same_error(
         stack.call(op="client", kwargs={})
     assert result["error"] == boto_code
     assert result["same_class"]
+
+
+@pytest.mark.parametrize("size", [4096])
+def test_larger_rsa_keys(stack: Stack, size: int) -> None:
+    assert stack.call(op="client", kwargs={"rsa_key_size": size})["ok"]
+    try:
+        result = stack.call(op="generate", n=32)
+    finally:
+        stack.call(op="client", kwargs={})
+    assert result["ok"], result
+    assert len(bytes.fromhex(str(result["plaintext"]))) == 32

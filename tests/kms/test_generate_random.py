@@ -20,6 +20,26 @@ Server = Any  # tests/kms/conftest.py Server (conftest modules are not importabl
 Recipient = Callable[[bytes], dict[str, Any]]
 
 
+@pytest.fixture
+def server(shared_server: Server) -> Server:
+    """One kms-sim for the module: these tests add nothing but audit lines to its state."""
+    return shared_server
+
+
+@pytest.fixture
+def make_document(
+    shared_server: Server, rsa_key: rsa.RSAPrivateKey, spki_of: Callable[[rsa.RSAPrivateKey], bytes]
+) -> Callable[..., bytes]:
+    """Documents from the shared server's simulated PKI (override ``home`` for another one)."""
+    from attestation.nsm import simulate_document
+
+    def make(*, home: Path | None = None, at: datetime | None = None, **kwargs: Any) -> bytes:
+        kwargs.setdefault("public_key", spki_of(rsa_key))
+        return simulate_document(home or shared_server.home, at=at or datetime.now(UTC), **kwargs)
+
+    return make
+
+
 def test_plain_generate_random_and_request_id(server: Server) -> None:
     client = server.client()
     for size in (1, 32, 1024):
@@ -143,7 +163,7 @@ def test_max_doc_age_is_configurable(
     start_server: Callable[..., Server], make_document: Callable[..., bytes], recipient: Recipient
 ) -> None:
     server = start_server("--max-doc-age", "3600")
-    document = make_document(at=datetime.now(UTC) - timedelta(minutes=10))
+    document = make_document(home=server.home, at=datetime.now(UTC) - timedelta(minutes=10))
     response = server.client().generate_random(NumberOfBytes=8, Recipient=recipient(document))
     assert "CiphertextForRecipient" in response
 

@@ -139,3 +139,18 @@ def test_load_policies_reports_unreadable_and_invalid_json(tmp_path: Path) -> No
     bad.write_text("{")
     with pytest.raises(PolicyFileError, match="not valid JSON"):
         load_policies(bad)
+
+
+def test_bare_iam_document_and_star_apply_to_every_principal() -> None:
+    bare = parse_policies({"Version": "2012-10-17", "Statement": [_allow()]}, "bare")
+    bare.authorize(ALICE, "kms:GenerateRandom", {})
+    bare.authorize(BOB, "kms:GenerateRandom", {})
+    mixed = parse_policies(
+        {
+            "*": {"Statement": [{"Effect": "Deny", "Action": "kms:GenerateRandom", "Resource": "*"}]},
+            "alice": {"Statement": [_allow()]},
+        },
+        "mixed",
+    )
+    with pytest.raises(AccessDeniedException, match="explicit deny"):
+        mixed.authorize(ALICE, "kms:GenerateRandom", {})

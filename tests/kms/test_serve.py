@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,3 +146,29 @@ def test_env_prints_sdk_exports(aws_env: Path, capsys: pytest.CaptureFixture[str
     assert f"export AWS_SHARED_CREDENTIALS_FILE={aws_env / 'kms' / 'credentials'}" in out
     assert "export AWS_PROFILE=nitro-sim" in out
     assert oct((aws_env / "kms" / "credentials").stat().st_mode & 0o777) == "0o600"
+
+
+def test_port_in_use_is_a_one_line_error(aws_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", "--listen", f"127.0.0.1:{port}"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("kms-sim: error: ")
+    assert "in use" in captured.err
+
+
+def test_workers_exit_when_the_supervisor_is_killed(start_server: Callable[..., Server]) -> None:
+    server = start_server("--workers", "2")
+    server.client().generate_random(NumberOfBytes=8)
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) >= 2
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    for _ in range(150):
+        if not any(Path(f"/proc/{child}").exists() for child in children):
+            break
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{child}").exists() for child in children)

@@ -219,3 +219,17 @@ def test_unknown_members_are_ignored(server: Server) -> None:
     status, _, reply = _send(server, b'{"NumberOfBytes": 8, "FutureMember": {"a": 1}}')
     assert status == 200
     assert "Plaintext" in reply
+
+
+def test_refused_requests_are_audited(server: Server) -> None:
+    key, _ = _credentials(server)
+    _send(server, b'{"NumberOfBytes": 16}', sign=False)
+    record = json.loads((server.home / "kms" / "audit.jsonl").read_text().splitlines()[-1])
+    assert record["eventName"] == "GenerateRandom"
+    assert record["errorCode"] == "MissingAuthenticationTokenException"
+    assert record["userIdentity"] == {"type": "Unknown", "accessKeyId": None}
+    _send(server, b'{"NumberOfBytes": 16}', secret_key="w" * 40)
+    record = json.loads((server.home / "kms" / "audit.jsonl").read_text().splitlines()[-1])
+    assert record["errorCode"] == "InvalidSignatureException"
+    assert record["userIdentity"]["accessKeyId"] == key
+    assert record["awsRegion"] == "eu-west-1"
