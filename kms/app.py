@@ -7,6 +7,10 @@ run it the same way. Nothing here decides anything: the service does.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -17,6 +21,9 @@ from kms.server import build_service, settings_from_environment
 from kms.service import Request, Service
 
 __all__ = ["KMSApp", "create_app"]
+
+#: linux/prctl.h: deliver a signal to this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,6 +77,23 @@ class KMSApp:
         await send({"type": "http.response.body", "body": response.body})
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervising ``kms-sim serve`` dies, even by ``kill -9``.
+
+    Otherwise orphaned workers would keep the listening socket open and answer with stale state.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app() -> KMSApp:
     """The factory for ASGI servers: the service configured by ``KMS_SIM_SETTINGS``."""
-    return KMSApp(build_service(settings_from_environment()))
+    settings = settings_from_environment()
+    if settings.workers > 1:  # a uvicorn worker process under kms-sim's supervisor
+        _die_with_parent()
+    return KMSApp(build_service(settings))

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -157,3 +158,17 @@ def test_port_in_use_is_a_one_line_error(aws_env: Path, capsys: pytest.CaptureFi
     assert captured.out == ""
     assert captured.err.startswith("kms-sim: error: ")
     assert "in use" in captured.err
+
+
+def test_workers_exit_when_the_supervisor_is_killed(start_server: Callable[..., Server]) -> None:
+    server = start_server("--workers", "2")
+    server.client().generate_random(NumberOfBytes=8)
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) >= 2
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    for _ in range(150):
+        if not any(Path(f"/proc/{child}").exists() for child in children):
+            break
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{child}").exists() for child in children)
