@@ -77,23 +77,27 @@ class KMSApp:
         await send({"type": "http.response.body", "body": response.body})
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this worker when the supervising ``kms-sim serve`` dies, even by ``kill -9``.
+def _die_with_parent(supervisor: int | None) -> None:
+    """Linux: SIGKILL this worker when the supervising ``kms-sim serve`` dies, even by ``kill -9``.
 
-    Otherwise orphaned workers would keep the listening socket open and answer with stale state.
+    Otherwise orphaned workers would keep the listening socket open and answer with stale state. SIGKILL,
+    not SIGTERM: a graceful uvicorn shutdown in an orphan could hang on its supervisor pipe (seen: one
+    worker in ~2 left sleeping forever), and nothing here needs a clean exit (SQLite commits are durable,
+    audit lines are single appends).
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The supervisor may have died before prctl took effect, even before this worker got here (a slow
+    # start): then the parent is no longer the supervisor whose pid the settings carry.
+    if supervisor is not None and os.getppid() != supervisor:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def create_app() -> KMSApp:
     """The factory for ASGI servers: the service configured by ``KMS_SIM_SETTINGS``."""
     settings = settings_from_environment()
     if settings.workers > 1:  # a uvicorn worker process under kms-sim's supervisor
-        _die_with_parent()
+        _die_with_parent(settings.supervisor_pid)
     return KMSApp(build_service(settings))

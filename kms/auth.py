@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from attestation.sigv4 import (
     AMZ_DATE_FORMAT,
@@ -51,6 +51,32 @@ _MISMATCH = (
     "Secret Access Key and signing method. Consult the service documentation for details."
 )
 _BAD_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
+
+
+def _amz_date(value: str) -> datetime:
+    """``parse_amz_date`` without strptime (~8 us) for the well-formed case; it decides everything else."""
+    if (
+        len(value) == 16
+        and value[8] == "T"
+        and value[15] == "Z"
+        and value[:8].isascii()
+        and value[:8].isdigit()
+        and value[9:15].isascii()
+        and value[9:15].isdigit()
+    ):
+        try:
+            return datetime(
+                int(value[0:4]),
+                int(value[4:6]),
+                int(value[6:8]),
+                int(value[9:11]),
+                int(value[11:13]),
+                int(value[13:15]),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            pass
+    return parse_amz_date(value)  # the slow path's answer, or its one-line error
 
 
 def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -89,7 +115,7 @@ def authenticate(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
     try:
-        signed_at = parse_amz_date(amz_date_value)
+        signed_at = _amz_date(amz_date_value)
     except MalformedAuthorizationError as error:
         raise IncompleteSignatureException(str(error)) from None
     # (3) scope
