@@ -63,6 +63,10 @@ class _Parser(argparse.ArgumentParser):
 # -- input helpers ---
 
 
+#: Largest ``--max-age`` accepted: ten years, far past any certificate in a Nitro chain but for the root.
+MAX_AGE_SECONDS = 10 * 365 * 24 * 3600
+
+
 def read_document(path: str) -> bytes:
     """The document bytes from ``path`` (``-`` = stdin): raw CBOR, or base64 / hex text of it."""
     try:
@@ -250,8 +254,8 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
         parts.append(PCRs(expected))
         names.append("PCR" + ",".join(str(i) for i in sorted(expected)))
     if args.max_age is not None:
-        if args.max_age < 0:
-            raise UsageError("--max-age must not be negative")
+        if not 0 <= args.max_age <= MAX_AGE_SECONDS:  # also refuses nan and inf
+            raise UsageError(f"--max-age must be a number of seconds in 0..{MAX_AGE_SECONDS}")
         parts.append(MaxAge(timedelta(seconds=args.max_age)))
         names.append(f"age <= {args.max_age:g}s")
     if args.nonce is not None:

@@ -268,6 +268,112 @@ def encode_payload(doc: AttestationDocument) -> bytes:
     return b"".join(parts)
 
 
+def encode_pcrs(pcrs: Mapping[int, bytes]) -> bytes:
+    """The ``pcrs`` value as :func:`encode_payload` writes it (a definite map in index order)."""
+    return cbor2.dumps(dict(sorted(pcrs.items())))
+
+
+#: Constant CBOR around the payload: ``Sig_structure`` up to the payload, and the COSE_Sign1 up to it.
+#: A definite array is its head then its items, so these prefixes plus the encoded payload (and signature)
+#: are byte for byte what ``cbor2.dumps`` of the whole list gives (checked in tests/attestation/test_nsm*).
+_SIG1_PREFIX = b"\x84" + cbor2.dumps("Signature1") + cbor2.dumps(PROTECTED_ES384) + cbor2.dumps(b"")
+_COSE_PREFIX = b"\x84" + cbor2.dumps(PROTECTED_ES384) + cbor2.dumps({})
+#: A well-formed placeholder PCR map for validating a template's constant fields.
+_SAMPLE_PCRS = MappingProxyType({0: bytes(48)})
+
+
+class DocumentEncoder:
+    """Encodes and signs documents that share a module id, a leaf, its chain and key (one NSM's signer).
+
+    The constant fields are checked and CBOR-encoded once; each document then costs the variable fields'
+    encoding, one join and the signature. The bytes equal :func:`encode_document` of the same
+    :class:`AttestationDocument` (tests/attestation/test_nsm.py compares them field by field and whole).
+    """
+
+    __slots__ = ("_chain", "_head", "_key", "_tail")
+
+    def __init__(
+        self,
+        *,
+        module_id: str,
+        certificate: bytes,
+        cabundle: tuple[bytes, ...],
+        signing_key: ec.EllipticCurvePrivateKey,
+    ) -> None:
+        if not isinstance(signing_key.curve, ec.SECP384R1):
+            raise TypeError("ES384 needs a P-384 signing key")
+        # Same checks as a constructed document: a bad constant part fails here, once.
+        AttestationDocument(
+            module_id=module_id,
+            digest=DIGEST,
+            timestamp=1,
+            pcrs=_SAMPLE_PCRS,
+            certificate=certificate,
+            cabundle=cabundle,
+        )
+        dumps = cbor2.dumps
+        self._head = b"".join(
+            (
+                b"\xbf",
+                dumps("module_id"),
+                dumps(module_id),
+                dumps("digest"),
+                dumps(DIGEST),
+                dumps("timestamp"),
+            )
+        )
+        self._chain = b"".join(
+            (dumps("certificate"), dumps(certificate), dumps("cabundle"), dumps(list(cabundle)))
+        )
+        self._tail = b"\xff"
+        self._key = signing_key
+
+    def payload(
+        self,
+        *,
+        timestamp: int,
+        pcrs_cbor: bytes,
+        public_key: bytes | None = None,
+        user_data: bytes | None = None,
+        nonce: bytes | None = None,
+    ) -> bytes:
+        """The payload; ``pcrs_cbor`` must come from :func:`encode_pcrs` of a valid PCR map."""
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not 0 < timestamp <= _MAX_U64:
+            raise _fail(f"timestamp must be in 1..2^64-1, got {timestamp}")
+        for name, value in (("public_key", public_key), ("user_data", user_data), ("nonce", nonce)):
+            if value is not None:
+                _check_bytes(name, value, 0, MAX_OPTIONAL_FIELD_BYTES)
+        dumps = cbor2.dumps
+        return b"".join(
+            (
+                self._head,
+                dumps(timestamp),
+                b"\x64pcrs",
+                pcrs_cbor,
+                self._chain,
+                b"\x6apublic_key",
+                dumps(public_key),
+                b"\x69user_data",
+                dumps(user_data),
+                b"\x65nonce",
+                dumps(nonce),
+                self._tail,
+            )
+        )
+
+    def sign(self, payload: bytes) -> bytes:
+        """The untagged COSE_Sign1 ES384 of ``payload``, as :func:`encode_document` builds it."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise _fail(f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
+        encoded = cbor2.dumps(payload)
+        der = self._key.sign(_SIG1_PREFIX + encoded, _ES384)
+        r, s = decode_dss_signature(der)
+        return b"".join((_COSE_PREFIX, encoded, b"\x58\x60", r.to_bytes(48, "big"), s.to_bytes(48, "big")))
+
+
+_ES384 = ec.ECDSA(hashes.SHA384())
+
+
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     # RFC 9052 §4.4: Sig_structure = ["Signature1", body_protected, external_aad, payload].
     return cbor2.dumps(["Signature1", protected, b"", payload])

@@ -26,12 +26,13 @@ import hashlib
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 
-from attestation.document import MAX_OPTIONAL_FIELD_BYTES, AttestationDocument, encode_document
+from attestation.document import MAX_OPTIONAL_FIELD_BYTES, DocumentEncoder, encode_pcrs
 from attestation.errors import MalformedNSMMessageError, NSMError
 from attestation.nsm_wire import (
     MAX_REQUEST_BYTES,
@@ -92,6 +93,23 @@ LEAF_RENEW_MARGIN = timedelta(minutes=30)
 
 _ZERO_PCR = bytes(PCR_BYTES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SignerState:
+    """The leaf in use and what is derived from it, with the window of ``at`` in which it stays current.
+
+    ``[first, last]`` is the intersection of the leaf's reuse window (valid, with :data:`LEAF_RENEW_MARGIN`
+    left) and the chain's usable window; inside it, and while the PKI's ``generation`` is unchanged, the
+    PKI would hand out the same chain, so no certificate is consulted per document.
+    """
+
+    signer: DocumentSigner
+    encoder: DocumentEncoder
+    generation: int
+    first: datetime
+    last: datetime
 
 
 def extend(old: bytes, data: bytes) -> bytes:
@@ -143,7 +161,9 @@ class NSM:
         self._locked = set(range(BOOT_LOCKED_PCRS))
         self._mutex = threading.Lock()
         self._signer_mutex = threading.Lock()
-        self._signer: tuple[DocumentSigner, datetime, datetime] | None = None
+        self._signer: _SignerState | None = None
+        #: CBOR of the locked PCRs as the document carries them; rebuilt after any extend or lock.
+        self._pcrs_cbor: bytes | None = None
 
     # -- Typed API (raises NSMError with the nsm-api ErrorCode name) -----------------------------------------
 
@@ -165,6 +185,7 @@ class NSM:
             if index in self._locked:
                 raise NSMError("ReadOnlyIndex", f"PCR{index} is locked")
             self._pcrs[index] = extend(self._pcrs[index], data)
+            self._pcrs_cbor = None
             return self._pcrs[index]
 
     def lock_pcr(self, index: int) -> None:
@@ -173,12 +194,14 @@ class NSM:
             raise NSMError("ReadOnlyIndex", f"PCR{index} is a boot measurement and cannot be locked")
         with self._mutex:
             self._locked.add(index)
+            self._pcrs_cbor = None
 
     def lock_pcrs(self, range_: int) -> None:
         if isinstance(range_, bool) or not isinstance(range_, int) or not 0 <= range_ <= MAX_PCRS:
             raise NSMError("InvalidIndex", f"lock range must be in 0..{MAX_PCRS}")
         with self._mutex:
             self._locked.update(range(range_))
+            self._pcrs_cbor = None
 
     def describe_nsm(self) -> DescribeNSMResponse:
         with self._mutex:
@@ -214,40 +237,65 @@ class NSM:
             if len(value) > MAX_OPTIONAL_FIELD_BYTES:
                 raise NSMError("InputTooLarge", f"{name} is over {MAX_OPTIONAL_FIELD_BYTES} bytes")
         with self._mutex:
-            pcrs = {i: self._pcrs[i] for i in sorted(self._locked)}
-        signer = self._signer_at(at)
-        document = AttestationDocument(
-            module_id=self.module_id,
-            digest=DIGEST,
-            timestamp=(at - _EPOCH) // timedelta(milliseconds=1),
-            pcrs=pcrs,
-            certificate=signer.certificate,
-            cabundle=signer.cabundle,
+            pcrs_cbor = self._pcrs_cbor
+            if pcrs_cbor is None:
+                pcrs_cbor = self._pcrs_cbor = encode_pcrs({i: self._pcrs[i] for i in self._locked})
+        encoder = self._signer_at(at).encoder
+        payload = encoder.payload(
+            timestamp=(at - _EPOCH) // _MILLISECOND,
+            pcrs_cbor=pcrs_cbor,
             public_key=public_key,
             user_data=user_data,
             nonce=nonce,
         )
-        return encode_document(document, signer.private_key)
+        return encoder.sign(payload)
 
-    def _signer_at(self, at: datetime) -> DocumentSigner:
+    def _signer_at(self, at: datetime) -> _SignerState:
         """The leaf to sign with at ``at``: reused while valid, as the real NSM does.
 
         Real documents show one leaf serving many documents: nitro-2024-11-14-sui-debug-pcr34 was signed
         2 h 22 min into its leaf's 3-hour validity. A new leaf is issued when the current one has less than
-        :data:`LEAF_RENEW_MARGIN` left at ``at``, is not yet valid at ``at``, or its CA chain was renewed.
+        :data:`LEAF_RENEW_MARGIN` left at ``at``, is not yet valid at ``at``, or its CA chain was renewed
+        (or would be at ``at``: a level not usable then).
         """
+        current = self._signer  # one read: the state object is immutable and replaced whole
+        if (
+            current is not None
+            and current.first <= at <= current.last
+            and current.generation == self._pki.generation
+        ):
+            return current
         with self._signer_mutex:
             current = self._signer
             if (
                 current is not None
-                and current[1] <= at <= current[2] - LEAF_RENEW_MARGIN
-                and self._pki.cabundle(at=at) == current[0].cabundle
+                and current.first <= at <= current.last
+                and current.generation == self._pki.generation
             ):
-                return current[0]
+                return current
+            generation, chain_first, chain_last = self._pki.usable_window()
             signer = self._pki.issue_signer(at=at, module_id=self.module_id)
             leaf = x509.load_der_x509_certificate(signer.certificate)
-            self._signer = (signer, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
-            return signer
+            first = max(leaf.not_valid_before_utc, chain_first)
+            last = min(leaf.not_valid_after_utc - LEAF_RENEW_MARGIN, chain_last)
+            if self._pki.generation != generation:
+                # The chain was renewed while issuing (at was outside its window, or another thread):
+                # serve this document, but look again next time.
+                first, last = at, at - LEAF_RENEW_MARGIN
+            state = _SignerState(
+                signer=signer,
+                encoder=DocumentEncoder(
+                    module_id=self.module_id,
+                    certificate=signer.certificate,
+                    cabundle=signer.cabundle,
+                    signing_key=signer.private_key,
+                ),
+                generation=self._pki.generation,
+                first=first,
+                last=last,
+            )
+            self._signer = state
+            return state
 
     # -- Wire ----------------------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from attestation._pki_profile import (
+    CHILD_LIFETIME,
     INSTANCE_ID_RE,
     INSTANCE_LIFETIME,
     LEAF_LIFETIME,
@@ -103,6 +104,9 @@ class SimulatedPKI:
         self._dir = directory
         self._levels = levels
         self._mutex = threading.Lock()
+        #: Bumped whenever the in-memory levels are replaced (renewal), so holders of derived state (the
+        #: NSM's leaf and pre-encoded chain) can tell their chain is no longer the current one.
+        self._generation = 0
         #: The simulated parent instance's id (``i-`` and 17 hex digits); enclaves' module ids start with it.
         self.instance_id = instance_id
         self.region = REGION
@@ -149,6 +153,21 @@ class SimulatedPKI:
         """The CA chain (root first) usable at ``at``, renewing levels if needed."""
         return tuple(level.der for level in self._current(at))
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the CA levels are renewed (the chain :meth:`cabundle` gives changes only then)."""
+        return self._generation
+
+    def usable_window(self) -> tuple[int, datetime, datetime]:
+        """``(generation, first, last)``: for every ``at`` in ``[first, last]`` all levels are usable, so
+        :meth:`cabundle` returns the current chain unchanged (no renewal) while ``generation`` is the same.
+        """
+        with self._mutex:
+            chain = [self._levels[name] for name in LEVELS]
+            first = max(level.certificate.not_valid_before_utc for level in chain)
+            last = min(level.certificate.not_valid_after_utc - CHILD_LIFETIME[level.name] for level in chain)
+            return self._generation, first, last
+
     def issue_signer(self, *, at: datetime, module_id: str | None = None) -> DocumentSigner:
         """A new leaf certificate and key, valid ~3 hours from ``at``."""
         _check_aware(at)
@@ -176,6 +195,7 @@ class SimulatedPKI:
                 return chain
             with _locked(self._dir):
                 self._levels, _ = _load_and_renew(self._dir, self._levels, at=at)
+            self._generation += 1
             return [self._levels[name] for name in LEVELS]
 
 

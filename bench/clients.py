@@ -124,6 +124,7 @@ class Series:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rate_per_s": self.rate.as_dict(),
+            "round_rates": [round(r, 1) for r in self.rates],
             "latency": self.latencies().as_dict(),
             "cpu_us_per_call": self.cpu_us_per_call(),
         }

@@ -151,6 +151,7 @@ def _sequential_results(
         out.s1.rows.append(_row(f"{name}, 1 client, sequential", s, "req/s", layout))
         out.plot[name] = s.latencies_us
     for name, s in series.items():
+        (out.s1 if name in attested else out.s2).data.setdefault("series", {})[name] = s.as_dict()
         cpu = s.cpu_us_per_call()
         target = out.s1 if name in attested else out.s2
         target.data.setdefault("cpu_us_per_call", {})[name] = cpu
@@ -217,6 +218,7 @@ def run_concurrency(
             quit_workers(procs, ws)
         for name, s in series.items():
             s1.rows.append(_row(f"attested {name}", s, "req/s", layout))
+            s1.data.setdefault("series", {})[f"attested {name}"] = s.as_dict()
         one = series[f"N={n}, {settings.concurrency[0]} clients"].rate.median
         for c in settings.concurrency[1:]:
             rate = series[f"N={n}, {c} clients"].rate.median

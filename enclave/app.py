@@ -23,25 +23,43 @@ from attestation.errors import AttestationError
 from enclave.errors import ClientError, EnclaveError
 from enclave.kms import client
 from enclave.nsm import open_nsm
-from enclave.vsock import DEFAULT_PROXY_PORT
+from enclave.vsock import DEFAULT_PROXY_PORT, MAX_PORT
 
 #: GenerateRandom's NumberOfBytes range (botocore KMS model, NumberOfBytesType).
 MAX_BYTES = 1024
+
+
+def _fail(exc: Exception) -> int:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+    return 1
+
+
+def vsock_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= MAX_PORT:
+        raise ValueError(text)  # argparse says "invalid vsock_port value"
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="enclave-app", description=__doc__.splitlines()[0])
     parser.add_argument("--bytes", type=int, default=32, help="NumberOfBytes (1..1024, default 32)")
     parser.add_argument("--region", default=None, help="KMS region (default: the SDK's resolution)")
-    parser.add_argument("--proxy-port", type=int, default=DEFAULT_PROXY_PORT, help="vsock-proxy port")
+    parser.add_argument("--proxy-port", type=vsock_port, default=DEFAULT_PROXY_PORT, help="vsock-proxy port")
     args = parser.parse_args(argv)
     if not 1 <= args.bytes <= MAX_BYTES:
         parser.error(f"--bytes must be in 1..{MAX_BYTES}")
     try:
-        nsm = open_nsm()
-        identity = nsm.describe_nsm()
-        pcr0 = nsm.describe_pcr(0).data
-        with client("kms", region_name=args.region, proxy_port=args.proxy_port) as kms:
+        kms = client("kms", region_name=args.region, proxy_port=args.proxy_port)
+    except ValueError as exc:  # a region or port the SDK refuses: a usage error, one line
+        parser.error(str(exc))
+    except EnclaveError as exc:  # no credentials, say
+        return _fail(exc)
+    try:
+        with kms:
+            nsm = open_nsm()
+            identity = nsm.describe_nsm()
+            pcr0 = nsm.describe_pcr(0).data
             try:
                 answer = kms.generate_random(NumberOfBytes=args.bytes)
             except ClientError as exc:
@@ -50,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             key_sha256 = hashlib.sha256(kms.public_key_der).hexdigest()
     except (EnclaveError, AttestationError) as exc:  # NSM and decryption errors come from the core
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        return 1
+        return _fail(exc)
     plaintext: bytes = answer["Plaintext"]
     print(
         json.dumps(

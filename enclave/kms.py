@@ -3,7 +3,7 @@
 Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-facts §1, §6):
 
 1. Attestation document from the NSM with ``public_key`` = this client's RSA key (DER SubjectPublicKeyInfo);
-   fresh per call (made in the background while the previous call was in flight, see
+   fresh per call (optionally made in the background while the previous call is in flight, see
    :mod:`enclave._documents`), or reused for ``attestation_reuse_seconds`` when configured.
 2. ``POST /`` with ``X-Amz-Target: TrentService.GenerateRandom`` and the awsJson1_1 body
    ``{"NumberOfBytes": n, "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
@@ -52,14 +52,12 @@ from enclave.errors import (
 )
 from enclave.nsm import open_nsm
 
-__all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice"]
+__all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice", "client"]
 
 #: RSA key sizes the client can make (aws-nitro-enclaves-sdk-c ``enum aws_rsa_key_size``).
 RSA_KEY_SIZES = (2048, 3072, 4096)
 #: GenerateRandom's ``NumberOfBytes`` range (botocore model ``NumberOfBytesType``).
 MAX_NUMBER_OF_BYTES = 1024
-#: ``CustomKeyStoreId`` length range (botocore model).
-MAX_CUSTOM_KEY_STORE_ID_CHARS = 64
 #: Bound on how long an attestation document may be reused (KMS checks freshness on its side).
 MAX_ATTESTATION_REUSE_SECONDS = 300.0
 #: The one key encryption algorithm KMS offers for a Recipient.
@@ -117,7 +115,7 @@ class KMSClient:
         nsm: NSMDevice | None = None,
         rsa_key_size: int = 2048,
         attestation_reuse_seconds: float = 0.0,
-        prefetch_attestation: bool = True,
+        prefetch_attestation: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         simulated: bool | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -371,7 +369,7 @@ def client(
     nsm: NSMDevice | None = None,
     rsa_key_size: int = 2048,
     attestation_reuse_seconds: float = 0.0,
-    prefetch_attestation: bool = True,
+    prefetch_attestation: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> KMSClient:
     """``enclave.client("kms", region_name=..., aws_access_key_id=..., ...)``, as ``boto3.client``.

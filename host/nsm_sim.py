@@ -2,7 +2,8 @@
 
 Serves :class:`attestation.nsm.NSM` on a Unix stream socket until SIGTERM (or SIGINT). Each message is a
 4-byte big-endian length and a CBOR body in the nsm-api wire shape (interfaces.md, "NSM client"); answers
-use the same framing. Many clients may be connected at once; connections are persistent.
+use the same framing. Many clients may be connected at once; connections are persistent. The shell is an
+asyncio ``Protocol`` (no streams), so a request costs one read, the NSM call and one write.
 
 Robustness rules:
 - A malformed request is answered with ``{"Error": ...}`` and the connection stays usable.
@@ -49,9 +50,8 @@ MAX_DISCARD_BYTES = 64 * 1024
 MAX_CONNECTIONS = 128
 #: Listen backlog.
 BACKLOG = 64
-#: How long shutdown waits for connection handlers after closing them.
+#: How long shutdown waits for connections to flush and close.
 SHUTDOWN_SECONDS = 5.0
-_DRAIN_CHUNK = 16 * 1024
 
 
 class UsageError(Exception):
@@ -76,56 +76,36 @@ def parse_pcr(text: str) -> tuple[int, bytes]:
 
 
 class DeviceServer:
-    """The asyncio shell around one :class:`NSM`: framing, connections, shutdown."""
+    """The asyncio shell around one :class:`NSM`: connections and shutdown (framing is per connection).
+
+    Deliberately thin: each request costs one wake-up, one read, the NSM call and one write; no streams,
+    no task per request. The NSM call is synchronous (the device serves one request at a time, as the
+    driver does), so nothing here awaits between reading a request and answering it.
+    """
 
     def __init__(self, nsm: NSM) -> None:
         self.nsm = nsm
-        self._clients: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
 
-    async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._clients.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
-            pass  # the client went away; only its connection ends
-        except asyncio.CancelledError:
-            # Shutdown: end quietly (asyncio 3.11 would log a cancelled connection task as an error).
-            pass
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            self._clients.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+    def protocol(self) -> _Connection:
+        return _Connection(self)
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        try:
-            header = await reader.readexactly(FRAME_HEADER_BYTES)
-        except asyncio.IncompleteReadError:
-            return False  # clean end of stream (or a torn header): close
-        length = frame_length(header)
-        if length > MAX_REQUEST_BYTES:
-            if length > MAX_DISCARD_BYTES:
-                await self._answer(writer, encode_response(ErrorResponse(code="InputTooLarge")))
-                return False
-            remaining = length
-            while remaining:
-                chunk = await reader.read(min(remaining, _DRAIN_CHUNK))
-                if not chunk:
-                    return False
-                remaining -= len(chunk)
-            await self._answer(writer, encode_response(ErrorResponse(code="InputTooLarge")))
-            return True
-        body = await reader.readexactly(length)
+    def attach(self, connection: _Connection) -> bool:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            return False
+        self._connections.add(connection)
+        self._all_closed.clear()
+        return True
+
+    def detach(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        if not self._connections:
+            self._all_closed.set()
+
+    def answer(self, body: bytes) -> bytes:
+        """The framed answer to one request body; the reference time is read here, once."""
         at = datetime.now(UTC)
         try:
             answer = self.nsm.handle(body, at=at)
@@ -133,21 +113,102 @@ class DeviceServer:
             print(
                 f"{PROG}: internal error serving a request: {type(exc).__name__}", file=sys.stderr, flush=True
             )
-            answer = encode_response(ErrorResponse(code="InternalError"))
-        await self._answer(writer, answer)
-        return True
-
-    @staticmethod
-    async def _answer(writer: asyncio.StreamWriter, body: bytes) -> None:
-        writer.write(encode_frame(body))
-        await writer.drain()
+            answer = _INTERNAL_ERROR
+        return encode_frame(answer)
 
     async def close_clients(self, *, timeout: float) -> None:
-        """Close every connection and wait (bounded) for their handlers to finish."""
-        for writer in list(self._clients):
-            writer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        """Close every connection (pending answers are flushed first) and wait, bounded, until they are."""
+        for connection in list(self._connections):
+            connection.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_closed.wait(), timeout)
+
+
+_INPUT_TOO_LARGE = encode_frame(encode_response(ErrorResponse(code="InputTooLarge")))
+_INTERNAL_ERROR = encode_response(ErrorResponse(code="InternalError"))
+
+
+class _Connection(asyncio.Protocol):
+    """One client: reassembles frames from whatever chunks arrive and answers each in order."""
+
+    def __init__(self, device: DeviceServer) -> None:
+        self._device = device
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        #: Bytes of an oversized (but drainable) frame still to be read and dropped.
+        self._discard = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._device.attach(self):
+            transport.close()
+            return
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A client that left (even mid-frame) ends only its own connection.
+        if self._transport is not None:
+            self._transport = None
+            self._device.detach(self)
+
+    # Back-pressure: a client that does not read its answers stops being read.
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        buffer = self._buffer
+        if not buffer and not self._discard and len(data) >= FRAME_HEADER_BYTES:
+            # The common case: exactly one whole request in one read; no copy into the buffer.
+            length = frame_length(data[:FRAME_HEADER_BYTES])
+            if length <= MAX_REQUEST_BYTES and len(data) == FRAME_HEADER_BYTES + length:
+                transport.write(self._device.answer(data[FRAME_HEADER_BYTES:]))
+                return
+        buffer += data
+        self._drain(transport)
+
+    def _drain(self, transport: asyncio.Transport) -> None:
+        buffer = self._buffer
+        while True:
+            if self._discard:
+                dropped = min(self._discard, len(buffer))
+                del buffer[:dropped]
+                self._discard -= dropped
+                if self._discard:
+                    return
+                transport.write(_INPUT_TOO_LARGE)
+            if len(buffer) < FRAME_HEADER_BYTES:
+                return
+            length = frame_length(bytes(buffer[:FRAME_HEADER_BYTES]))
+            if length > MAX_REQUEST_BYTES:
+                del buffer[:FRAME_HEADER_BYTES]
+                if length > MAX_DISCARD_BYTES:
+                    # Too large to drain: answer, then close this connection (the answer is flushed first).
+                    buffer.clear()
+                    transport.write(_INPUT_TOO_LARGE)
+                    transport.close()
+                    return
+                self._discard = length
+                continue
+            end = FRAME_HEADER_BYTES + length
+            if len(buffer) < end:
+                return
+            body = bytes(buffer[FRAME_HEADER_BYTES:end])
+            del buffer[:end]
+            transport.write(self._device.answer(body))
+            if transport.is_closing():
+                return
 
 
 def _prepare_socket_path(path: Path) -> None:
@@ -178,9 +239,7 @@ async def serve(socket_path: Path, nsm: NSM, *, ready_line: bool = True) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await asyncio.start_unix_server(
-        device.handle_client, path=os.fspath(socket_path), backlog=BACKLOG, limit=MAX_REQUEST_BYTES * 2
-    )
+    server = await loop.create_unix_server(device.protocol, path=os.fspath(socket_path), backlog=BACKLOG)
     try:
         os.chmod(socket_path, 0o600)
         if ready_line:

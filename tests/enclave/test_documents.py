@@ -26,7 +26,7 @@ class CountingNSM:
 
 def test_fresh_documents_are_each_used_once() -> None:
     nsm = CountingNSM()
-    source = DocumentSource(lambda: nsm, b"KEY")
+    source = DocumentSource(lambda: nsm, b"KEY", prefetch=True)
     try:
         seen = []
         for _ in range(5):
@@ -40,7 +40,7 @@ def test_fresh_documents_are_each_used_once() -> None:
 
 def test_stale_prefetch_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     nsm = CountingNSM()
-    source = DocumentSource(lambda: nsm, b"KEY")
+    source = DocumentSource(lambda: nsm, b"KEY", prefetch=True)
     try:
         assert source.take() == b"doc-1"
         source.prefetch_next()  # first call: no prefetch (one-shot clients never pay for one)
@@ -63,7 +63,7 @@ def test_failed_prefetch_falls_back_to_a_direct_call() -> None:
                 raise RuntimeError("device hiccup")
             return b"doc-%d" % len(calls)
 
-    source = DocumentSource(Flaky, b"KEY")
+    source = DocumentSource(Flaky, b"KEY", prefetch=True)
     try:
         assert source.take() == b"doc-1"
         source.prefetch_next()
@@ -76,7 +76,7 @@ def test_failed_prefetch_falls_back_to_a_direct_call() -> None:
 
 def test_one_shot_client_never_prefetches() -> None:
     nsm = CountingNSM()
-    source = DocumentSource(lambda: nsm, b"KEY")
+    source = DocumentSource(lambda: nsm, b"KEY", prefetch=True)
     source.take()
     source.prefetch_next()
     source.close()
@@ -99,7 +99,7 @@ def test_child_after_fork_does_not_wait_for_the_parents_worker() -> None:
     import os
 
     nsm = CountingNSM()
-    source = DocumentSource(lambda: nsm, b"KEY")
+    source = DocumentSource(lambda: nsm, b"KEY", prefetch=True)
     try:
         source.take()
         source.take()
@@ -115,3 +115,14 @@ def test_child_after_fork_does_not_wait_for_the_parents_worker() -> None:
         nsm.gate.set()
     finally:
         source.close()
+
+
+def test_default_is_fresh_without_background_work() -> None:
+    nsm = CountingNSM()
+    source = DocumentSource(lambda: nsm, b"KEY")
+    for _ in range(3):
+        source.take()
+        source.prefetch_next()
+    assert nsm.count == 3
+    assert source._prefetcher is None
+    source.close()

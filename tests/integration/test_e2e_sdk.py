@@ -88,6 +88,25 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _spawn(args: list[str], env: dict[str, str], log: Path, *, talk: bool = False) -> subprocess.Popen[str]:
+    """Start a process whose stderr (and stdout, unless ``talk``) goes to ``log``: never an undrained
+    pipe, which could fill and block it. With ``talk``, stdin and stdout are pipes for the test."""
+    with log.open("a") as sink:
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if talk else sink,
+            stderr=sink,
+            text=True,
+        )
+
+
+def _tail(home: Path, name: str) -> str:
+    path = home / f"{name}.log"
+    return path.read_text()[-2000:] if path.exists() else ""
+
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -105,7 +124,7 @@ def _wait_path(proc: subprocess.Popen[str], path: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while not path.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited early: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"{proc.args[0]} exited early (see the .log files in {path.parent})")
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} did not appear")
         time.sleep(0.02)
@@ -118,7 +137,7 @@ def _first_line(proc: subprocess.Popen[str]) -> str:
         raise AssertionError("no first line from kms-sim")
     line = proc.stdout.readline().strip()
     if not line:
-        raise AssertionError(f"kms-sim exited: {proc.stderr.read() if proc.stderr else ''}")
+        raise AssertionError("kms-sim exited before printing its URL (see kms.log in its home)")
     return line
 
 
@@ -189,12 +208,11 @@ class Stack:
     driver: subprocess.Popen[str] | None = None
 
     def start_kms(self, *extra: str) -> None:
-        proc = subprocess.Popen(
+        proc = _spawn(
             [str(BIN / "kms-sim"), "serve", "--listen", f"127.0.0.1:{self.kms_port}", *extra],
-            env=_env(self.home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            _env(self.home),
+            self.home / "kms.log",
+            talk=True,
         )
         self.procs["kms"] = proc
         assert _first_line(proc).endswith(f":{self.kms_port}")
@@ -207,13 +225,8 @@ class Stack:
 
     def call(self, **cmd: object) -> dict[str, object]:
         if self.driver is None:
-            self.driver = subprocess.Popen(
-                [sys.executable, "-c", DRIVER],
-                env=self.sdk_env(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            self.driver = _spawn(
+                [sys.executable, "-c", DRIVER], self.sdk_env(), self.home / "sdk.log", talk=True
             )
         assert self.driver.stdin is not None
         assert self.driver.stdout is not None
@@ -221,9 +234,7 @@ class Stack:
         self.driver.stdin.flush()
         line = self.driver.stdout.readline()
         if not line:
-            raise AssertionError(
-                f"SDK driver died: {self.driver.stderr.read() if self.driver.stderr else ''}"
-            )
+            raise AssertionError(f"SDK driver died: {_tail(self.home, 'sdk')}")
         result: dict[str, object] = json.loads(line)
         return result
 
@@ -251,12 +262,10 @@ def _policy(home: Path, pcr0: str) -> Path:
 def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = ()) -> Stack:
     stack = Stack(home=home, nsm_socket=home / "nsm.sock", kms_port=_free_port())
     try:
-        nsm = subprocess.Popen(
+        nsm = _spawn(
             [str(BIN / "nsm-sim"), "--socket", str(stack.nsm_socket), "--pcr", f"0={enclave_pcr0}"],
-            env=_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            _env(home),
+            home / "nsm.log",
         )
         stack.procs["nsm"] = nsm
         _wait_path(nsm, stack.nsm_socket)
@@ -264,7 +273,7 @@ def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = (
         stack.tap = Tap(stack.kms_port)
         allow = home / "allow.yaml"
         allow.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {stack.tap.port}}}\n")
-        proxy = subprocess.Popen(
+        proxy = _spawn(
             [
                 str(BIN / "vsock-proxy"),
                 "--config",
@@ -273,10 +282,8 @@ def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = (
                 "127.0.0.1",
                 str(stack.tap.port),
             ],
-            env=_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            _env(home),
+            home / "proxy.log",
         )
         stack.procs["proxy"] = proxy
         _wait_path(proxy, vsock_socket_path(PARENT_CID, PROXY_PORT, home))
@@ -515,3 +522,14 @@ def test_larger_rsa_keys(stack: Stack, size: int) -> None:
         stack.call(op="client", kwargs={})
     assert result["ok"], result
     assert len(bytes.fromhex(str(result["plaintext"]))) == 32
+
+
+@pytest.mark.parametrize("kwargs", [{"prefetch_attestation": True}, {"attestation_reuse_seconds": 30}])
+def test_document_modes(stack: Stack, kwargs: dict[str, object]) -> None:
+    assert stack.call(op="client", kwargs=kwargs)["ok"]
+    try:
+        results = [stack.call(op="generate", n=32) for _ in range(5)]
+    finally:
+        stack.call(op="client", kwargs={})
+    assert all(r["ok"] for r in results), results
+    assert len({r["plaintext"] for r in results}) == 5
