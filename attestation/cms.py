@@ -20,7 +20,11 @@ Rules:
 - Building never goes through asn1crypto (4 ms per message, deps-and-costs §2.5): a tiny TLV writer
   emits the indefinite-length containers the AWS C SDK's parser requires (it walks them with
   ``CBS_get_any_ber_asn1_element``; a definite-length outer encoding fails there).
-- Parsing uses asn1crypto, which takes BER (indefinite, constructed or primitive ``[0]``) and DER alike.
+- Parsing is a strict hand-rolled BER walker for exactly this shape (definite or indefinite lengths, so
+  KMS's BER, DER and openssl's ``-stream`` output; ``[0]`` encryptedContent primitive or constructed of
+  OCTET STRINGs): ~10x cheaper than asn1crypto, which the package no longer needs. OIDs, versions and
+  the OAEP AlgorithmIdentifier are compared as exact encodings; anything else in the structure (another
+  recipient, originatorInfo, unprotectedAttrs, trailing bytes) is refused.
   The rid's value is not checked: how KMS derives its subjectKeyIdentifier is undocumented.
 - Every parse, RSA-OAEP, AES and padding failure raises one :class:`DecryptionError` with one message
   (no oracle). The plaintext is never logged or put in an exception.
@@ -34,7 +38,6 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from asn1crypto import cms as asn1_cms
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -74,6 +77,10 @@ _OAEP_SHA256_ALGID = bytes.fromhex(
 )
 _VERSION_2 = b"\x02\x01\x02"
 _EOC = b"\x00\x00"
+_CONSTRUCTED = 0x20
+#: Parser bounds: nesting of indefinite-length elements, and long-form length octets (6144 needs 2).
+_MAX_DEPTH = 8
+_MAX_LENGTH_OCTETS = 2
 
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -93,6 +100,32 @@ def _tlv(tag: int, content: bytes) -> bytes:
 def _indef(tag: int, *parts: bytes) -> bytes:
     """A constructed element in BER indefinite length: tag, 0x80, contents, EOC (X.690 §8.1.3.6)."""
     return b"".join((bytes((tag, 0x80)), *parts, _EOC))
+
+
+def _oaep_sha256_algids() -> frozenset[bytes]:
+    """Every DER encoding of RSAES-OAEP(SHA-256, MGF1-SHA-256, empty label) (RFC 8017 A.2.1, RFC 4055 §4.1).
+
+    The hash parameters may be NULL or absent (RFC 5754 §2), in both places; pSourceFunc may be absent
+    (the default, an empty label) or spelled out as pSpecified with an empty OCTET STRING.
+    """
+    sha256 = bytes.fromhex("0609608648016503040201")
+    mgf1 = bytes.fromhex("06092a864886f70d010108")
+    p_specified_empty = _tlv(0x30, bytes.fromhex("06092a864886f70d010109") + _tlv(0x04, b""))
+    oaep = bytes.fromhex("06092a864886f70d010107")
+    out = set()
+    for hash_params in (b"\x05\x00", b""):
+        for mgf_params in (b"\x05\x00", b""):
+            for label in (b"", _tlv(0xA2, p_specified_empty)):
+                params = (
+                    _tlv(0xA0, _tlv(0x30, sha256 + hash_params))
+                    + _tlv(0xA1, _tlv(0x30, mgf1 + _tlv(0x30, sha256 + mgf_params)))
+                    + label
+                )
+                out.add(_tlv(0x30, oaep + _tlv(0x30, params)))
+    return frozenset(out)
+
+
+_OAEP_SHA256_ALGIDS = _oaep_sha256_algids()
 
 
 def recipient_key_id(spki_der: bytes) -> bytes:
@@ -134,26 +167,6 @@ def build_ciphertext_for_recipient(
     return _indef(0x30, _OID_ENVELOPED_DATA, _indef(0xA0, enveloped_data))
 
 
-def _check_oaep(algorithm: asn1_cms.KeyEncryptionAlgorithm) -> None:
-    """RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label (RFC 8017 A.2.1), else ValueError."""
-    if algorithm.dump() == _OAEP_SHA256_ALGID:  # the common case: KMS's exact encoding
-        return
-    if algorithm["algorithm"].native != "rsaes_oaep":
-        raise ValueError("key encryption algorithm")
-    params = algorithm["parameters"]
-    mgf = params["mask_gen_algorithm"]
-    if (
-        params["hash_algorithm"]["algorithm"].native != "sha256"
-        or params["hash_algorithm"]["parameters"].native is not None  # NULL or absent (RFC 5754 §2)
-        or mgf["algorithm"].native != "mgf1"
-        or mgf["parameters"]["algorithm"].native != "sha256"
-        or mgf["parameters"]["parameters"].native is not None
-        or params["p_source_algorithm"]["algorithm"].native != "p_specified"
-        or params["p_source_algorithm"]["parameters"].native != b""
-    ):
-        raise ValueError("OAEP parameters")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnvelopeFields:
     """The parts of a parsed CiphertextForRecipient (nothing here is decrypted or authenticated)."""
@@ -164,44 +177,122 @@ class EnvelopeFields:
     ciphertext: bytes
 
 
+def _element(blob: bytes, pos: int, end: int, depth: int = 0) -> tuple[int, int, int, int]:
+    """The BER element at ``pos`` (not past ``end``): (tag, content start, content end, next position).
+
+    X.690 §8.1: one-byte tags only (every tag here is low), definite lengths in short or long form of at
+    most :data:`_MAX_LENGTH_OCTETS` octets, indefinite length only on constructed elements, whose end is
+    found by walking their children (at most :data:`_MAX_DEPTH` levels) to the end-of-contents octets.
+    """
+    if depth > _MAX_DEPTH or end - pos < 2:
+        raise ValueError("truncated or too deep")
+    tag = blob[pos]
+    if tag == 0 or tag & 0x1F == 0x1F:
+        raise ValueError("tag")
+    length = blob[pos + 1]
+    pos += 2
+    if length == 0x80:  # indefinite: children up to 00 00
+        if not tag & _CONSTRUCTED:
+            raise ValueError("indefinite primitive")
+        inner = pos
+        while True:
+            if end - inner < 2:
+                raise ValueError("no end-of-contents")
+            if blob[inner] == 0:
+                if blob[inner + 1] != 0:
+                    raise ValueError("end-of-contents")
+                return tag, pos, inner, inner + 2
+            inner = _element(blob, inner, end, depth + 1)[3]
+    if length > 0x80:
+        octets = length & 0x7F
+        if octets > _MAX_LENGTH_OCTETS or end - pos < octets:
+            raise ValueError("length")
+        length = int.from_bytes(blob[pos : pos + octets], "big")
+        pos += octets
+    if end - pos < length:
+        raise ValueError("truncated")
+    return tag, pos, pos + length, pos + length
+
+
+def _expect(blob: bytes, pos: int, end: int, tag: int) -> tuple[int, int, int]:
+    """The element at ``pos`` must have ``tag``: (content start, content end, next position)."""
+    found, start, stop, after = _element(blob, pos, end)
+    if found != tag:
+        raise ValueError("unexpected element")
+    return start, stop, after
+
+
+def _exact(blob: bytes, pos: int, end: int, encoding: bytes) -> int:
+    """The element at ``pos`` must be exactly ``encoding`` (an OID or a version); the next position."""
+    after = pos + len(encoding)
+    if after > end or not blob.startswith(encoding, pos):
+        raise ValueError("unexpected value")
+    return after
+
+
+def _done(pos: int, end: int) -> None:
+    if pos != end:
+        raise ValueError("unexpected trailing element")
+
+
 def _parse(blob: bytes) -> EnvelopeFields:
     """The parse-and-check pipeline; raises anything on bad input (callers turn it into DecryptionError)."""
-    # (1) size bound and BER/DER parse (strict: no trailing bytes)
+    # (1) size bound; ContentInfo is one element, nothing after it (BER or DER, see _element)
     if not 0 < len(blob) <= MAX_CIPHERTEXT_FOR_RECIPIENT_BYTES:
         raise ValueError("size")
-    content_info = asn1_cms.ContentInfo.load(blob, strict=True)
-    # (2) ContentInfo contentType envelopedData; EnvelopedData version 2 (RFC 5652 §6.1)
-    if content_info["content_type"].native != "enveloped_data":
-        raise ValueError("content type")
-    enveloped = content_info["content"]
-    if enveloped["version"].native != "v2":
-        raise ValueError("EnvelopedData version")
-    # (3) exactly one recipient, a KeyTransRecipientInfo v2 identified by subjectKeyIdentifier
-    recipients = enveloped["recipient_infos"]
-    if len(recipients) != 1 or recipients[0].name != "ktri":
-        raise ValueError("recipients")
-    ktri = recipients[0].chosen
-    if ktri["version"].native != "v2" or ktri["rid"].name != "subject_key_identifier":
-        raise ValueError("recipient version")
-    # (4) RSAES-OAEP SHA-256 / MGF1-SHA-256, no label
-    _check_oaep(ktri["key_encryption_algorithm"])
-    # (5) id-data, AES-256-CBC with a 16-byte IV, non-empty whole-block ciphertext
-    eci = enveloped["encrypted_content_info"]
-    if eci["content_type"].native != "data":
-        raise ValueError("inner content type")
-    cea = eci["content_encryption_algorithm"]
-    if cea["algorithm"].native != "aes256_cbc":
-        raise ValueError("content encryption algorithm")
-    iv = cea["parameters"].native
-    ciphertext = eci["encrypted_content"].native
-    if not isinstance(iv, bytes) or len(iv) != IV_BYTES:
+    info_start, info_stop, after = _expect(blob, 0, len(blob), 0x30)
+    _done(after, len(blob))
+    # (2) ContentInfo contentType envelopedData, [0] EXPLICIT EnvelopedData version 2 (RFC 5652 §3, §6.1);
+    # no originatorInfo, no unprotectedAttrs (KMS sends neither)
+    pos = _exact(blob, info_start, info_stop, _OID_ENVELOPED_DATA)
+    explicit_start, explicit_stop, pos = _expect(blob, pos, info_stop, 0xA0)
+    _done(pos, info_stop)
+    start, enveloped_end, pos = _expect(blob, explicit_start, explicit_stop, 0x30)
+    _done(pos, explicit_stop)
+    stop = enveloped_end
+    pos = _exact(blob, start, stop, _VERSION_2)
+    # (3) recipientInfos: exactly one KeyTransRecipientInfo v2 identified by [0] subjectKeyIdentifier
+    set_start, set_stop, pos = _expect(blob, pos, enveloped_end, 0x31)
+    ktri_start, ktri_stop, after = _expect(blob, set_start, set_stop, 0x30)
+    _done(after, set_stop)
+    cursor = _exact(blob, ktri_start, ktri_stop, _VERSION_2)
+    rid_start, rid_stop, cursor = _expect(blob, cursor, ktri_stop, 0x80)
+    # (4) RSAES-OAEP SHA-256 / MGF1-SHA-256, no label: one of the DER encodings of exactly that
+    algorithm_start = cursor
+    _, _, cursor = _expect(blob, cursor, ktri_stop, 0x30)
+    if blob[algorithm_start:cursor] not in _OAEP_SHA256_ALGIDS:
+        raise ValueError("key encryption algorithm")
+    key_start, key_stop, cursor = _expect(blob, cursor, ktri_stop, 0x04)
+    _done(cursor, ktri_stop)
+    # (5) EncryptedContentInfo: id-data, AES-256-CBC with a 16-byte IV, then [0] encryptedContent,
+    # primitive or constructed of OCTET STRINGs (openssl -stream); a non-empty whole-block ciphertext
+    eci_start, eci_stop, pos = _expect(blob, pos, enveloped_end, 0x30)
+    _done(pos, enveloped_end)
+    cursor = _exact(blob, eci_start, eci_stop, _OID_DATA)
+    algorithm_start, algorithm_stop, cursor = _expect(blob, cursor, eci_stop, 0x30)
+    inner = _exact(blob, algorithm_start, algorithm_stop, _OID_AES256_CBC)
+    iv_start, iv_stop, inner = _expect(blob, inner, algorithm_stop, 0x04)
+    _done(inner, algorithm_stop)
+    tag, content_start, content_stop, cursor = _element(blob, cursor, eci_stop)
+    _done(cursor, eci_stop)
+    if tag == 0x80:
+        ciphertext = blob[content_start:content_stop]
+    elif tag == 0xA0:
+        chunks = []
+        while content_start < content_stop:
+            chunk_start, chunk_stop, content_start = _expect(blob, content_start, content_stop, 0x04)
+            chunks.append(blob[chunk_start:chunk_stop])
+        ciphertext = b"".join(chunks)
+    else:
+        raise ValueError("encrypted content")
+    if iv_stop - iv_start != IV_BYTES:
         raise ValueError("IV")
-    if not isinstance(ciphertext, bytes) or not ciphertext or len(ciphertext) % _AES_BLOCK:
+    if not ciphertext or len(ciphertext) % _AES_BLOCK:
         raise ValueError("ciphertext length")
     return EnvelopeFields(
-        key_id=ktri["rid"].chosen.native,
-        encrypted_key=ktri["encrypted_key"].native,
-        iv=iv,
+        key_id=blob[rid_start:rid_stop],
+        encrypted_key=blob[key_start:key_stop],
+        iv=blob[iv_start:iv_stop],
         ciphertext=ciphertext,
     )
 

@@ -49,17 +49,23 @@ class KMSApp:
         if scope["type"] != "http":
             return
         # Read at most one byte past the bound: the service answers an oversized body without reading on.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and size <= MAX_REQUEST_BODY_BYTES:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False):  # a body in several messages (rare: ours are small)
+            chunks = [body]
+            size = len(body)
+            more = True
+            while more and size <= MAX_REQUEST_BODY_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
         client = scope.get("client")
         raw_path = scope.get("raw_path") or scope["path"].encode()
         request = Request(
@@ -67,27 +73,26 @@ class KMSApp:
             path=raw_path.decode("latin-1").split("?", 1)[0],
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
-            body=b"".join(chunks),
+            body=body,
             source_ip=client[0] if client else "127.0.0.1",
         )
         response = self.service.handle(request, at=datetime.now(UTC), tick=time.monotonic())
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": list(response.headers)}
-        )
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         await send({"type": "http.response.body", "body": response.body})
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor: int | None) -> None:
     """Linux: SIGTERM this worker when the supervising ``kms-sim serve`` dies, even by ``kill -9``.
 
     Otherwise orphaned workers would keep the listening socket open and answer with stale state.
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    # The supervisor may have died before prctl took effect, even before this worker got here (a slow
+    # start): then the parent is no longer the supervisor whose pid the settings carry.
+    if supervisor is not None and os.getppid() != supervisor:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -95,5 +100,5 @@ def create_app() -> KMSApp:
     """The factory for ASGI servers: the service configured by ``KMS_SIM_SETTINGS``."""
     settings = settings_from_environment()
     if settings.workers > 1:  # a uvicorn worker process under kms-sim's supervisor
-        _die_with_parent()
+        _die_with_parent(settings.supervisor_pid)
     return KMSApp(build_service(settings))

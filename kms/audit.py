@@ -34,6 +34,11 @@ def _camel(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
+def _event_time(at: datetime) -> str:
+    """``at.strftime("%Y-%m-%dT%H:%M:%SZ")`` at a fifth of the cost (``at`` is aware UTC)."""
+    return f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:{at.second:02d}Z"
+
+
 def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no document bytes."""
     out: dict[str, Any] = {}
@@ -88,7 +93,7 @@ def event(
     record: dict[str, Any] = {
         "eventVersion": "1.08",
         "userIdentity": identity,
-        "eventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventTime": _event_time(at),
         "eventSource": "kms.amazonaws.com",
         "eventName": operation,
         "awsRegion": region,

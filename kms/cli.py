@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         fault_counts={k: int(v) for k, v in _faults(args.fault, int, "--fault").items()},
         fault_rates={k: float(v) for k, v in _faults(args.fault_rate, float, "--fault-rate").items()},
+        supervisor_pid=os.getpid(),
     )
     build_service(settings).close()  # fail here, before binding, on any configuration error
     ssl_options: dict[str, str] = {}

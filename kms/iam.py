@@ -146,6 +146,8 @@ class IAMPolicies:
     """Compiled policies by principal name."""
 
     by_principal: Mapping[str, tuple[_Statement, ...]]
+    #: Whether any statement has a condition (if not, no request's condition keys need computing).
+    conditional: bool = False
 
     def authorize(self, principal: Principal, action: str, context: Mapping[str, str]) -> None:
         """Return if allowed; AccessDeniedException (explicit or implicit deny) otherwise.
@@ -186,7 +188,8 @@ def parse_policies(document: object, source: str) -> IAMPolicies:
         compiled[name] = tuple(
             _statement(s, f"{source}: {name}.Statement[{i}]") for i, s in enumerate(statements)
         )
-    return IAMPolicies(compiled)
+    conditional = any(s.conditions for statements in compiled.values() for s in statements)
+    return IAMPolicies(compiled, conditional)
 
 
 def load_policies(path: Path) -> IAMPolicies:

@@ -56,6 +56,8 @@ Handler = Callable[["Operations", dict[str, Any], AttestedRecipient | None, date
 class Operation:
     fields: tuple[Field, ...]
     handler: Handler
+    #: The IAM action name, ``kms:<Operation>`` (filled in by OPERATIONS).
+    action: str = ""
 
 
 _KEY_STORE_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=64)
@@ -267,7 +269,7 @@ def list_entry(store: KeyStore) -> dict[str, Any]:
 
 _REQUIRED_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=64, required=True)
 
-OPERATIONS: Mapping[str, Operation] = {
+_OPERATIONS: Mapping[str, Operation] = {
     "GenerateRandom": Operation(fields=GENERATE_RANDOM_FIELDS, handler=Operations.generate_random),
     "CreateCustomKeyStore": Operation(
         fields=(
@@ -300,4 +302,9 @@ OPERATIONS: Mapping[str, Operation] = {
         fields=(_REQUIRED_ID,), handler=Operations.disconnect_custom_key_store
     ),
     "DeleteCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=Operations.delete_custom_key_store),
+}
+
+OPERATIONS: Mapping[str, Operation] = {
+    name: Operation(fields=op.fields, handler=op.handler, action=f"kms:{name}")
+    for name, op in _OPERATIONS.items()
 }

@@ -15,6 +15,12 @@ with the intersection of its certificates' windows; a later request with the sam
 window and step (3) at its own time, and falls back to the full pipeline outside the window. Rejected
 documents are never cached. This saves the ES384 verification (~0.3 ms) when a client reuses a document.
 
+The SDK's default sends a new document per call, under the same CA bundle, the same leaf (the NSM reuses
+it for hours) and the same RSA key (made once per enclave). So two more bounded caches, keyed by exact
+bytes, take the per-document Python work off that path: each certificate's validity window (no X.509
+parse per document), and each RSA SubjectPublicKeyInfo's loaded key and rid (no key load per document).
+Both hold only what a successful parse produced; a failing key is re-parsed (and rejected) every time.
+
 Every rejection is a ValidationException naming what failed; nothing from the document is trusted before
 step 1 passes.
 """
@@ -26,8 +32,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation.cms import RSA_KEY_SIZES
 from attestation.document import AttestationDocument
@@ -45,8 +53,14 @@ DEFAULT_MAX_DOC_AGE = timedelta(minutes=5)
 
 #: Bound on the exact-document cache (entries are ~6 KB: the decoded document and a loaded RSA key).
 DOCUMENT_CACHE_SIZE = 1024
+#: Bound on the certificate-window cache (entries: a DER certificate, ~0.7 KB, and two datetimes).
+CERTIFICATE_WINDOW_CACHE_SIZE = 1024
+#: Bound on the recipient-key cache (entries: an SPKI, <= ~0.6 KB, its loaded key and its rid).
+RECIPIENT_KEY_CACHE_SIZE = 256
 
 _WHAT = "Recipient.AttestationDocument"
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,13 +73,15 @@ class _Verified:
     not_after: datetime
 
 
-def _window(document: AttestationDocument) -> tuple[datetime, datetime]:
-    """The times at which every certificate the document carries is valid (an intersection)."""
-    certificates = [x509.load_der_x509_certificate(d) for d in (document.certificate, *document.cabundle)]
-    return (
-        max(c.not_valid_before_utc for c in certificates),
-        min(c.not_valid_after_utc for c in certificates),
-    )
+def _certificate_window(der: bytes) -> tuple[datetime, datetime]:
+    certificate = x509.load_der_x509_certificate(der)
+    return certificate.not_valid_before_utc, certificate.not_valid_after_utc
+
+
+def _put(cache: OrderedDict[bytes, _V], key: bytes, value: _V, bound: int) -> None:
+    cache[key] = value
+    if len(cache) > bound:
+        cache.popitem(last=False)
 
 
 class RecipientCheck:
@@ -78,6 +94,8 @@ class RecipientCheck:
         self._policy = MaxAge(max_age)
         # One per worker process; the ASGI app calls the service from its event loop thread only.
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._windows: OrderedDict[bytes, tuple[datetime, datetime]] = OrderedDict()
+        self._keys: OrderedDict[bytes, tuple[rsa.RSAPublicKey, bytes]] = OrderedDict()
 
     def __call__(self, data: bytes, at: datetime) -> AttestedRecipient:
         digest = hashlib.sha384(data).digest()
@@ -86,9 +104,7 @@ class RecipientCheck:
             self._cache.move_to_end(digest)
         else:
             verified = self._verify(data, at)
-            self._cache[digest] = verified
-            if len(self._cache) > DOCUMENT_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            _put(self._cache, digest, verified, DOCUMENT_CACHE_SIZE)
         # (3)
         try:
             self._policy.check(verified.document, at=at)
@@ -96,12 +112,35 @@ class RecipientCheck:
             raise ValidationException(f"{_WHAT} was rejected: {error.detail}") from None
         return verified.recipient
 
+    def _window(self, document: AttestationDocument) -> tuple[datetime, datetime]:
+        """The times at which every certificate the document carries is valid (an intersection)."""
+        windows = []
+        for der in (document.certificate, *document.cabundle):
+            window = self._windows.get(der)
+            if window is None:
+                window = _certificate_window(der)
+                _put(self._windows, der, window, CERTIFICATE_WINDOW_CACHE_SIZE)
+            windows.append(window)
+        return max(w[0] for w in windows), min(w[1] for w in windows)
+
+    def _recipient_key(self, spki: bytes | None) -> tuple[rsa.RSAPublicKey, bytes]:
+        """The loaded RSA key of a ``public_key`` field and its rid (PolicyError if it is not one)."""
+        known = self._keys.get(spki) if spki is not None else None
+        if known is not None:
+            return known
+        public_key = load_rsa_public_key(spki, sizes=RSA_KEY_SIZES)
+        # load_rsa_public_key checked that spki is exactly a DER SPKI, so it is not None here
+        spki = spki or b""
+        loaded = (public_key, hashlib.sha256(spki).digest())
+        _put(self._keys, spki, loaded, RECIPIENT_KEY_CACHE_SIZE)
+        return loaded
+
     def _verify(self, data: bytes, at: datetime) -> _Verified:
         # (1) + (2)
         try:
             document = self._verifier.verify(data, at=at)
-            public_key = load_rsa_public_key(document.public_key, sizes=RSA_KEY_SIZES)
-            not_before, not_after = _window(document)
+            public_key, key_id = self._recipient_key(document.public_key)
+            not_before, not_after = self._window(document)
         except MalformedError as error:
             raise ValidationException(f"{_WHAT} is malformed: {error}") from None
         except PolicyError as error:
@@ -110,12 +149,7 @@ class RecipientCheck:
             raise ValidationException(f"{_WHAT} failed verification ({error.step}): {error.detail}") from None
         except AttestationError as error:
             raise ValidationException(f"{_WHAT} could not be verified: {error}") from None
-        # load_rsa_public_key checked that public_key is exactly a DER SPKI, so it is not None here
-        spki = document.public_key or b""
         recipient = AttestedRecipient(
-            module_id=document.module_id,
-            pcrs=document.pcrs,
-            public_key=public_key,
-            key_id=hashlib.sha256(spki).digest(),
+            module_id=document.module_id, pcrs=document.pcrs, public_key=public_key, key_id=key_id
         )
         return _Verified(document=document, recipient=recipient, not_before=not_before, not_after=not_after)

@@ -47,6 +47,8 @@ class Settings:
     fault_counts: dict[str, int] = field(default_factory=dict)
     fault_rates: dict[str, float] = field(default_factory=dict)
     audit: bool = True
+    #: The pid of ``kms-sim serve`` whose uvicorn workers run the app (None: no supervisor).
+    supervisor_pid: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

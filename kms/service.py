@@ -54,6 +54,7 @@ __all__ = ["FaultInjector", "Request", "Response", "Service", "TokenBucket"]
 RecipientVerifier = Callable[[bytes, datetime], AttestedRecipient]
 
 _CONDITION_PREFIX = "kms:recipientattestation:"
+_NO_CONTEXT: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,7 +236,8 @@ class Service:
             trace.recipient = self.verify_recipient(trace.params["Recipient"]["AttestationDocument"], at)
         # (8) authorization
         policies = self.policies.get(tick)
-        policies.authorize(trace.principal, f"kms:{trace.operation}", condition_context(trace.recipient))
+        context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
+        policies.authorize(trace.principal, spec.action, context)
         # (9) operation
         return spec.handler(self.operations, trace.params, trace.recipient, at)
 

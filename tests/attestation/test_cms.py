@@ -208,3 +208,73 @@ def test_wrong_key_fails(key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey) -
 def test_arbitrary_bytes_raise_only_decryption_error(data: bytes) -> None:
     with pytest.raises(DecryptionError):
         parse_ciphertext_for_recipient(data)
+
+
+def _definite(blob: bytes) -> bytes:
+    """Our BER re-encoded by openssl with definite lengths (DER)."""
+    return _openssl("cms", "-cmsout", "-inform", "DER", "-outform", "DER", stdin=blob)
+
+
+def test_definite_length_reencoding_decrypts(key: rsa.RSAPrivateKey) -> None:
+    blob = build_ciphertext_for_recipient(PLAINTEXT, key.public_key())
+    der = _definite(blob)
+    assert der[1] != 0x80
+    assert decrypt_ciphertext_for_recipient(der, key) == PLAINTEXT
+
+
+# KMS's OAEP AlgorithmIdentifier, and the same with both NULL hash parameters left out and an explicit
+# empty pSpecified label: equivalent DER encodings of RSAES-OAEP(SHA-256, MGF1-SHA-256, no label).
+_KMS_OAEP = bytes.fromhex(
+    "303c06092a864886f70d010107302fa00f300d06096086480165030402010500"
+    "a11c301a06092a864886f70d010108300d06096086480165030402010500"
+)
+_OAEP_NO_NULLS_EXPLICIT_LABEL = bytes.fromhex(
+    "304906092a864886f70d010107303ca00d300b0609608648016503040201"
+    "a11a301806092a864886f70d010108300b0609608648016503040201"
+    "a20f300d06092a864886f70d0101090400"
+)
+
+
+def _replace_algid(blob: bytes, new: bytes) -> bytes:
+    """Swap the OAEP AlgorithmIdentifier (lengths of the enclosing KTRI and SET fixed up: both long form)."""
+    at = blob.index(_KMS_OAEP)
+    out = bytearray(blob[:at] + new + blob[at + len(_KMS_OAEP) :])
+    delta = len(new) - len(_KMS_OAEP)
+    for header in (20, 24):  # SET and KeyTransRecipientInfo, each 0x3x 0x82 hi lo
+        size = int.from_bytes(out[header + 2 : header + 4], "big") + delta
+        out[header + 2 : header + 4] = size.to_bytes(2, "big")
+    return bytes(out)
+
+
+def test_equivalent_oaep_encodings_are_accepted(key: rsa.RSAPrivateKey) -> None:
+    blob = build_ciphertext_for_recipient(PLAINTEXT, key.public_key())
+    variant = _replace_algid(blob, _OAEP_NO_NULLS_EXPLICIT_LABEL)
+    assert decrypt_ciphertext_for_recipient(variant, key) == PLAINTEXT
+
+
+@pytest.mark.parametrize(
+    "algid",
+    [
+        # SHA-1 hash (the OAEP default) instead of SHA-256
+        "302f06092a864886f70d0101073022a00b300906052b0e03021a0500a113301106092a864886f70d010108300406"
+        "052b0e03021a",
+        # a non-empty label
+        "304a06092a864886f70d010107303da00d300b0609608648016503040201a11a301806092a864886f70d010108"
+        "300b0609608648016503040201a210300e06092a864886f70d010109040100",
+    ],
+    ids=["sha1", "label"],
+)
+def test_other_oaep_parameters_are_refused(key: rsa.RSAPrivateKey, algid: str) -> None:
+    blob = build_ciphertext_for_recipient(PLAINTEXT, key.public_key())
+    with pytest.raises(DecryptionError):
+        decrypt_ciphertext_for_recipient(_replace_algid(blob, bytes.fromhex(algid)), key)
+
+
+def test_extra_elements_are_refused(key: rsa.RSAPrivateKey) -> None:
+    blob = build_ciphertext_for_recipient(PLAINTEXT, key.public_key())
+    # unprotectedAttrs [1] after EncryptedContentInfo: insert an empty [1] before the EnvelopedData's EOC
+    end_of_eci = len(blob) - 6  # ... EOC(eci) | EOC(enveloped) EOC([0]) EOC(ContentInfo)
+    with_attrs = blob[:end_of_eci] + b"\xa1\x00" + blob[end_of_eci:]
+    with pytest.raises(DecryptionError):
+        decrypt_ciphertext_for_recipient(with_attrs, key)
+    assert decrypt_ciphertext_for_recipient(blob, key) == PLAINTEXT

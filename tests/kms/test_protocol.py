@@ -86,3 +86,24 @@ def test_any_json_value_either_validates_or_raises_a_kms_error(value: object) ->
         validate(
             GENERATE_RANDOM_FIELDS, {"NumberOfBytes": value, "CustomKeyStoreId": value, "Recipient": value}
         )
+
+
+def test_cached_authorization_parse_equals_a_fresh_parse() -> None:
+    """kms.auth caches the parse of the text before ``Signature=``; each new signature is checked anew."""
+    from attestation.sigv4 import parse_authorization
+    from kms.auth import _parse_authorization
+
+    head = (
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "
+        "SignedHeaders=host;x-amz-date, Signature="
+    )
+    for signature in ("a" * 64, "b" * 64, "0123456789abcdef" * 4):
+        parsed, sent = _parse_authorization(head + signature)
+        assert (parsed.scope, parsed.signed_headers, sent) == (
+            parse_authorization(head + signature).scope,
+            ("host", "x-amz-date"),
+            signature,
+        )
+    for bad in ("A" * 64, "a" * 63, "a" * 65, ""):
+        with pytest.raises(ValueError, match="Signature"):
+            _parse_authorization(head + bad)
