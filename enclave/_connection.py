@@ -48,10 +48,14 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        """A human-readable URL for messages."""
-        proto = "https" if self.tls else "http"
-        where = f"vsock:{self.cid}:{self.port}" if self.scheme == "vsock" else f"{self.host}:{self.port}"
-        return f"{proto}://{where}"
+        """The endpoint in messages: ``vsock://CID:PORT`` (as :mod:`enclave.vsock` names it) or ``http(s)://...``.
+
+        One form everywhere, and the one ``endpoint_url`` accepts; TLS over vsock is not part of the name.
+        """
+        if self.scheme == "vsock":
+            return vsock.endpoint_name(self.cid, self.port)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class Connection:
