@@ -25,7 +25,10 @@ from enclave import vsock
 from enclave._http import Response, ResponseReader
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError, ProtocolError, ReadTimeoutError
 
-__all__ = ["Connection", "Endpoint"]
+__all__ = ["ENV_KMS_TLS", "Connection", "Endpoint"]
+
+#: Environment variable that says whether KMS serves TLS (the rules are in :mod:`enclave.kms`).
+ENV_KMS_TLS = "NITRO_SIM_KMS_TLS"
 
 #: Size of the reusable receive buffer (a GenerateRandom answer is < 9 KB).
 RECV_BUFFER_BYTES = 64 * 1024
@@ -126,7 +129,9 @@ class Connection:
                 raise ConnectTimeoutError(ep.url) from None
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 sock.close()
-                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
+                simulated = vsock.is_simulated() if self._simulated is None else self._simulated
+                hint = f" (if kms-sim serves plain HTTP, set {ENV_KMS_TLS}=0)" if simulated else ""
+                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}{hint}") from None
             except OSError as exc:
                 sock.close()
                 raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None

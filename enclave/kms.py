@@ -51,7 +51,7 @@ from attestation.cms import decrypt_ciphertext_for_recipient
 from attestation.sim import sim_home
 from enclave import vsock
 from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
-from enclave._connection import Connection, Endpoint
+from enclave._connection import ENV_KMS_TLS, Connection, Endpoint
 from enclave._documents import DocumentSource
 from enclave._http import Response, encode_header_fields
 from enclave._retry import RetryQuota, backoff_delay, is_retryable_response
@@ -86,8 +86,6 @@ MAX_ATTESTATION_REUSE_SECONDS = 300.0
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
 #: kms-sim's CA certificate for ``--tls`` (under ``$NITRO_SIM_HOME``).
 SIM_CA_FILE = Path("kms") / "tls" / "ca.pem"
-#: Environment variable that says whether KMS serves TLS (rule 3 of the module docstring).
-ENV_KMS_TLS = "NITRO_SIM_KMS_TLS"
 #: Bound on one ``random_bytes`` call (1 MiB = 1024 GenerateRandom calls).
 MAX_RANDOM_BYTES = 1024 * 1024
 #: TCP ports are u16.

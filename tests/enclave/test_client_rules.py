@@ -125,8 +125,9 @@ def test_stale_ca_file_alone_means_tls(
     peer: DenyingPeer, stale_ca: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NITRO_SIM_KMS_TLS", raising=False)
-    with _client() as kms, pytest.raises(EndpointConnectionError, match="TLS handshake failed"):
+    with _client() as kms, pytest.raises(EndpointConnectionError, match="TLS handshake failed") as info:
         kms.generate_random(NumberOfBytes=8)
+    assert str(info.value).endswith("(if kms-sim serves plain HTTP, set NITRO_SIM_KMS_TLS=0)")
     assert peer.requests == 0
 
 
