@@ -8,8 +8,9 @@ Chain (aws-facts.md §3 "Payload map", mirrored from the certificates inside rea
     instance  1 day      CA, pathlen 0       KU crit: keyCertSign                              SKI AKI
     leaf      ~3 hours   CA false            KU: digitalSignature, nonRepudiation (not critical), no SKI/AKI
 
-All keys are P-384 and every certificate is signed with ecdsa-with-SHA384. The leaf is fresh per document,
-as the real NSM does; its serial is the enclave id followed by the issue time in seconds, as in real leaves.
+All keys are P-384 and every certificate is signed with ecdsa-with-SHA384. :meth:`SimulatedPKI.issue_signer`
+makes a fresh leaf each call; the NSM reuses one for hours, as the real one does. A leaf's serial is the
+enclave id followed by the issue time in seconds, as in real leaves.
 
 Rules:
 - A level is used only inside its validity window, and only while it outlives the level below it by that
@@ -18,8 +19,9 @@ Rules:
 - Each level is one file ``<level>.pem`` (certificate then PKCS#8 key, mode 0600) written atomically, so a
   key and its certificate change together. ``root.crt`` holds the root alone for relying parties.
 - Creation and renewal hold an exclusive ``flock`` on ``pki/.lock``, so two processes starting at once on a
-  fresh home agree on one root. Between renewals everything is served from memory (one P-384 keygen and
-  one signature per document).
+  fresh home agree on one root. Between renewals everything is served from memory; each renewal bumps
+  :attr:`SimulatedPKI.generation`, so what callers derived from the old chain (the NSM's leaf, its window
+  and pre-encoded CBOR) is known to be stale without looking at any certificate.
 - CRL distribution points name ``.invalid`` hosts: nothing is ever fetched.
 
 The certificate shapes live in :mod:`attestation._pki_profile`; this module owns the state (files, lock,
