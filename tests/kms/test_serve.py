@@ -168,7 +168,16 @@ def test_workers_exit_when_the_supervisor_is_killed(start_server: Callable[..., 
     assert len(children) >= 2
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     for _ in range(150):
-        if not any(Path(f"/proc/{child}").exists() for child in children):
+        if not any(_alive(child) for child in children):
             break
         time.sleep(0.1)
-    assert not any(Path(f"/proc/{child}").exists() for child in children)
+    assert not any(_alive(child) for child in children)
+
+
+def _alive(pid: str) -> bool:
+    """True while ``pid`` runs; an exited orphan the init process has not reaped yet (zombie) is not alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
