@@ -148,6 +148,11 @@ def _roots(values: Sequence[str]) -> list[x509.Certificate]:
                 data = Path(value).read_bytes()
             except OSError as exc:
                 raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
+        if b"PRIVATE KEY-----" in data:
+            # Trust anchors are certificates; a file with a key in it is not one to pass around.
+            raise UsageError(
+                f"--root {value}: holds a private key; pass the certificate only (e.g. pki/root.crt)"
+            )
         try:
             roots.append(load_certificate(data))
         except ValueError as exc:

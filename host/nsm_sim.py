@@ -212,7 +212,12 @@ _RECV_BYTES = 2 * (FRAME_HEADER_BYTES + MAX_REQUEST_BYTES)
 
 def _prepare_socket_path(path: Path) -> None:
     check_unix_path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Create directories only inside the simulation's home (e.g. its vsock/<cid>/ tree); elsewhere the
+    # directory must already exist, as for any server socket.
+    if path.parent.resolve().is_relative_to(sim_home().resolve()):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise UsageError(f"{path.parent} is not a directory")
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

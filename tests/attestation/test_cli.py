@@ -94,6 +94,17 @@ def test_verify_with_an_explicit_root_file(capsys: Any, vectors: Path, tmp_path:
     assert "is not a pinned root" in err
 
 
+def test_verify_refuses_a_root_file_holding_a_private_key(capsys: Any, vectors: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "root.pem"
+    bundle.write_bytes(
+        (vectors / "attestation/aws-nitro-enclaves-root-g1.pem").read_bytes()
+        + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    code, _, err = run(capsys, "verify", _vec(vectors, MARLIN), "--at", "document", "--root", str(bundle))
+    assert code == 2
+    assert "holds a private key" in err
+
+
 def test_verify_fixture_document_and_a_corrupted_one(
     capsys: Any, tmp_path: Path, chain: Any, nitro: Any
 ) -> None:

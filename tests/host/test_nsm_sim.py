@@ -353,3 +353,12 @@ def test_other_handled_signals_do_not_stop_the_device(sim_home: Path) -> None:
         assert not path.exists()
     finally:
         stop_device(proc)
+
+
+def test_socket_directory_is_created_only_inside_the_home(
+    sim_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "missing" / "dir"
+    assert main(["--socket", str(outside / "x.sock")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert not outside.parent.exists()
