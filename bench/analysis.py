@@ -40,7 +40,8 @@ def explain(results: Mapping[str, ScenarioResult]) -> None:
     cpu = cpu_all.get(SEQ_N32, {})
     cpu_sum = sum(cpu.values())
     if s1 is not None and cpu and floors and _missed(s1, "sequential N=32 / crypto floor"):
-        floor_us = floors["floor_us"]
+        interleaved = s1.data.get("floor_interleaved_per_s")
+        floor_us = 1e6 / interleaved if interleaved else floors["floor_us"]
         rate = s1.data.get("sequential_n32_per_s", 0.0)
         wall = 1e6 / rate if rate else 0.0
         note = (

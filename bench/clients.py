@@ -11,7 +11,7 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,15 +135,20 @@ def interleave(
     settings: Settings,
     *,
     watch: Mapping[str, subprocess.Popen[str]] | None = None,
+    in_process: Mapping[str, Callable[[float], float]] | None = None,
 ) -> dict[str, Series]:
     """Run the groups' rounds alternately (A B C A B C ...), so slow drifts of the machine hit all alike.
 
     ``watch``: server processes whose CPU time is charged, round by round, to the group that was running
     (with the group's own client processes as "client"), to give CPU microseconds per call per process.
+    ``in_process``: rates measured in this process (a callable running for the round's length and returning
+    a rate), taking their turn in the same rotation (the crypto floor, so its ratio is of the same minutes).
     """
-    series = {name: Series(name=name, rates=[], latencies_us=[]) for name in groups}
+    series = {name: Series(name=name, rates=[], latencies_us=[]) for name in [*groups, *(in_process or {})]}
     watched = dict(watch or {})
     for _ in range(settings.rounds):
+        for name, measure in (in_process or {}).items():
+            series[name].rates.append(measure(settings.round_seconds))
         for name, workers in groups.items():
             procs = watched | {f"client {i}": w.proc for i, w in enumerate(workers)}
             before = {k: cpu_seconds(p.pid) for k, p in procs.items()}

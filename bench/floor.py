@@ -10,6 +10,8 @@ Scenario 4's floors (one and five ECDSA verifications) come from the same measur
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -26,8 +28,7 @@ RSA_BITS = 2048
 FLOOR_CPU = 0
 
 
-def measure_ops(settings: Settings) -> dict[str, Summary]:
-    """Median per-op microseconds of the four unavoidable operations."""
+def _operations() -> dict[str, Callable[[], object]]:
     ec_key = ec.generate_private_key(ec.SECP384R1())
     ec_pub = ec_key.public_key()
     message = os.urandom(SIGNED_BYTES)
@@ -38,15 +39,39 @@ def measure_ops(settings: Settings) -> dict[str, Summary]:
     content_key = os.urandom(WRAPPED_KEY_BYTES)
     wrapped = rsa_pub.encrypt(content_key, oaep)
 
-    ops = {
+    return {
         "ECDSA P-384 sign (document)": lambda: ec_key.sign(message, ec.ECDSA(hashes.SHA384())),
         "ECDSA P-384 verify": lambda: ec_pub.verify(signature, message, ec.ECDSA(hashes.SHA384())),
         "RSA-2048 OAEP encrypt": lambda: rsa_pub.encrypt(content_key, oaep),
         "RSA-2048 OAEP decrypt": lambda: rsa_key.decrypt(wrapped, oaep),
     }
+
+
+def measure_ops(settings: Settings) -> dict[str, Summary]:
+    """Median per-op microseconds of the four unavoidable operations."""
     return {
-        name: time_op(fn, repeats=settings.op_rounds, seconds=settings.op_seconds) for name, fn in ops.items()
+        name: time_op(fn, repeats=settings.op_rounds, seconds=settings.op_seconds)
+        for name, fn in _operations().items()
     }
+
+
+def floor_round(pinning: Pinning) -> Callable[[float], float]:
+    """A floor "client" for interleaved rounds: for ``seconds``, all four operations back to back on
+    FLOOR_CPU; returns the sets per second, i.e. the floor in round trips per second for that round."""
+    ops = list(_operations().values())
+
+    def run_round(seconds: float) -> float:
+        with pinned_self(pinning, FLOOR_CPU):
+            count = 0
+            start = time.perf_counter()
+            deadline = start + seconds
+            while time.perf_counter() < deadline:
+                for op in ops:
+                    op()
+                count += 1
+            return count / (time.perf_counter() - start)
+
+    return run_round
 
 
 def run(settings: Settings, pinning: Pinning) -> ScenarioResult:

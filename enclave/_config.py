@@ -3,8 +3,22 @@
 Credentials, first found wins: explicit arguments; ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
 ``AWS_SESSION_TOKEN``; the shared credentials file (``AWS_SHARED_CREDENTIALS_FILE`` or ``~/.aws/credentials``,
 profile ``AWS_PROFILE`` or ``default``); in simulation, kms-sim's ``$NITRO_SIM_HOME/kms/credentials``,
-profile ``nitro-sim``. Region: explicit, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, else ``us-east-1``
-(kmstool-enclave-cli's default). Secrets never appear in a repr or a message.
+profile ``AWS_PROFILE`` or ``nitro-sim``. Region: explicit, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, else
+``us-east-1`` (kmstool-enclave-cli's default). Secrets never appear in a repr or a message.
+
+Errors as botocore raises them (``botocore/session.py``, ``credentials.py``, ``configprovider.py``), with
+its texts, checked before anything is sent:
+
+- ``AWS_PROFILE`` set (even to ``default`` or empty) to a profile that neither the credentials file, the
+  config file (``AWS_CONFIG_FILE`` or ``~/.aws/config``, ``[profile NAME]``) nor, in simulation, kms-sim's
+  credentials file defines: ProfileNotFound "The config profile (NAME) could not be found", even when
+  credentials are given explicitly.
+- One of an explicit key pair: PartialCredentialsError "Partial credentials found in explicit, missing:
+  aws_secret_access_key"; ``AWS_ACCESS_KEY_ID`` without ``AWS_SECRET_ACCESS_KEY``: "Partial credentials
+  found in env, missing: AWS_SECRET_ACCESS_KEY" (a secret alone in the environment is ignored, as there).
+- ``AWS_MAX_ATTEMPTS`` (total attempts, used when ``Config.retries`` has no ``max_attempts``) that is not an
+  integer: ValueError "invalid literal for int() with base 10: 'abc'"; below 1: ValueError 'Value provided
+  to "max_attempts": 0 must be an integer greater than or equal to 1.'; above MAX_ATTEMPTS_LIMIT: ValueError.
 """
 
 from __future__ import annotations
@@ -12,14 +26,14 @@ from __future__ import annotations
 import configparser
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from attestation.sim import sim_home
 from enclave._retry import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT
-from enclave.errors import CredentialsError
+from enclave.errors import CredentialsError, PartialCredentialsError, ProfileNotFound
 
-__all__ = ["Config", "Credentials", "resolve_credentials", "resolve_region"]
+__all__ = ["Config", "Credentials", "resolve_config", "resolve_credentials", "resolve_region"]
 
 DEFAULT_REGION = "us-east-1"
 #: kms-sim's profile in its credentials file (interfaces.md, "KMS wire").
@@ -27,6 +41,11 @@ SIM_PROFILE = "nitro-sim"
 #: botocore's defaults (seconds).
 DEFAULT_CONNECT_TIMEOUT = 60.0
 DEFAULT_READ_TIMEOUT = 60.0
+#: The environment variables botocore reads for these settings.
+ENV_PROFILE = "AWS_PROFILE"
+ENV_MAX_ATTEMPTS = "AWS_MAX_ATTEMPTS"
+ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name, not a secret
 #: Bound on a credentials file we read.
 MAX_CREDENTIALS_FILE_BYTES = 1024 * 1024
 
@@ -75,24 +94,43 @@ class Config:
         return value
 
 
-def _from_file(path: Path, profile: str) -> Credentials | None:
+def _read_ini(path: Path) -> configparser.ConfigParser | None:
+    """The parsed INI file, or None if it cannot be read (a missing file is no error, as in botocore)."""
     try:
         with path.open(encoding="utf-8") as f:
             text = f.read(MAX_CREDENTIALS_FILE_BYTES)
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text)
     except configparser.Error:
         raise CredentialsError(f"the credentials file {path} is not in INI format") from None
-    if not parser.has_section(profile):
+    return parser
+
+
+def _from_ini(parser: configparser.ConfigParser | None, profile: str) -> Credentials | None:
+    if parser is None or not parser.has_section(profile):
         return None
     section = parser[profile]
     access, secret = section.get("aws_access_key_id"), section.get("aws_secret_access_key")
     if not access or not secret:
         return None
     return Credentials(access_key=access, secret_key=secret, token=section.get("aws_session_token"))
+
+
+def _profile_defined(
+    profile: str,
+    credentials_file: configparser.ConfigParser | None,
+    config_file: configparser.ConfigParser | None,
+    sim_file: configparser.ConfigParser | None,
+) -> bool:
+    # botocore: the profiles of the credentials file ("[NAME]") and of the config file ("[profile NAME]",
+    # and "[default]" for the default profile).
+    config_names = {f"profile {profile}"} | ({"default"} if profile == "default" else set())
+    return any(p is not None and p.has_section(profile) for p in (credentials_file, sim_file)) or (
+        config_file is not None and any(config_file.has_section(name) for name in config_names)
+    )
 
 
 def resolve_credentials(
@@ -105,25 +143,53 @@ def resolve_credentials(
 ) -> Credentials:
     """Find credentials in the order of the module docstring; raise CredentialsError if there are none."""
     env = os.environ if environ is None else environ
+    shared = _read_ini(Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials").expanduser())
+    sim_file = _read_ini(sim_home(env) / "kms" / "credentials") if simulated else None
+    # (1) a named profile must exist somewhere, whatever supplies the credentials (botocore checks it
+    # when the client is made)
+    profile = env.get(ENV_PROFILE)
+    if profile is not None:
+        config_file = _read_ini(Path(env.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser())
+        if not _profile_defined(profile, shared, config_file, sim_file):
+            raise ProfileNotFound(profile)
+    # (2) explicit arguments
     if access_key or secret_key:
-        if not (access_key and secret_key):
-            raise CredentialsError("both an access key ID and a secret access key must be given")
+        if not secret_key:
+            raise PartialCredentialsError("explicit", "aws_secret_access_key")
+        if not access_key:
+            raise PartialCredentialsError("explicit", "aws_access_key_id")
         return Credentials(access_key=access_key, secret_key=secret_key, token=token or None)
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+    # (3) the environment: a key ID there means the pair must be complete
+    if env.get(ENV_ACCESS_KEY_ID):
+        if not env.get(ENV_SECRET_ACCESS_KEY):
+            raise PartialCredentialsError("env", ENV_SECRET_ACCESS_KEY)
         return Credentials(
-            access_key=env["AWS_ACCESS_KEY_ID"],
-            secret_key=env["AWS_SECRET_ACCESS_KEY"],
+            access_key=env[ENV_ACCESS_KEY_ID],
+            secret_key=env[ENV_SECRET_ACCESS_KEY],
             token=env.get("AWS_SESSION_TOKEN") or None,
         )
-    shared = Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials").expanduser()
-    found = _from_file(shared, env.get("AWS_PROFILE") or "default")
-    if found is not None:
-        return found
-    if simulated:
-        found = _from_file(sim_home(env) / "kms" / "credentials", SIM_PROFILE)
-        if found is not None:
-            return found
-    raise CredentialsError("Unable to locate credentials")
+    # (4) the shared credentials file, then (5) kms-sim's in simulation
+    found = _from_ini(shared, profile if profile is not None else "default")
+    if found is None:
+        found = _from_ini(sim_file, profile if profile is not None else SIM_PROFILE)
+    if found is None:
+        raise CredentialsError("Unable to locate credentials")
+    return found
+
+
+def resolve_config(config: Config | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """``config`` (or the defaults) with ``AWS_MAX_ATTEMPTS`` applied when it sets no ``max_attempts``."""
+    config = config or Config()
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_MAX_ATTEMPTS)
+    if text is None or "max_attempts" in (config.retries or {}):
+        return config
+    attempts = int(text)  # botocore's conversion: "invalid literal for int() with base 10: 'abc'"
+    if attempts < 1:
+        raise ValueError(
+            f'Value provided to "max_attempts": {attempts} must be an integer greater than or equal to 1.'
+        )
+    return replace(config, retries={**(config.retries or {}), "max_attempts": attempts})
 
 
 def resolve_region(region_name: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:

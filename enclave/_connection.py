@@ -25,7 +25,10 @@ from enclave import vsock
 from enclave._http import Response, ResponseReader
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError, ProtocolError, ReadTimeoutError
 
-__all__ = ["Connection", "Endpoint"]
+__all__ = ["ENV_KMS_TLS", "Connection", "Endpoint"]
+
+#: Environment variable that says whether KMS serves TLS (the rules are in :mod:`enclave.kms`).
+ENV_KMS_TLS = "NITRO_SIM_KMS_TLS"
 
 #: Size of the reusable receive buffer (a GenerateRandom answer is < 9 KB).
 RECV_BUFFER_BYTES = 64 * 1024
@@ -48,10 +51,14 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        """A human-readable URL for messages."""
-        proto = "https" if self.tls else "http"
-        where = f"vsock:{self.cid}:{self.port}" if self.scheme == "vsock" else f"{self.host}:{self.port}"
-        return f"{proto}://{where}"
+        """The endpoint in messages: ``vsock://CID:PORT`` (as :mod:`enclave.vsock` names it) or ``http(s)://...``.
+
+        One form everywhere, and the one ``endpoint_url`` accepts; TLS over vsock is not part of the name.
+        """
+        if self.scheme == "vsock":
+            return vsock.endpoint_name(self.cid, self.port)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class Connection:
@@ -122,7 +129,9 @@ class Connection:
                 raise ConnectTimeoutError(ep.url) from None
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 sock.close()
-                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
+                simulated = vsock.is_simulated() if self._simulated is None else self._simulated
+                hint = f" (if kms-sim serves plain HTTP, set {ENV_KMS_TLS}=0)" if simulated else ""
+                raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}{hint}") from None
             except OSError as exc:
                 sock.close()
                 raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from enclave.errors import EntropyError
-from enclave.kms import KMSClient, NSMDevice, client, open_default_nsm
+from enclave.kms import KMSClient, NSMDevice, check_random_length, client, open_default_nsm
 
 __all__ = ["random_bytes", "seed_entropy"]
 
@@ -41,10 +41,12 @@ def _shared_client() -> KMSClient:
 
 
 def random_bytes(n: int, *, kms: KMSClient | None = None) -> bytes:
-    """``n`` attested random bytes (any ``n >= 0``), in GenerateRandom calls of at most 1024 bytes.
+    """``n`` attested random bytes (``0 <= n <= MAX_RANDOM_BYTES``), in GenerateRandom calls of <= 1024.
 
-    Uses ``kms`` or a process-wide default client (``enclave.client("kms")``, made on first use).
+    Uses ``kms`` or a process-wide default client (``enclave.client("kms")``, made on first use). A bad
+    ``n`` is a ValueError before any client is made.
     """
+    check_random_length(n)
     return (kms or _shared_client()).random_bytes(n)
 
 

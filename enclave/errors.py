@@ -11,7 +11,10 @@
     │   └── ProtocolError               the bytes that came back are not an HTTP/1.1 response we accept
     ├── ResponseError                   a 200 answer that breaks the contract (no CiphertextForRecipient,
     │                                   wrong plaintext length, bad JSON)
-    ├── CredentialsError                no usable credentials were configured
+    ├── CredentialsError                no usable credentials were configured ("Unable to locate
+    │   │                               credentials")
+    │   ├── ProfileNotFound             ``AWS_PROFILE`` names a profile no file has
+    │   └── PartialCredentialsError     a key ID without its secret (or the reverse)
     ├── ParamValidationError            a parameter of the wrong type (checked before sending)
     └── EntropyError                    seeding the kernel entropy pool failed
 
@@ -34,6 +37,8 @@ __all__ = [
     "EndpointConnectionError",
     "EntropyError",
     "ParamValidationError",
+    "PartialCredentialsError",
+    "ProfileNotFound",
     "ProtocolError",
     "ReadTimeoutError",
     "ResponseError",
@@ -101,6 +106,23 @@ class ResponseError(EnclaveError):
 
 class CredentialsError(EnclaveError):
     """No usable AWS credentials were found."""
+
+
+class ProfileNotFound(CredentialsError):  # noqa: N818 - botocore's name
+    """``AWS_PROFILE`` names a profile that no credentials or config file defines (botocore's text)."""
+
+    def __init__(self, profile: str) -> None:
+        super().__init__(f"The config profile ({profile}) could not be found")
+        self.profile = profile
+
+
+class PartialCredentialsError(CredentialsError):
+    """Only part of a credential pair was found (botocore's text: provider and the missing variable)."""
+
+    def __init__(self, provider: str, missing: str) -> None:
+        super().__init__(f"Partial credentials found in {provider}, missing: {missing}")
+        self.provider = provider
+        self.missing = missing
 
 
 class EntropyError(EnclaveError):

@@ -14,6 +14,19 @@ Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-fac
    CiphertextForRecipient the call fails.
 
 The RSA key pair is made once per client (2048 bits by default; 3072/4096 selectable) and never leaves it.
+
+TLS or plain HTTP (:func:`client`), first rule that applies wins:
+
+1. ``use_ssl=True/False`` given explicitly;
+2. an ``endpoint_url`` of ``https://...`` (TLS) or ``http://...`` (plain);
+3. the environment variable ``NITRO_SIM_KMS_TLS``: ``1`` (TLS) or ``0`` (plain); any other non-empty value
+   is a ValueError. This is how a simulated enclave app, ``python -m enclave.app`` or
+   ``kmstool-enclave-cli`` (which have no such flag, as the real tool has none) is told how kms-sim serves;
+4. outside simulation TLS; in simulation TLS exactly when kms-sim's CA file ``$NITRO_SIM_HOME/kms/tls/ca.pem``
+   exists (it stays after a ``kms-sim serve --tls``, so set rule 3 when a later kms-sim serves plain HTTP).
+
+Endpoints are named in messages as ``vsock://CID:PORT`` (the form ``endpoint_url`` accepts) or
+``http(s)://HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import ssl
 import threading
 import time
@@ -36,8 +50,8 @@ from attestation import sigv4
 from attestation.cms import decrypt_ciphertext_for_recipient
 from attestation.sim import sim_home
 from enclave import vsock
-from enclave._config import Config, Credentials, resolve_credentials, resolve_region
-from enclave._connection import Connection, Endpoint
+from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
+from enclave._connection import ENV_KMS_TLS, Connection, Endpoint
 from enclave._documents import DocumentSource
 from enclave._http import Response, encode_header_fields
 from enclave._retry import RetryQuota, backoff_delay, is_retryable_response
@@ -52,7 +66,15 @@ from enclave.errors import (
 )
 from enclave.nsm import open_nsm
 
-__all__ = ["RSA_KEY_SIZES", "KMSClient", "NSMDevice", "client"]
+__all__ = [
+    "ENV_KMS_TLS",
+    "MAX_RANDOM_BYTES",
+    "RSA_KEY_SIZES",
+    "KMSClient",
+    "NSMDevice",
+    "check_random_length",
+    "client",
+]
 
 #: RSA key sizes the client can make (aws-nitro-enclaves-sdk-c ``enum aws_rsa_key_size``).
 RSA_KEY_SIZES = (2048, 3072, 4096)
@@ -64,6 +86,8 @@ MAX_ATTESTATION_REUSE_SECONDS = 300.0
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
 #: kms-sim's CA certificate for ``--tls`` (under ``$NITRO_SIM_HOME``).
 SIM_CA_FILE = Path("kms") / "tls" / "ca.pem"
+#: Bound on one ``random_bytes`` call (1 MiB = 1024 GenerateRandom calls).
+MAX_RANDOM_BYTES = 1024 * 1024
 #: TCP ports are u16.
 MAX_TCP_PORT = 0xFFFF
 USER_AGENT = "attested-random-enclave-sdk/0.1.0"
@@ -165,7 +189,7 @@ class KMSClient:
 
     @property
     def endpoint_url(self) -> str:
-        """Where requests go (e.g. ``http://vsock:3:8000``)."""
+        """Where requests go (e.g. ``vsock://3:8000``), in the form ``endpoint_url`` accepts."""
         return self._endpoint.url
 
     def generate_random(
@@ -189,9 +213,8 @@ class KMSClient:
         return {"Plaintext": plaintext, "ResponseMetadata": self._metadata(response, retries)}
 
     def random_bytes(self, n: int) -> bytes:
-        """``n`` attested random bytes for any ``n >= 0``, in GenerateRandom calls of at most 1024 bytes."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError("n must be a non-negative integer")
+        """``n`` attested random bytes, ``0 <= n <= MAX_RANDOM_BYTES``, in GenerateRandom calls of <= 1024."""
+        check_random_length(n)
         parts = []
         while n > 0:
             size = min(n, MAX_NUMBER_OF_BYTES)
@@ -319,11 +342,34 @@ class KMSClient:
         }
 
 
+def check_random_length(n: object) -> None:
+    """Raise ValueError unless ``n`` is an integer in ``0..MAX_RANDOM_BYTES``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_RANDOM_BYTES:
+        shown = repr(n) if isinstance(n, int) else type(n).__name__
+        raise ValueError(f"n must be an integer in 0..{MAX_RANDOM_BYTES} (1 MiB), got {shown}")
+
+
+def tls_from_environment(environ: Mapping[str, str] | None = None) -> bool | None:
+    """Rule 3: ``NITRO_SIM_KMS_TLS`` as a bool, None when unset or empty; ValueError for another value."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_KMS_TLS, "")
+    if not value:
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"{ENV_KMS_TLS} must be 0 (plain HTTP) or 1 (TLS), got {value[:32]!r}")
+    return value == "1"
+
+
 def default_ssl_context(ca_file: Path | None, *, simulated: bool) -> ssl.SSLContext:
     """A TLS client context trusting ``ca_file`` (kms-sim's CA in simulation) or the system roots."""
     if ca_file is None and simulated:
         ca_file = sim_home() / SIM_CA_FILE
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:  # no file, or not PEM certificates: one line, no traceback
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        hint = f" (without kms-sim --tls, set {ENV_KMS_TLS}=0)" if simulated else ""
+        raise ValueError(f"cannot use the CA bundle {ca_file} for TLS: {reason}{hint}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -374,9 +420,10 @@ def client(
 ) -> KMSClient:
     """``enclave.client("kms", region_name=..., aws_access_key_id=..., ...)``, as ``boto3.client``.
 
-    By default requests go to vsock ``(3, proxy_port)``, the parent's vsock-proxy. TLS (server name
-    ``kms.<region>.amazonaws.com``) is used when ``use_ssl`` is true, or, when it is None, outside
-    simulation or when kms-sim's CA file exists in ``NITRO_SIM_HOME``; ``verify`` names a CA bundle.
+    By default requests go to vsock ``(3, proxy_port)``, the parent's vsock-proxy. Whether TLS (server name
+    ``kms.<region>.amazonaws.com``) is used follows the rules in the module docstring (explicit
+    ``use_ssl``, the endpoint's scheme, ``NITRO_SIM_KMS_TLS``, then the CA-file heuristic); ``verify``
+    names a CA bundle.
     """
     if service_name != "kms":
         raise ValueError(f"the enclave SDK provides only the 'kms' client, not {service_name!r}")
@@ -385,11 +432,14 @@ def client(
     credentials = resolve_credentials(
         aws_access_key_id, aws_secret_access_key, aws_session_token, simulated=simulated, environ=environ
     )
+    resolved_config = resolve_config(config, environ=environ)
     ca_file = Path(verify) if verify is not None else None
-    if use_ssl is None:
+    if use_ssl is None:  # the rules of the module docstring, in order
         if endpoint_url is not None and endpoint_url.startswith(("http://", "https://")):
             use_ssl = endpoint_url.startswith("https://")
         else:
+            use_ssl = tls_from_environment(environ)
+        if use_ssl is None:
             use_ssl = not simulated or (sim_home(environ) / SIM_CA_FILE).exists()
     endpoint = build_endpoint(endpoint_url, region=region, proxy_port=proxy_port, tls=use_ssl)
     context = default_ssl_context(ca_file, simulated=simulated) if endpoint.tls else None
@@ -397,7 +447,7 @@ def client(
         region=region,
         credentials=credentials,
         endpoint=endpoint,
-        config=config or Config(),
+        config=resolved_config,
         nsm=nsm,
         rsa_key_size=rsa_key_size,
         attestation_reuse_seconds=attestation_reuse_seconds,

@@ -121,6 +121,8 @@ class SimulatedDeviceTransport:
         self._sock: socket.socket | None = None
         self._pid = 0
         self._mutex = threading.Lock()
+        #: Receive buffer for one whole frame, reused by every call (calls are serialized by the mutex).
+        self._view = memoryview(bytearray(FRAME_HEADER_BYTES + MAX_RESPONSE_BYTES))
 
     def _connection(self) -> socket.socket:
         if self._sock is not None and self._pid == os.getpid():
@@ -138,29 +140,37 @@ class SimulatedDeviceTransport:
         self._sock, self._pid = sock, os.getpid()
         return sock
 
-    def _recv_exact(self, sock: socket.socket, size: int) -> bytes:
-        chunks, remaining = [], size
-        while remaining:
-            chunk = sock.recv(min(remaining, 65536))
-            if not chunk:
-                raise NSMDeviceError(f"the simulated NSM at {self.path} closed the connection")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+    def _receive_frame(self, sock: socket.socket) -> bytes:
+        """One whole response frame's body, read into the connection's buffer (usually one ``recv_into``).
 
-    def _response_length(self, sock: socket.socket) -> int:
-        length = frame_length(self._recv_exact(sock, FRAME_HEADER_BYTES))
+        The device answers each request with exactly one frame, so bytes past it break the protocol.
+        """
+        view = self._view
+        got = 0
+        while got < FRAME_HEADER_BYTES:
+            got += self._recv_into(sock, view[got:])
+        length = frame_length(bytes(view[:FRAME_HEADER_BYTES]))
         if length > MAX_RESPONSE_BYTES:
             raise NSMDeviceError(f"the simulated NSM sent {length} bytes, over {MAX_RESPONSE_BYTES}")
-        return length
+        end = FRAME_HEADER_BYTES + length
+        while got < end:
+            got += self._recv_into(sock, view[got:end])
+        if got != end:
+            raise NSMDeviceError(f"the simulated NSM at {self.path} sent bytes past its answer")
+        return bytes(view[FRAME_HEADER_BYTES:end])
+
+    def _recv_into(self, sock: socket.socket, view: memoryview) -> int:
+        count = sock.recv_into(view)
+        if not count:
+            raise NSMDeviceError(f"the simulated NSM at {self.path} closed the connection")
+        return count
 
     def roundtrip(self, request: bytes) -> bytes:
         with self._mutex:
             sock = self._connection()
             try:
                 sock.sendall(encode_frame(request))
-                length = self._response_length(sock)
-                return self._recv_exact(sock, length)
+                return self._receive_frame(sock)
             except NSMDeviceError:
                 self._drop()
                 raise

@@ -18,7 +18,15 @@ from attestation.errors import SimulationError
 from attestation.sim import ENV_CID, ENV_HOME, ENV_NSM, MAX_VSOCK_U32, PARENT_CID, vsock_socket_path
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError
 
-__all__ = ["DEFAULT_PROXY_PORT", "MAX_PORT", "PARENT_CID", "connect", "is_simulated", "vsock_socket"]
+__all__ = [
+    "DEFAULT_PROXY_PORT",
+    "MAX_PORT",
+    "PARENT_CID",
+    "connect",
+    "endpoint_name",
+    "is_simulated",
+    "vsock_socket",
+]
 
 #: kmstool-enclave-cli's default vsock-proxy port (``DEFAULT_PROXY_PORT "8000"``).
 DEFAULT_PROXY_PORT = 8000
@@ -30,6 +38,11 @@ def is_simulated(environ: Mapping[str, str] | None = None) -> bool:
     """True when this process runs as a simulated enclave's app (see the module rule)."""
     env = os.environ if environ is None else environ
     return any(env.get(name) for name in (ENV_HOME, ENV_CID, ENV_NSM))
+
+
+def endpoint_name(cid: int, port: int) -> str:
+    """How an endpoint is named in every message: ``vsock://CID:PORT``."""
+    return f"vsock://{cid}:{port}"
 
 
 def _check(cid: int, port: int) -> None:
@@ -55,15 +68,15 @@ def connect(cid: int, port: int, *, timeout: float, simulated: bool | None = Non
     try:
         address: str | tuple[int, int] = str(vsock_socket_path(cid, port)) if sim else (cid, port)
     except SimulationError as exc:
-        raise EndpointConnectionError(f"vsock://{cid}:{port}", str(exc)) from None
+        raise EndpointConnectionError(endpoint_name(cid, port), str(exc)) from None
     sock = vsock_socket(simulated=sim)
     try:
         sock.settimeout(timeout)
         sock.connect(address)
     except TimeoutError:
         sock.close()
-        raise ConnectTimeoutError(f"vsock://{cid}:{port}") from None
+        raise ConnectTimeoutError(endpoint_name(cid, port)) from None
     except OSError as exc:
         sock.close()
-        raise EndpointConnectionError(f"vsock://{cid}:{port}", exc.strerror or str(exc)) from None
+        raise EndpointConnectionError(endpoint_name(cid, port), exc.strerror or str(exc)) from None
     return sock

@@ -12,10 +12,18 @@ The check (once, at start):
    entry and accept if one of its IPs equals the remote host's IP.
 3. Nothing matched: "The given address and port are not allowed".
 
-One deliberate difference: the real proxy resolves the remote host before the loop; we resolve it only
-when a step needs an IP (an exact name match needs one to connect to; an IP comparison needs both). So a
-destination refused on its port is refused without any DNS lookup, and a test can exercise every
-refusal without resolving a name outside this machine.
+Deliberate differences, none of which changes which destinations are accepted:
+
+- The real proxy resolves the remote host before the loop; we resolve it only when a step needs an IP
+  (an exact name match needs one to connect to; an IP comparison needs both). So a destination refused on
+  its port is refused without any DNS lookup, and a test can exercise every refusal without resolving a
+  name outside this machine.
+- Step 2 runs in two passes: first every entry up to the first malformed one is checked by port and exact
+  name, with no lookup; only if none matches are the port-matching entries resolved, in order. The
+  outcome is the real loop's (a match before a malformed entry accepts; otherwise the malformed entry's
+  error, else "not allowed"), but a name listed in the file costs no DNS lookup of the other entries.
+- At most ``MAX_RESOLVED_ENTRIES`` entries are resolved per start; an allowlist that would need more for
+  the given port is refused with a clear error before any lookup (the shipped file has 76 entries).
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["AllowlistError", "check_allowlist", "system_resolve"]
+__all__ = ["MAX_RESOLVED_ENTRIES", "AllowlistError", "check_allowlist", "system_resolve"]
 
 #: Bound on the allowlist file we agree to read (the shipped one is ~5 KB).
 MAX_ALLOWLIST_BYTES = 1024 * 1024
+#: Bound on the allowlist entries resolved (DNS lookups) per start; above the shipped file's 76 entries.
+MAX_RESOLVED_ENTRIES = 128
 
 #: ``resolve(host, family) -> IP strings``; raises AllowlistError with the real message on failure.
 Resolver = Callable[[str, int], list[str]]
@@ -99,19 +109,31 @@ def check_allowlist(
             remote_ips = resolve(remote_host, family)
         return remote_ips[0]
 
-    # (2) entries in order
+    # (2a) entries in order, by port and exact name only (no lookup); stop at the first malformed entry
+    to_resolve: list[str] = []
+    malformed: AllowlistError | None = None
     for service in services:
         address = service.get("address") if isinstance(service, dict) else None
         if not isinstance(address, str):
-            raise AllowlistError("No address field")
+            malformed = AllowlistError("No address field")
+            break
         port = service.get("port")
         if not isinstance(port, int) or isinstance(port, bool):
-            raise AllowlistError("No port field or invalid type")
+            malformed = AllowlistError("No port field or invalid type")
+            break
         # The real proxy casts the YAML integer to u16 ("port as u16").
         if port & 0xFFFF != remote_port:
             continue
         if address == remote_host:
             return remote_ip()
+        to_resolve.append(address)
+    # (2b) the port-matching entries before that point, by IP, within the bound
+    if len(to_resolve) > MAX_RESOLVED_ENTRIES:
+        raise AllowlistError(
+            f"Too many allowlist entries to resolve for port {remote_port}: "
+            f"{len(to_resolve)} (at most {MAX_RESOLVED_ENTRIES})"
+        )
+    for address in to_resolve:
         try:
             candidates = resolve(address, family)
         except AllowlistError:
@@ -119,5 +141,7 @@ def check_allowlist(
         target = remote_ip()
         if any(_same_ip(candidate, target) for candidate in candidates):
             return target
+    if malformed is not None:
+        raise malformed
     # (3)
     raise AllowlistError("The given address and port are not allowed")

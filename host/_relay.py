@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import socket
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from attestation.sim import PARENT_CID, vsock_socket_path
 
-__all__ = ["RelayConfig", "RelayServer", "bind_vsock_listener"]
+__all__ = ["RelayConfig", "RelayServer", "bind_vsock_listener", "check_timeouts"]
 
 log = logging.getLogger("vsock_proxy")
 
@@ -46,6 +47,23 @@ LISTEN_BACKLOG = 128
 MAX_CONNECTIONS_LIMIT = 1024
 #: Timeout for the TCP connect to the remote.
 CONNECT_TIMEOUT_SECONDS = 10.0
+#: Upper bounds for the idle timeout and the shutdown grace (finite: ``settimeout`` refuses NaN and
+#: values past its range, and an infinite grace would never end a shutdown).
+MAX_IDLE_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MAX_GRACE_SECONDS = 3600.0
+
+
+def check_timeouts(idle_timeout: float, grace: float) -> None:
+    """Raise ValueError unless ``0 < idle_timeout <= MAX`` and ``0 <= grace <= MAX`` (finite: no NaN/inf)."""
+    if not (math.isfinite(idle_timeout) and 0 < idle_timeout <= MAX_IDLE_TIMEOUT_SECONDS):
+        raise ValueError(
+            f"Idle timeout must be a number of seconds in (0, {MAX_IDLE_TIMEOUT_SECONDS:.0f}], "
+            f"got {idle_timeout!r}"
+        )
+    if not (math.isfinite(grace) and 0 <= grace <= MAX_GRACE_SECONDS):
+        raise ValueError(
+            f"Shutdown timeout must be a number of seconds in [0, {MAX_GRACE_SECONDS:.0f}], got {grace!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +79,7 @@ class RelayConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_connections <= MAX_CONNECTIONS_LIMIT:
             raise ValueError(f"the connection bound must be in 1..{MAX_CONNECTIONS_LIMIT}")
-        if self.idle_timeout <= 0 or self.grace < 0:
-            raise ValueError("the idle timeout must be positive and the grace period not negative")
+        check_timeouts(self.idle_timeout, self.grace)
 
 
 def _simulated_listener(port: int) -> socket.socket:

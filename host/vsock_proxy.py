@@ -31,7 +31,7 @@ from types import FrameType
 from attestation.errors import SimulationError
 from attestation.sim import ENV_HOME, PARENT_CID, vsock_socket_path
 from host._allowlist import AllowlistError, check_allowlist
-from host._relay import RelayConfig, RelayServer, bind_vsock_listener
+from host._relay import RelayConfig, RelayServer, bind_vsock_listener, check_timeouts
 
 __all__ = ["main"]
 
@@ -118,6 +118,10 @@ def _run(args: argparse.Namespace) -> int:
     if workers == 0:
         raise _FatalError("Number of workers must not be 0")
     family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else socket.AF_UNSPEC
+    try:
+        check_timeouts(args.idle_timeout, args.shutdown_timeout)  # before any lookup: NaN/inf are refused
+    except ValueError as exc:
+        raise _FatalError(str(exc)) from None
 
     log.info("Checking allowlist configuration")
     try:

@@ -313,7 +313,7 @@ def test_client_options(sim_home: Path) -> None:
     with pytest.raises(ValueError, match="rsa_key_size"):
         make_client(rsa_key_size=1024)
     assert make_client(endpoint_url="http://127.0.0.1:4566").endpoint_url == "http://127.0.0.1:4566"
-    assert make_client(proxy_port=8443).endpoint_url == "http://vsock:3:8443"
+    assert make_client(proxy_port=8443).endpoint_url == "vsock://3:8443"
     with pytest.raises(ValueError, match="endpoint_url"):
         make_client(endpoint_url="ftp://x")
 

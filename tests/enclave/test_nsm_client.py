@@ -10,10 +10,12 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cbor2
 import pytest
 
 import enclave.nsm as client_module
@@ -248,6 +250,66 @@ def test_a_device_that_breaks_the_framing_is_a_device_error(tmp_path: Path) -> N
             pytest.raises(NSMDeviceError, match="over 12288"),
         ):
             nsm.get_random()
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+
+
+def _one_answer_device(path: Path, answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(answer)
+            conn.recv(1)  # hold the connection until the client is done
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize("split", [1, 3, 4, 5, 20])
+def test_answers_split_across_reads_are_reassembled(tmp_path: Path, split: int) -> None:
+    body = cbor2.dumps({"GetRandom": {"random": bytes(range(256))}})
+    frame = len(body).to_bytes(4, "big") + body
+    path = tmp_path / "split.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(frame[:split])
+            time.sleep(0.05)  # let the client see a partial frame (ordering only; nothing asserts on time)
+            conn.sendall(frame[split:])
+            conn.recv(1)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with NSMClient(SimulatedDeviceTransport(path, timeout=5)) as nsm:
+            assert nsm.get_random() == bytes(range(256))
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_bytes_past_the_answer_are_a_device_error(tmp_path: Path) -> None:
+    body = cbor2.dumps("LockPCR")
+    frame = len(body).to_bytes(4, "big") + body
+    listener, thread = _one_answer_device(tmp_path / "extra.sock", frame + frame)
+    try:
+        with (
+            NSMClient(SimulatedDeviceTransport(tmp_path / "extra.sock", timeout=5)) as nsm,
+            pytest.raises(NSMDeviceError, match="past its answer"),
+        ):
+            nsm.lock_pcr(16)
     finally:
         thread.join(timeout=10)
         listener.close()

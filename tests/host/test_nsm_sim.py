@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation.document import decode_document, verify_signature
 from attestation.errors import NSMError
-from attestation.nsm_wire import decode_response, encode_frame
+from attestation.nsm_wire import MAX_REQUEST_BYTES, GetRandomResponse, decode_response, encode_frame
 from enclave.nsm import NSMClient, SimulatedDeviceTransport
-from host.nsm_sim import main
+from host.nsm_sim import _TOO_LARGE, _TOO_LARGE_CLOSE, MAX_DISCARD_BYTES, _Framer, main
 
 PCR0 = hashlib.sha384(b"test image").hexdigest()
 READY = "nsm-sim listening on "
@@ -271,3 +271,85 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     assert "--socket" in result.stdout
     assert "--debug-mode" in result.stdout
+
+
+# -- Framing (sans-IO) and pipelined or split requests ---------------------------------------------------
+
+REQUEST = cbor2.dumps("GetRandom")
+
+
+def _feed_bytewise(framer: _Framer, data: bytes) -> list[object]:
+    out: list[object] = []
+    for i in range(len(data)):
+        out.extend(framer.feed(data[i : i + 1]))
+    return out
+
+
+def test_one_whole_frame_per_read_is_the_body() -> None:
+    assert _Framer().feed(encode_frame(REQUEST)) == [REQUEST]
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytewise"])
+def test_pipelined_split_and_oversized_frames_come_out_in_order(chunking: str) -> None:
+    big = bytes(MAX_REQUEST_BYTES + 1)
+    stream = encode_frame(REQUEST) + encode_frame(b"") + encode_frame(big) + encode_frame(b"x" * 300)
+    framer = _Framer()
+    out = framer.feed(stream) if chunking == "whole" else _feed_bytewise(framer, stream)
+    assert out == [REQUEST, b"", _TOO_LARGE, b"x" * 300]
+    assert not framer.closed
+
+
+def test_a_frame_too_large_to_drain_closes() -> None:
+    framer = _Framer()
+    out = framer.feed((MAX_DISCARD_BYTES + 1).to_bytes(4, "big") + encode_frame(REQUEST))
+    assert out == [_TOO_LARGE_CLOSE]
+    assert framer.closed
+    assert framer.feed(encode_frame(REQUEST)) == []
+
+
+def test_pipelined_and_split_requests_against_the_process(sim_home: Path) -> None:
+    path = sim_home / "pipe.sock"
+    proc = start_device(sim_home, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            frame = encode_frame(REQUEST)
+            sock.sendall(frame * 3 + frame[:3])  # three whole requests and the start of a fourth
+            sock.sendall(frame[3:])
+            for _ in range(4):
+                body = _recv(sock, int.from_bytes(_recv(sock, 4), "big"))
+                assert isinstance(decode_response(body), GetRandomResponse)
+    finally:
+        stop_device(proc)
+
+
+def test_other_handled_signals_do_not_stop_the_device(sim_home: Path) -> None:
+    """A host program (e.g. a profiler wrapper) may handle SIGUSR1; only SIGTERM/SIGINT stop the device."""
+    path = sim_home / "usr1.sock"
+    code = (
+        "import signal, sys; signal.signal(signal.SIGUSR1, lambda *_: None); "
+        "from host.nsm_sim import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "NITRO_SIM_HOME": str(sim_home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--socket", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(READY)
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            nsm.describe_nsm()
+            proc.send_signal(signal.SIGUSR1)
+            assert len(nsm.get_random()) == 256  # still serving
+            assert nsm.describe_nsm().max_pcrs == 32
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert not path.exists()
+    finally:
+        stop_device(proc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host._allowlist import AllowlistError, check_allowlist, system_resolve
+from host._allowlist import MAX_RESOLVED_ENTRIES, AllowlistError, check_allowlist, system_resolve
 
 
 def _no_dns(host: str, family: int) -> list[str]:
@@ -32,9 +32,8 @@ def test_shipped_file_exact_name_match(vectors: Path) -> None:
 
     ip = check_allowlist("kms.us-east-1.amazonaws.com", 443, shipped, resolve=fake)
     assert ip == "192.0.2.10"
-    # Entries before the match are compared by IP (the real proxy's order); the match itself is by name.
-    assert asked[:2] == ["kms.us-east-2.amazonaws.com", "kms.us-east-1.amazonaws.com"]
-    assert asked.count("kms.us-east-1.amazonaws.com") == 1
+    # An exact name match is found before any entry is resolved: only the remote itself is looked up.
+    assert asked == ["kms.us-east-1.amazonaws.com"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -81,3 +80,48 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_system_resolve_literal() -> None:
     assert system_resolve("127.0.0.1", socket.AF_INET) == ["127.0.0.1"]
+
+
+def test_resolution_is_bounded_and_refused_before_any_lookup(tmp_path: Path) -> None:
+    # Loopback names only: "localhost" entries never equal the remote 127.0.0.2, so each needs a lookup.
+    over = _write(tmp_path, "allowlist:\n" + "- {address: localhost, port: 9}\n" * (MAX_RESOLVED_ENTRIES + 1))
+    with pytest.raises(
+        AllowlistError,
+        match=rf"^Too many allowlist entries to resolve for port 9: "
+        rf"{MAX_RESOLVED_ENTRIES + 1} \(at most {MAX_RESOLVED_ENTRIES}\)$",
+    ):
+        check_allowlist("127.0.0.2", 9, over, resolve=_no_dns)
+    # Other ports' entries do not count; at the bound the real system resolver is used (localhost only).
+    at = _write(
+        tmp_path,
+        "allowlist:\n"
+        + "- {address: localhost, port: 9}\n" * MAX_RESOLVED_ENTRIES
+        + "- {address: localhost, port: 10}\n",
+    )
+    with pytest.raises(AllowlistError, match=r"^The given address and port are not allowed$"):
+        check_allowlist("127.0.0.2", 9, at, family=socket.AF_INET)
+
+
+def test_two_passes_keep_the_real_outcome(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def loopback(host: str, family: int) -> list[str]:
+        asked.append(host)
+        return {"localhost": ["127.0.0.1"], "127.0.0.1": ["127.0.0.1"]}.get(host, ["127.0.0.3"])
+
+    # An exact name anywhere before a malformed entry wins without resolving the entries before it.
+    named = _write(
+        tmp_path,
+        "allowlist:\n- {address: localhost, port: 9}\n- {address: 127.0.0.1, port: 9}\n- {port: 9}\n",
+    )
+    assert check_allowlist("127.0.0.1", 9, named, resolve=loopback) == "127.0.0.1"
+    assert asked == ["127.0.0.1"]
+    # A match by IP before a malformed entry accepts, as the real in-order loop does.
+    by_ip = _write(tmp_path, "allowlist:\n- {address: localhost, port: 9}\n- {port: 9}\n")
+    assert check_allowlist("127.0.0.1", 9, by_ip, resolve=loopback) == "127.0.0.1"
+    # A match only after the malformed entry is not reached: the malformed entry's error.
+    after = _write(
+        tmp_path, "allowlist:\n- {address: other, port: 9}\n- {port: 9}\n- {address: 127.0.0.1, port: 9}\n"
+    )
+    with pytest.raises(AllowlistError, match=r"^No address field$"):
+        check_allowlist("127.0.0.1", 9, after, resolve=loopback)

@@ -237,3 +237,26 @@ def test_idle_connection_is_closed(sim_home: Path, tmp_path: Path, echo: _EchoSe
         code, err = _stop(proc)
     assert code == 0
     assert "idle" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--idle-timeout", "nan", "Idle timeout must be a number of seconds in (0, 604800], got nan"),
+        ("--idle-timeout", "inf", "Idle timeout must be a number of seconds in (0, 604800], got inf"),
+        ("--idle-timeout", "0", "Idle timeout must be a number of seconds in (0, 604800], got 0.0"),
+        ("--idle-timeout", "1e300", "Idle timeout must be a number of seconds in (0, 604800], got 1e+300"),
+        ("--shutdown-timeout", "nan", "Shutdown timeout must be a number of seconds in [0, 3600], got nan"),
+        ("--shutdown-timeout", "-inf", "Shutdown timeout must be a number of seconds in [0, 3600], got -inf"),
+        ("--shutdown-timeout", "-1", "Shutdown timeout must be a number of seconds in [0, 3600], got -1.0"),
+    ],
+)
+def test_timeouts_must_be_finite_and_in_range(
+    sim_home: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    from host.vsock_proxy import main
+
+    # Refused before the allowlist is read (the config file does not exist) and before binding.
+    assert main([f"{flag}={value}", "--config", "/nonexistent/allow.yaml", "8000", "127.0.0.1", "1"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f'Error: "{message}"'
+    assert not vsock_socket_path(PARENT_CID, 8000, sim_home).exists()
