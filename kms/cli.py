@@ -117,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         workers=args.workers,
         http="httptools",
+        loop="auto",  # uvloop (a dependency: ~50-100 us less CPU per request), else asyncio
         lifespan="off",
         log_level="warning",
         access_log=False,
