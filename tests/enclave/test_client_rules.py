@@ -74,6 +74,8 @@ class DenyingPeer:
                         if not chunk:
                             break
                         data += chunk
+                        if not data.startswith(b"POST "[: len(data)]):
+                            break  # not HTTP (a TLS ClientHello): hang up at once, before any client timeout
                     if data.startswith(b"POST "):
                         self.requests += 1
                         conn.sendall(
