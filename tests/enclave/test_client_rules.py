@@ -74,8 +74,6 @@ class DenyingPeer:
                         if not chunk or not (data + chunk).startswith(b"POST "[: len(data + chunk)]):
                             break  # EOF, or not HTTP (a TLS ClientHello): hang up at once
                         data += chunk
-                        if not data.startswith(b"POST "[: len(data)]):
-                            break  # not HTTP (a TLS ClientHello): hang up at once, before any client timeout
                     if data.startswith(b"POST "):
                         self.requests += 1
                         conn.sendall(
