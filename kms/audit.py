@@ -24,7 +24,20 @@ from typing import Any
 from kms.operations import AttestedRecipient
 from kms.state import ACCOUNT_ID, Principal
 
-__all__ = ["AuditLog", "event", "request_parameters"]
+__all__ = [
+    "MAX_AUDIT_ACCESS_KEY_CHARS",
+    "MAX_AUDIT_REGION_CHARS",
+    "MAX_AUDIT_USER_AGENT_CHARS",
+    "AuditLog",
+    "event",
+    "request_parameters",
+]
+
+#: Bounds on what an unauthenticated caller controls in a record (truncated to these): CloudTrail's
+#: userAgent, a region name (the longest real one is 14 characters) and an access key ID (at most 128).
+MAX_AUDIT_USER_AGENT_CHARS = 1024
+MAX_AUDIT_REGION_CHARS = 64
+MAX_AUDIT_ACCESS_KEY_CHARS = 128
 
 #: Request members never copied into requestParameters (secrets and large blobs).
 _REDACTED = frozenset({"KeyStorePassword", "XksProxyAuthenticationCredential", "TrustAnchorCertificate"})
@@ -77,7 +90,12 @@ def event(
     error_code: str | None,
     error_message: str | None,
 ) -> dict[str, Any]:
-    """One CloudTrail-shaped record."""
+    """One CloudTrail-shaped record (caller-controlled strings truncated to the MAX_AUDIT_* bounds)."""
+    region = region[:MAX_AUDIT_REGION_CHARS]
+    if user_agent is not None:
+        user_agent = user_agent[:MAX_AUDIT_USER_AGENT_CHARS]
+    if access_key is not None:
+        access_key = access_key[:MAX_AUDIT_ACCESS_KEY_CHARS]
     identity: dict[str, Any]
     if principal is not None:
         identity = {

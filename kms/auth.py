@@ -3,8 +3,10 @@
 The pipeline, in order, each failure with the name and message AWS gives:
 
 1. ``Authorization`` present, else MissingAuthenticationTokenException.
-2. It parses (``attestation.sigv4.parse_authorization``) and ``X-Amz-Date`` is present and well formed,
-   else IncompleteSignatureException.
+2. It parses (``attestation.sigv4.parse_authorization``, which requires ``host`` to be signed), a sent
+   ``X-Amz-Target`` is among the signed headers (else a captured request could be replayed as another
+   operation; botocore and our SDK sign every header they send but the user agent), and ``X-Amz-Date``
+   is present and well formed, else IncompleteSignatureException.
 3. The scope names service ``kms`` (any region) and the date of ``X-Amz-Date``, else
    InvalidSignatureException.
 4. The access key is known (and a session token, if sent, is the principal's), else
@@ -59,6 +61,7 @@ _PARSED: dict[str, ParsedAuthorization] = {}
 _SIGNATURE = "Signature="
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
+_UNSIGNED_TARGET = "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
 _BAD_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
 
 
@@ -139,6 +142,8 @@ def authenticate(
         parsed, sent_signature = _parse_authorization(value)
     except MalformedAuthorizationError as error:
         raise IncompleteSignatureException(str(error)) from None
+    if "x-amz-target" not in parsed.signed_headers and _header(headers, "x-amz-target") is not None:
+        raise IncompleteSignatureException(_UNSIGNED_TARGET)
     amz_date_value = _header(headers, "x-amz-date")
     if amz_date_value is None:
         raise IncompleteSignatureException(

@@ -15,22 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from attestation.errors import AttestationError
 from attestation.sim import check_unix_path, sim_home
 from kms.errors import KMSError
-from kms.keystores import STATES, KeyStores
+from kms.keystores import CONNECTION_ERROR_CODES, STATES, KeyStores
 from kms.operations import list_entry
 from kms.server import SETTINGS_ENV, Settings, build_service
 from kms.state import DEFAULT_PROFILE, ensure_home
-from kms.tls import ensure_tls
+from kms.tls import CA_FILE_NAME, ensure_tls
 
 __all__ = ["main"]
 
@@ -40,11 +44,34 @@ LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
 
 
+def _remove_stale_socket(path: Path) -> None:
+    """Make room to bind ``path``: remove only a socket nobody listens on any more.
+
+    A regular file (or anything but a socket) is refused, and so is a live socket, found by connecting to
+    it (a Unix socket on this machine): unlinking it would silently orphan the server behind it.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:  # stale: its server is gone
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise ValueError(f"{path} is in use: a server is listening on it")
+
+
 def _bind(listen: str) -> tuple[socket.socket, str]:
     """Bind and listen; return the socket and the URL authority (``host:port`` or ``unix:PATH``)."""
     if listen.startswith("unix:"):
         path = check_unix_path(Path(listen[len("unix:") :]))
-        path.unlink(missing_ok=True)
+        _remove_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
@@ -68,6 +95,49 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
         raise
     bound_host, bound_port = sock.getsockname()[:2]
     return sock, f"{bound_host}:{bound_port}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (``kms-sim: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kms-sim: error: {message} (see kms-sim --help)\n")
+
+
+def _finite(text: str, *, minimum: float, strict: bool, maximum: float | None = None) -> float:
+    """A finite number >= (or >, when ``strict``) ``minimum`` and <= ``maximum``; ArgumentTypeError else."""
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if maximum is not None:
+        bound += f" and <= {maximum:g}"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if (
+        not math.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=True)
+
+
+def _non_negative(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=False)
+
+
+def _fault_rate(text: str) -> str:
+    """``NAME:P`` with P a probability (the name is checked with the others when the service is built)."""
+    name, sep, number = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"must be NAME:P, got {text!r}")
+    _finite(number, minimum=0.0, strict=False, maximum=1.0)
+    return text
 
 
 def _faults(values: Sequence[str], convert: type[int] | type[float], flag: str) -> dict[str, int | float]:
@@ -143,9 +213,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     home = ensure_home(sim_home())
-    print(f"export AWS_SHARED_CREDENTIALS_FILE={home.credentials}")
-    print(f"export AWS_CONFIG_FILE={home.config}")
-    print(f"export AWS_PROFILE={DEFAULT_PROFILE}")
+    print(f"export AWS_SHARED_CREDENTIALS_FILE={shlex.quote(str(home.credentials))}")
+    print(f"export AWS_CONFIG_FILE={shlex.quote(str(home.config))}")
+    print(f"export AWS_PROFILE={shlex.quote(DEFAULT_PROFILE)}")
+    ca = home.tls / CA_FILE_NAME
+    if ca.exists():  # made by the first `kms-sim serve --tls`
+        print(f"export AWS_CA_BUNDLE={shlex.quote(str(ca))}")
     return 0
 
 
@@ -166,9 +239,7 @@ def cmd_keystore(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kms-sim", description="A local AWS KMS for attested GenerateRandom."
-    )
+    parser = _Parser(prog="kms-sim", description="A local AWS KMS for attested GenerateRandom.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the KMS JSON API")
     serve.add_argument(
@@ -182,11 +253,17 @@ def _parser() -> argparse.ArgumentParser:
         "--policy", metavar="FILE", help="policy file (default $NITRO_SIM_HOME/kms/policy.json)"
     )
     serve.add_argument(
-        "--max-doc-age", type=float, default=300.0, metavar="S", help="max Recipient document age, s (300)"
+        "--max-doc-age",
+        type=_non_negative,
+        default=300.0,
+        metavar="S",
+        help="max Recipient document age, s (300)",
     )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
-    serve.add_argument("--rate-limit", type=float, metavar="R", help="requests per second before throttling")
-    serve.add_argument("--burst", type=float, metavar="B", help="burst size for --rate-limit")
+    serve.add_argument(
+        "--rate-limit", type=_positive, metavar="R", help="requests per second before throttling"
+    )
+    serve.add_argument("--burst", type=_positive, metavar="B", help="burst size for --rate-limit")
     names = "KMSInternalException, DependencyTimeoutException or ThrottlingException"
     serve.add_argument(
         "--fault",
@@ -197,6 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--fault-rate",
+        type=_fault_rate,
         action="append",
         default=[],
         metavar="NAME:P",
@@ -211,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     setter = keystore_commands.add_parser("set")
     setter.add_argument("--id", required=True)
     setter.add_argument("--state", choices=STATES)
-    setter.add_argument("--error-code")
+    setter.add_argument("--error-code", choices=CONNECTION_ERROR_CODES, metavar="CODE")
     setter.add_argument("--hsm-timeout", choices=("on", "off"))
     keystore.set_defaults(func=cmd_keystore)
     return parser

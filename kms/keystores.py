@@ -28,7 +28,7 @@ from kms.errors import (
     LimitExceededException,
 )
 
-__all__ = ["MAX_KEY_STORES", "KeyStore", "KeyStores"]
+__all__ = ["CONNECTION_ERROR_CODES", "MAX_KEY_STORES", "STATES", "KeyStore", "KeyStores"]
 
 #: KMS quota: custom key stores per account and Region (KMS developer guide, "Resource quotas").
 MAX_KEY_STORES = 10
@@ -37,6 +37,28 @@ BUSY_TIMEOUT_S = 10.0
 CLOUDHSM = "AWS_CLOUDHSM"
 EXTERNAL = "EXTERNAL_KEY_STORE"
 STATES = ("CONNECTED", "CONNECTING", "FAILED", "DISCONNECTED", "DISCONNECTING")
+#: ConnectionErrorCode values a FAILED key store can report (botocore kms service-2.json,
+#: ``ConnectionErrorCodeType``); ``kms-sim keystore set --error-code`` takes only these.
+CONNECTION_ERROR_CODES = (
+    "INVALID_CREDENTIALS",
+    "CLUSTER_NOT_FOUND",
+    "NETWORK_ERRORS",
+    "INTERNAL_ERROR",
+    "INSUFFICIENT_CLOUDHSM_HSMS",
+    "USER_LOCKED_OUT",
+    "USER_NOT_FOUND",
+    "USER_LOGGED_IN",
+    "SUBNET_NOT_FOUND",
+    "INSUFFICIENT_FREE_ADDRESSES_IN_SUBNET",
+    "XKS_PROXY_ACCESS_DENIED",
+    "XKS_PROXY_NOT_REACHABLE",
+    "XKS_VPC_ENDPOINT_SERVICE_NOT_FOUND",
+    "XKS_PROXY_INVALID_RESPONSE",
+    "XKS_PROXY_INVALID_CONFIGURATION",
+    "XKS_VPC_ENDPOINT_SERVICE_INVALID_CONFIGURATION",
+    "XKS_PROXY_TIMED_OUT",
+    "XKS_PROXY_INVALID_TLS_CONFIGURATION",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS key_stores (
@@ -206,6 +228,8 @@ class KeyStores:
         store = self.get(key_store_id)
         if state is not None and state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}")
+        if error_code is not None and error_code not in CONNECTION_ERROR_CODES:
+            raise ValueError(f"error code must be one of {', '.join(CONNECTION_ERROR_CODES)}")
         self._db.execute(
             "UPDATE key_stores SET state = ?, error_code = ?, hsm_timeout = ? WHERE id = ?",
             (

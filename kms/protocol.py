@@ -1,7 +1,8 @@
 """awsJson1_1 as KMS speaks it, without I/O: target and body in, typed members or a KMSError out.
 
 Rules (botocore kms service-2.json metadata and shapes; aws-facts §1):
-- ``POST /`` with ``X-Amz-Target: TrentService.<Operation>``; the body is one JSON object (empty = ``{}``).
+- ``POST /`` with ``X-Amz-Target: TrentService.<Operation>``; the body is one JSON object (empty = ``{}``)
+  in UTF-8 without a BOM, every string valid Unicode (no unpaired surrogate), else SerializationException.
 - Members of the wrong JSON type are a SerializationException; values that break a model constraint
   (length, range, enum, pattern, required) are a ValidationException whose message lists every violation
   in AWS's form: ``1 validation error detected: Value '0' at 'numberOfBytes' failed to satisfy
@@ -27,6 +28,7 @@ from kms.errors import KMSError, SerializationException, UnknownOperationExcepti
 __all__ = [
     "CONTENT_TYPE",
     "MAX_REQUEST_BODY_BYTES",
+    "MAX_REQUEST_HEADER_BYTES",
     "TARGET_PREFIX",
     "Field",
     "decode_body",
@@ -40,6 +42,9 @@ TARGET_PREFIX = "TrentService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 #: Largest body we read: a 262144-byte AttestationDocument is ~350 KB as base64, plus the envelope.
 MAX_REQUEST_BODY_BYTES = 400 * 1024
+#: Largest header section we serve (names and values, summed): SigV4 with a session token needs ~3 KB;
+#: more is refused (ValidationException, 400) before anything reads the headers.
+MAX_REQUEST_HEADER_BYTES = 16 * 1024
 #: Bound on the length of an X-Amz-Target value we echo in an error message.
 MAX_TARGET_ECHO_CHARS = 128
 
@@ -81,11 +86,22 @@ def decode_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
+        # Decoded strictly as UTF-8 here: json.loads(bytes) would also take UTF-16/32 and skip a UTF-8
+        # BOM; given a str, it refuses the BOM ("Unexpected UTF-8 BOM"), as AWS's JSON parsing does.
+        parsed = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise SerializationException("Malformed request body: not valid JSON") from None
     if not isinstance(parsed, dict):
         raise SerializationException("Request body must be a JSON object")
+    # A lone surrogate can only come from a \u escape (paired ones decode to one character); such a
+    # string is not Unicode text and cannot be stored or echoed (SQLite raised UnicodeEncodeError -> 500).
+    if b"\\u" in body:
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SerializationException(
+                "Malformed request body: a string holds an unpaired surrogate (not valid UTF-8)"
+            ) from None
     return parsed
 
 

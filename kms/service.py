@@ -2,7 +2,7 @@
 
 Order, each step a KMSError on failure (answered, audited, and the next request served as usual):
 
-1. size bound on the body (before anything reads it);
+1. size bounds on the body and the header section (before anything reads them);
 2. SigV4 authentication (kms.auth);
 3. ``X-Amz-Target`` names an operation we serve;
 4. rate limit (ThrottlingException);
@@ -39,6 +39,7 @@ from kms.operations import OPERATIONS, AttestedRecipient, Operations
 from kms.protocol import (
     CONTENT_TYPE,
     MAX_REQUEST_BODY_BYTES,
+    MAX_REQUEST_HEADER_BYTES,
     decode_body,
     encode_error,
     encode_result,
@@ -210,6 +211,8 @@ class Service:
         # (1) size
         if len(request.body) > MAX_REQUEST_BODY_BYTES:
             raise ValidationException(f"Request body is over the {MAX_REQUEST_BODY_BYTES}-byte limit")
+        if sum(len(name) + len(value) for name, value in request.headers) > MAX_REQUEST_HEADER_BYTES:
+            raise ValidationException(f"Request headers are over the {MAX_REQUEST_HEADER_BYTES}-byte limit")
         # (2) authentication
         trace.principal = authenticate(
             request.method,
