@@ -3,10 +3,10 @@
 The pipeline, in order, each failure with the name and message AWS gives:
 
 1. ``Authorization`` present, else MissingAuthenticationTokenException.
-2. It parses (``attestation.sigv4.parse_authorization``, which requires ``host`` to be signed), a sent
-   ``X-Amz-Target`` is among the signed headers (else a captured request could be replayed as another
-   operation; botocore and our SDK sign every header they send but the user agent), and ``X-Amz-Date``
-   is present and well formed, else IncompleteSignatureException.
+2. It parses (``attestation.sigv4.parse_authorization``, which requires ``host`` to be signed) and
+   ``X-Amz-Date`` is present and well formed, else IncompleteSignatureException; a sent ``X-Amz-Target``
+   is among the signed headers, else InvalidSignatureException (a captured request could otherwise be
+   replayed as another operation; botocore and our SDK sign every header they send but the user agent).
 3. The scope names service ``kms`` (any region) and the date of ``X-Amz-Date``, else
    InvalidSignatureException.
 4. The access key is known (and a session token, if sent, is the principal's), else
@@ -61,6 +61,9 @@ _PARSED: dict[str, ParsedAuthorization] = {}
 _SIGNATURE = "Signature="
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
+#: Modelled on what AWS's JSON (coral) services answer for an unsigned Host: InvalidSignatureException
+#: "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization." (DynamoDB, as reported in
+#: aws/aws-sdk-php#2469).
 _UNSIGNED_TARGET = "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
 _BAD_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
 
@@ -142,8 +145,6 @@ def authenticate(
         parsed, sent_signature = _parse_authorization(value)
     except MalformedAuthorizationError as error:
         raise IncompleteSignatureException(str(error)) from None
-    if "x-amz-target" not in parsed.signed_headers and _header(headers, "x-amz-target") is not None:
-        raise IncompleteSignatureException(_UNSIGNED_TARGET)
     amz_date_value = _header(headers, "x-amz-date")
     if amz_date_value is None:
         raise IncompleteSignatureException(
@@ -153,6 +154,8 @@ def authenticate(
         signed_at = _amz_date(amz_date_value)
     except MalformedAuthorizationError as error:
         raise IncompleteSignatureException(str(error)) from None
+    if "x-amz-target" not in parsed.signed_headers and _header(headers, "x-amz-target") is not None:
+        raise InvalidSignatureException(_UNSIGNED_TARGET)
     # (3) scope
     if parsed.service != SERVICE:
         raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")

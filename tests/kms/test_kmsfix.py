@@ -459,8 +459,8 @@ def test_env_quotes_paths_and_names_the_ca(tmp_path: Path) -> None:
 # --- (7) SigV4: X-Amz-Target must be signed ---------------------------------------------------------------
 
 
-def test_unsigned_target_is_an_incomplete_signature(shared_server: Server) -> None:
+def test_unsigned_target_is_an_invalid_signature(shared_server: Server) -> None:
     status, reply = _send(shared_server, b'{"NumberOfBytes": 8}', target_signed=False)
-    assert (status, reply["__type"]) == (400, "IncompleteSignatureException")
+    assert (status, reply["__type"]) == (400, "InvalidSignatureException")
     assert "X-Amz-Target" in reply["message"]
     assert _send(shared_server, b'{"NumberOfBytes": 8}')[0] == 200
