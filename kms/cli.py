@@ -153,6 +153,10 @@ def _faults(values: Sequence[str], convert: type[int] | type[float], flag: str) 
     return out
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
@@ -180,6 +184,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scheme = "https"
     sock, authority = _bind(args.listen)
     url = authority if authority.startswith("unix:") else f"{scheme}://{authority}"
+    # From the moment the URL is out, SIGTERM/SIGINT mean a clean stop with exit status 0: before uvicorn
+    # takes the signals over, and after it re-raises the one that stopped it once it has shut down.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _exit_cleanly)
     print(url, flush=True)
     os.environ[SETTINGS_ENV] = settings.to_json()
     config = uvicorn.Config(
@@ -195,10 +203,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         **ssl_options,  # type: ignore[arg-type]
     )
-    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler of ours turns
-    # that into a normal return, so SIGTERM/SIGINT end a clean shutdown with exit status 0.
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: None)
     try:
         if args.workers == 1:
             uvicorn.Server(config).run(sockets=[sock])
