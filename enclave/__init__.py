@@ -7,7 +7,7 @@ enclave app and ``kmstool-enclave-cli``. It holds no key but its own RSA key pai
     import enclave
     kms = enclave.client("kms", region_name="us-east-1")
     kms.generate_random(NumberOfBytes=32)["Plaintext"]    # decrypted here, never seen by the host
-    enclave.random_bytes(5000)                             # any size, in <= 1024-byte calls
+    enclave.random_bytes(5000)                             # up to 1 MiB, in <= 1024-byte calls
     enclave.seed_entropy(1024)                             # NSM randomness into the kernel pool
 """
 

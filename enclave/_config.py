@@ -24,6 +24,7 @@ its texts, checked before anything is sent:
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,8 @@ SIM_PROFILE = "nitro-sim"
 #: botocore's defaults (seconds).
 DEFAULT_CONNECT_TIMEOUT = 60.0
 DEFAULT_READ_TIMEOUT = 60.0
+#: Bound on either timeout (seconds).
+MAX_TIMEOUT_SECONDS = 3600.0
 #: The environment variables botocore reads for these settings.
 ENV_PROFILE = "AWS_PROFILE"
 ENV_MAX_ATTEMPTS = "AWS_MAX_ATTEMPTS"
@@ -76,8 +79,12 @@ class Config:
     retries: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+        for timeout in (self.connect_timeout, self.read_timeout):
+            # finite: settimeout() refuses NaN (and the NaN would pass a "<= 0" check)
+            if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_SECONDS):
+                raise ValueError(
+                    f"timeouts must be positive numbers of seconds up to {MAX_TIMEOUT_SECONDS:.0f}"
+                )
         mode = (self.retries or {}).get("mode", "standard")
         if mode != "standard":
             raise ValueError(f"only the 'standard' retry mode is supported, not {mode!r}")

@@ -9,7 +9,8 @@ returning ``Err(String)`` does. ``-w`` is the real proxy's "maximum number of si
 
 Beyond the real one: ``--idle-timeout`` closes silent connections, SIGTERM/SIGINT stop accepting and give
 live connections ``--shutdown-timeout`` seconds to finish, and each connection ends with one log line of
-byte counts (never payload).
+byte counts (never payload). Both timeouts must be finite and within named bounds (NaN and inf are refused
+at start with one line); at most ``MAX_RESOLVED_ENTRIES`` allowlist entries are resolved per start.
 
 Simulation: when ``NITRO_SIM_HOME`` is set the proxy listens on the Unix socket that stands for vsock
 ``(3, LOCAL_PORT)`` (``attestation.sim.vsock_socket_path``); otherwise on a real ``AF_VSOCK`` socket.

@@ -71,11 +71,9 @@ class DenyingPeer:
                 with contextlib.suppress(OSError):
                     while b"\r\n\r\n" not in data:
                         chunk = conn.recv(65536)
-                        if not chunk:
-                            break
+                        if not chunk or not (data + chunk).startswith(b"POST "[: len(data + chunk)]):
+                            break  # EOF, or not HTTP (a TLS ClientHello): hang up at once
                         data += chunk
-                        if not data.startswith(b"POST "[: len(data)]):
-                            break  # not HTTP (a TLS ClientHello): hang up at once, before any client timeout
                     if data.startswith(b"POST "):
                         self.requests += 1
                         conn.sendall(
@@ -335,3 +333,11 @@ def test_endpoint_named_the_same_when_refused_and_when_closed(sim_home: Path) ->
     prefix = 'Could not connect to the endpoint URL: "vsock://3:9999": '
     assert str(refused.value).startswith(prefix)
     assert str(closed.value).startswith(prefix)
+
+
+def test_timeouts_must_be_finite() -> None:
+    for bad in (float("nan"), float("inf"), 0.0, -1.0, 1e300):
+        with pytest.raises(ValueError, match=r"^timeouts must be positive numbers of seconds up to 3600$"):
+            Config(connect_timeout=bad)
+        with pytest.raises(ValueError, match=r"^timeouts must be positive numbers of seconds up to 3600$"):
+            Config(read_timeout=bad)
