@@ -54,7 +54,8 @@ def explain(results: Mapping[str, ScenarioResult]) -> None:
                 f"; and {wall - cpu_sum:,.0f} us of the {wall:,.0f} us per call the core ran something else"
             )
         core: Mapping[str, float] = s3.data.get("components_by_process_us", {}) if s3 is not None else {}
-        shells = {k: cpu[k] - v for k, v in core.items() if k in cpu}
+        # A negative difference means the in-process timing ran slower than the process did (noise): omitted.
+        shells = {k: cpu[k] - v for k, v in core.items() if k in cpu and cpu[k] > v}
         if shells:
             note += (
                 "; beyond their in-process core work (scenario 3), the processes spent "

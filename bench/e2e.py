@@ -15,6 +15,7 @@ import importlib.util
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,7 +286,9 @@ def run_profile(
         proc.send_signal(signal.SIGUSR2)
     measured = len(result.latencies_us)
     served = measured + 1  # the worker's untimed call before the round falls inside the servers' window
+    lifetime = served + workers[0].warmup_calls  # calls over the client's whole connection
     quit_workers(procs, workers)
+    time.sleep(0.3)  # let the servers' connection threads see the client leave and file their profiles
     for proc in servers:  # SIGINT: a re-raised SIGTERM would kill them before the profile is written
         procs.stop(proc, sig=signal.SIGINT)
     procs.stop_all()
@@ -297,6 +300,13 @@ def run_profile(
             s3.notes.append(f"Profile: {side} wrote no profile")
             continue
         rows = profile.per_request(profile.categorize(path), measured if side == "client" else served)
+        threads = path.with_name(
+            path.name + ".threads"
+        )  # per-connection threads, whole life (bench.profiled)
+        if threads.exists():
+            for k, v in profile.per_request(profile.categorize(threads), lifetime).items():
+                rows[k] = round(rows.get(k, 0.0) + v, 1)
+            rows = dict(sorted(rows.items(), key=lambda kv: -kv[1]))
         data[f"{side}_cpu_us_per_request"] = rows
         cpu_total += sum(rows.values())
         s3.notes += profile.table(f"Profile, {side} (CPU us per request)", rows)

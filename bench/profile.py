@@ -4,7 +4,7 @@ One profiled run of the sequential stack (everything pinned to CPU 0): the SDK c
 cProfile for one round, and ``kms-sim`` runs its whole life under ``python -m cProfile``. Each function's
 own time (tottime) goes to a category; C functions (socket calls, cryptography's Rust methods, cbor2) are
 named by what they are when that is clear, and otherwise charged to the category of whoever called them.
-Figures are CPU microseconds per request (profiles taken with ``time.process_time``).
+Figures are CPU microseconds per request (profiles taken with ``time.thread_time``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ FILE_RULES: tuple[tuple[str, str], ...] = (
     (r"attestation/(verify|policy)", "verification pipeline (Python)"),
     (r"attestation/pki", "NSM leaf certificate (Python)"),
     (r"attestation/document|/cbor2/", "CBOR"),
-    (r"attestation/nsm|enclave/nsm|host/nsm", "NSM client"),
+    (r"attestation/nsm|enclave/nsm|host/nsm", "NSM (core, wire codec, client)"),
     (r"/http/|/httptools/|/uvicorn/|/h11/|/email/|/urllib/|/urllib3/|enclave/.*http", "HTTP"),
     (r"botocore/(awsrequest|httpsession|endpoint)", "HTTP"),
     (r"/botocore/|/boto3/", "boto3/botocore machinery"),

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=0.5)
     parser.add_argument("--profile", help="write a cProfile of the measured runs to this file")
     args = parser.parse_args(argv)
-    profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU time, as bench.profiled
+    profiler = cProfile.Profile(time.thread_time) if args.profile else None  # CPU time, as bench.profiled
     try:
         call = _boto3_call(args) if args.kind == "boto3" else _sdk_call(args)
         _emit({"ready": True, "warmup_calls": _warm_up(call, args.warmup_s)})
