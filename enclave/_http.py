@@ -147,21 +147,32 @@ class ResponseReader:
         reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
         if len(lines) - 1 > MAX_HEADER_FIELDS:
             raise self._fail(f"response has over {MAX_HEADER_FIELDS} header fields")
+        # One pass over the fields: collect the three that frame the message as we go (same checks, same
+        # order of errors as separate passes, since the framing checks all come after the loop).
         headers = []
+        connection: list[str] = []
+        encodings: list[str] = []
+        lengths: set[str] = set()
         for line in lines[1:]:
             if line[:1] in (b" ", b"\t"):
                 raise self._fail("response uses obsolete header line folding")
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
                 raise self._fail("response has a malformed header field")
-            headers.append((name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")))
+            field = name.decode("latin-1").lower()
+            text = value.strip(b" \t").decode("latin-1")
+            headers.append((field, text))
+            if field == "content-length":
+                lengths.add(text.strip())
+            elif field == "connection":
+                connection.append(text)
+            elif field == "transfer-encoding":
+                encodings.extend(v.strip().lower() for v in text.split(","))
         if 100 <= status < 200:
             return None  # interim response (e.g. 100 Continue): the real one follows
         http10 = parts[0] == b"HTTP/1.0"
-        connection = ",".join(v for n, v in headers if n == "connection").lower()
-        keep_alive = ("keep-alive" in connection) if http10 else ("close" not in connection)
-        encodings = [v.strip().lower() for n, v in headers if n == "transfer-encoding" for v in v.split(",")]
-        lengths = {v.strip() for n, v in headers if n == "content-length"}
+        joined = ",".join(connection).lower()
+        keep_alive = ("keep-alive" in joined) if http10 else ("close" not in joined)
         if encodings:
             if encodings[-1] != "chunked":
                 raise self._fail("response transfer-encoding is not chunked")
@@ -169,11 +180,11 @@ class ResponseReader:
         elif lengths:
             if len(lengths) != 1:
                 raise self._fail("response has conflicting Content-Length values")
-            (text,) = lengths
-            if not text.isdigit() or int(text) > MAX_BODY_BYTES:
+            (length_text,) = lengths
+            if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
                 raise self._fail(f"response Content-Length is invalid or over {MAX_BODY_BYTES}")
             self._framing = "length"
-            self._length = int(text)
+            self._length = int(length_text)
         elif status in (204, 304):
             self._framing = "length"
             self._length = 0
