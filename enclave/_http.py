@@ -39,6 +39,8 @@ MAX_HEADER_FIELDS = 100
 MAX_CHUNK_LINE_BYTES = 1024
 
 _CRLF = b"\r\n"
+#: What ``bytes.strip()`` removes (ASCII whitespace); ``str.strip()`` would also remove e.g. U+0085, U+00A0.
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 def encode_header_fields(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -136,8 +138,7 @@ class ResponseReader:
     # -- head ----------------------------------------------------------------------------------------------
 
     def _parse_head(self, head: bytes) -> tuple[int, str, tuple[tuple[str, str], ...], bool] | None:
-        lines = head.split(_CRLF)
-        status_line = lines[0]
+        status_line, sep, fields = head.partition(_CRLF)
         parts = status_line.split(b" ", 2)
         if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
             raise self._fail("response does not start with an HTTP/1.1 status line")
@@ -145,7 +146,10 @@ class ResponseReader:
             raise self._fail("response status code is not three digits")
         status = int(parts[1])
         reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
-        if len(lines) - 1 > MAX_HEADER_FIELDS:
+        # The field block is decoded once (latin-1 maps each byte to one code point, so the str checks
+        # below mean what the former per-field bytes checks meant; strips name ASCII whitespace only).
+        lines = fields.decode("latin-1").split("\r\n") if sep else []
+        if len(lines) > MAX_HEADER_FIELDS:
             raise self._fail(f"response has over {MAX_HEADER_FIELDS} header fields")
         # One pass over the fields: collect the three that frame the message as we go (same checks, same
         # order of errors as separate passes, since the framing checks all come after the loop).
@@ -153,14 +157,14 @@ class ResponseReader:
         connection: list[str] = []
         encodings: list[str] = []
         lengths: set[str] = set()
-        for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):
+        for line in lines:
+            if line[:1] in (" ", "\t"):
                 raise self._fail("response uses obsolete header line folding")
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip(_ASCII_WHITESPACE):
                 raise self._fail("response has a malformed header field")
-            field = name.decode("latin-1").lower()
-            text = value.strip(b" \t").decode("latin-1")
+            field = name.lower()
+            text = value.strip(" \t")
             headers.append((field, text))
             if field == "content-length":
                 lengths.add(text.strip())
