@@ -242,12 +242,18 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+#: Reused per response (``json.dumps`` with options builds a new encoder per call); same output as
+#: ``json.dumps(value, default=_json_default, separators=(",", ":"))``.
+_RESULT_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+_ERROR_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_result(result: Mapping[str, object]) -> bytes:
     """A success body: JSON with bytes as base64 (None members omitted, as AWS does)."""
     present = {k: v for k, v in result.items() if v is not None}
-    return json.dumps(present, default=_json_default, separators=(",", ":")).encode()
+    return _RESULT_ENCODER.encode(present).encode()
 
 
 def encode_error(error: KMSError) -> bytes:
     """An error body: ``{"__type": Name, "message": text}`` (botocore reads ``__type``)."""
-    return json.dumps({"__type": error.code, "message": error.message}, separators=(",", ":")).encode()
+    return _ERROR_ENCODER.encode({"__type": error.code, "message": error.message}).encode()
