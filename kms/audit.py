@@ -65,7 +65,30 @@ def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
     return out or None
 
 
+#: Bound on the cache of recipient records (entries: a module ID and up to 32 PCRs as hex, ~3.5 KB).
+RECIPIENT_DATA_CACHE_SIZE = 256
+
+#: An enclave sends the same module ID and PCRs on every call, each time in a new document: their
+#: hex record is built once per distinct (module ID, PCRs) and copied per request (exact content keys).
+_RECIPIENT_DATA: dict[tuple[object, ...], dict[str, str]] = {}
+
+#: One encoder for every line (``json.dumps`` with these options builds a new one per call); the
+#: output is the same as ``json.dumps(record, separators=(",", ":"), default=str)``.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
+    key = (recipient.module_id, *recipient.pcrs.items())
+    known = _RECIPIENT_DATA.get(key)
+    if known is None:
+        known = _recipient_data(recipient)
+        _RECIPIENT_DATA[key] = known
+        if len(_RECIPIENT_DATA) > RECIPIENT_DATA_CACHE_SIZE:
+            del _RECIPIENT_DATA[next(iter(_RECIPIENT_DATA))]
+    return dict(known)
+
+
+def _recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
     data = {
         "attestationDocumentModuleId": recipient.module_id,
         "attestationDocumentEnclaveImageDigest": recipient.pcrs.get(0, b"").hex(),
@@ -143,7 +166,7 @@ class AuditLog:
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one line; a failing disk is reported on stderr and never fails the request."""
         try:
-            os.write(self._fd, json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n")
+            os.write(self._fd, (_ENCODER.encode(record) + "\n").encode())
         except OSError as error:
             print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
 

@@ -127,56 +127,83 @@ _TARGET_NAMES = {
 
 def _convert(spec: Field, value: object, path: str, errors: list[str]) -> object:
     """Type-check one value (SerializationException) and collect constraint violations into ``errors``."""
-    ok = {
-        "string": isinstance(value, str),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "blob": isinstance(value, str),
-        "boolean": isinstance(value, bool),
-        "structure": isinstance(value, dict),
-    }[spec.kind]
+    kind = spec.kind
+    # One check per member, for its own kind only (this runs on every member of every request).
+    if kind in ("string", "blob"):
+        ok = isinstance(value, str)
+    elif kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+    elif kind == "structure":
+        ok = isinstance(value, dict)
+    else:
+        raise KeyError(kind)
     if not ok:
-        raise SerializationException(f"{_kind_of(value)} can not be converted to {_TARGET_NAMES[spec.kind]}")
-    if spec.kind == "structure":
+        raise SerializationException(f"{_kind_of(value)} can not be converted to {_TARGET_NAMES[kind]}")
+    if kind == "structure":
         assert isinstance(value, dict)
         return _members(spec.members, value, path + ".", errors)
     converted: object = value
-    if spec.kind == "blob":
+    if kind == "blob":
         assert isinstance(value, str)
         try:
             converted = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise SerializationException(f"'{path}' is not valid base64") from None
-    shown = "*** Sensitive Data Redacted ***" if spec.kind == "blob" or spec.sensitive else str(value)
-    if spec.kind == "integer":
+    if kind == "integer":
         assert isinstance(converted, int)
         if spec.minimum is not None and converted < spec.minimum:
             errors.append(
-                _violation(shown, path, f"Member must have value greater than or equal to {spec.minimum}")
+                _violation(
+                    _shown(spec, value),
+                    path,
+                    f"Member must have value greater than or equal to {spec.minimum}",
+                )
             )
         if spec.maximum is not None and converted > spec.maximum:
             errors.append(
-                _violation(shown, path, f"Member must have value less than or equal to {spec.maximum}")
+                _violation(
+                    _shown(spec, value), path, f"Member must have value less than or equal to {spec.maximum}"
+                )
             )
-    elif spec.kind in ("string", "blob"):
+    elif kind in ("string", "blob"):
         assert isinstance(converted, str | bytes)
         size = len(converted)
         if spec.minimum is not None and size < spec.minimum:
             errors.append(
-                _violation(shown, path, f"Member must have length greater than or equal to {spec.minimum}")
+                _violation(
+                    _shown(spec, value),
+                    path,
+                    f"Member must have length greater than or equal to {spec.minimum}",
+                )
             )
         if spec.maximum is not None and size > spec.maximum:
             errors.append(
-                _violation(shown, path, f"Member must have length less than or equal to {spec.maximum}")
+                _violation(
+                    _shown(spec, value), path, f"Member must have length less than or equal to {spec.maximum}"
+                )
             )
         if spec.enum is not None and converted not in spec.enum:
             errors.append(
-                _violation(shown, path, f"Member must satisfy enum value set: [{', '.join(spec.enum)}]")
+                _violation(
+                    _shown(spec, value), path, f"Member must satisfy enum value set: [{', '.join(spec.enum)}]"
+                )
             )
         if spec.pattern is not None and isinstance(converted, str) and not re.search(spec.pattern, converted):
             errors.append(
-                _violation(shown, path, f"Member must satisfy regular expression pattern: {spec.pattern}")
+                _violation(
+                    _shown(spec, value),
+                    path,
+                    f"Member must satisfy regular expression pattern: {spec.pattern}",
+                )
             )
     return converted
+
+
+def _shown(spec: Field, value: object) -> str:
+    """A value as a validation message may echo it (built only when there is a violation to report)."""
+    return "*** Sensitive Data Redacted ***" if spec.kind == "blob" or spec.sensitive else str(value)
 
 
 def _violation(shown: str, path: str, constraint: str) -> str:
@@ -215,12 +242,18 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+#: Reused per response (``json.dumps`` with options builds a new encoder per call); same output as
+#: ``json.dumps(value, default=_json_default, separators=(",", ":"))``.
+_RESULT_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+_ERROR_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_result(result: Mapping[str, object]) -> bytes:
     """A success body: JSON with bytes as base64 (None members omitted, as AWS does)."""
     present = {k: v for k, v in result.items() if v is not None}
-    return json.dumps(present, default=_json_default, separators=(",", ":")).encode()
+    return _RESULT_ENCODER.encode(present).encode()
 
 
 def encode_error(error: KMSError) -> bytes:
     """An error body: ``{"__type": Name, "message": text}`` (botocore reads ``__type``)."""
-    return json.dumps({"__type": error.code, "message": error.message}, separators=(",", ":")).encode()
+    return _ERROR_ENCODER.encode({"__type": error.code, "message": error.message}).encode()

@@ -17,9 +17,9 @@ An unexpected exception is a KMSInternalException (HTTP 500, no details on the w
 
 from __future__ import annotations
 
+import os
 import random
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -177,6 +177,17 @@ class _Trace:
 
 CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
 
+#: RFC 9562 version 4 (random) UUID bits, as ``uuid.uuid4()`` sets them: version nibble 4, variant 10.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
+
+
+def _new_request_id() -> str:
+    """``str(uuid.uuid4())`` at about half the cost: 122 random bits from os.urandom, same text form."""
+    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 class Service:
     """The KMS request pipeline over its state (credentials, policies, key stores, audit log)."""
@@ -261,7 +272,7 @@ class Service:
         if error is not None:
             status = error.status
             body = encode_error(error)
-        request_id = str(uuid.uuid4())
+        request_id = _new_request_id()
         if self.audit is not None:
             self.audit.write(
                 event(
