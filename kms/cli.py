@@ -200,6 +200,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         server_header=False,
+        # The audit log records the peer address; no client may rewrite it with X-Forwarded-For.
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
         **ssl_options,  # type: ignore[arg-type]
     )

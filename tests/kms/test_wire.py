@@ -233,3 +233,10 @@ def test_refused_requests_are_audited(server: Server) -> None:
     assert record["errorCode"] == "InvalidSignatureException"
     assert record["userIdentity"]["accessKeyId"] == key
     assert record["awsRegion"] == "eu-west-1"
+
+
+def test_audit_source_address_cannot_be_forged_with_x_forwarded_for(server: Server) -> None:
+    status, _, _ = _send(server, b'{"NumberOfBytes": 4}', headers={"X-Forwarded-For": "203.0.113.9"})
+    assert status == 200
+    record = json.loads((server.home / "kms" / "audit.jsonl").read_text().splitlines()[-1])
+    assert record["sourceIPAddress"] == "127.0.0.1"
