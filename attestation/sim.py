@@ -35,6 +35,16 @@ def sim_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(raw).expanduser()
 
 
+def is_simulated(environ: Mapping[str, str] | None = None) -> bool:
+    """True when any of ``NITRO_SIM_HOME``, ``NITRO_SIM_CID``, ``NITRO_SIM_NSM`` is set (non-empty).
+
+    The one rule by which every tool, on either side of the vsock, decides between the simulated transport
+    (Unix sockets under the home) and the real one (``AF_VSOCK``, ``/dev/nsm``).
+    """
+    env = os.environ if environ is None else environ
+    return any(env.get(name) for name in (ENV_HOME, ENV_CID, ENV_NSM))
+
+
 def check_unix_path(path: Path) -> Path:
     """Return ``path`` if it fits in ``sun_path``; raise SimulationError (never truncate) otherwise."""
     size = len(os.fsencode(path))

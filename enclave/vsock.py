@@ -10,12 +10,10 @@ Simulation rule (DESIGN.md, "Simulation conventions"): a process is a simulated 
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Mapping
 
 from attestation.errors import SimulationError
-from attestation.sim import ENV_CID, ENV_HOME, ENV_NSM, MAX_VSOCK_U32, PARENT_CID, vsock_socket_path
+from attestation.sim import MAX_VSOCK_U32, PARENT_CID, is_simulated, vsock_socket_path
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError
 
 __all__ = [
@@ -32,12 +30,6 @@ __all__ = [
 DEFAULT_PROXY_PORT = 8000
 #: vsock CIDs and ports are u32 (struct sockaddr_vm).
 MAX_PORT = MAX_VSOCK_U32
-
-
-def is_simulated(environ: Mapping[str, str] | None = None) -> bool:
-    """True when this process runs as a simulated enclave's app (see the module rule)."""
-    env = os.environ if environ is None else environ
-    return any(env.get(name) for name in (ENV_HOME, ENV_CID, ENV_NSM))
 
 
 def endpoint_name(cid: int, port: int) -> str:

@@ -12,8 +12,9 @@ live connections ``--shutdown-timeout`` seconds to finish, and each connection e
 byte counts (never payload). Both timeouts must be finite and within named bounds (NaN and inf are refused
 at start with one line); at most ``MAX_RESOLVED_ENTRIES`` allowlist entries are resolved per start.
 
-Simulation: when ``NITRO_SIM_HOME`` is set the proxy listens on the Unix socket that stands for vsock
-``(3, LOCAL_PORT)`` (``attestation.sim.vsock_socket_path``); otherwise on a real ``AF_VSOCK`` socket.
+Simulation (``attestation.sim.is_simulated``, the rule every tool shares): the proxy listens on the Unix
+socket that stands for vsock ``(3, LOCAL_PORT)`` (``attestation.sim.vsock_socket_path``); otherwise on a real
+``AF_VSOCK`` socket.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 from attestation.errors import SimulationError
-from attestation.sim import ENV_HOME, PARENT_CID, vsock_socket_path
+from attestation.sim import PARENT_CID, is_simulated, vsock_socket_path
 from host._allowlist import AllowlistError, check_allowlist
 from host._relay import RelayConfig, RelayServer, bind_vsock_listener, check_timeouts
 
@@ -141,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _FatalError(f"Could not create proxy: {exc}") from None
 
-    simulated = bool(os.environ.get(ENV_HOME))
+    simulated = is_simulated()
     address = f"VsockAddr {{ cid: {PARENT_CID}, port: {local_port} }}"
     try:
         listener = bind_vsock_listener(local_port, simulated=simulated)

@@ -27,3 +27,13 @@ def test_vsock_path_too_long_is_refused_not_truncated(tmp_path: Path) -> None:
 def test_vsock_address_range(cid: object, port: object, tmp_path: Path) -> None:
     with pytest.raises(SimulationError):
         vsock_socket_path(cid, port, tmp_path)  # type: ignore[arg-type]
+
+
+def test_one_simulation_rule_for_every_tool() -> None:
+    from attestation.sim import is_simulated
+    from enclave import vsock
+
+    assert vsock.is_simulated is is_simulated  # the SDK and vsock-proxy call the same rule
+    for name in ("NITRO_SIM_HOME", "NITRO_SIM_CID", "NITRO_SIM_NSM"):
+        assert is_simulated({name: "x"})
+    assert not is_simulated({"NITRO_SIM_HOME": ""})
