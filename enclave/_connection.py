@@ -184,11 +184,7 @@ class Connection:
                 io.sendall(request)
             while True:
                 # Every read waits first: what comes next needs the server's (and the proxy's) work.
-                n = (
-                    sock.recv_into(self._buffer)
-                    if io is None
-                    else io.recv_into(self._buffer, wait_first=True)
-                )
+                n = sock.recv_into(self._buffer) if io is None else io.recv_into(self._buffer)
                 if n == 0:
                     return self._at_eof(reader)
                 response = reader.feed(self._view[:n])

@@ -139,7 +139,7 @@ class SimulatedDeviceTransport:
             raise NSMDeviceError(
                 f"cannot connect to the simulated NSM at {self.path}: {_reason(exc)}"
             ) from None
-        # Connected: sends go out at once, reads try first (see _receive_frame), waits are polls.
+        # Connected: sends go out at once; reads wait in poll() first (enclave._sockets says why).
         self._io = PlainSocketIO(sock, self._timeout)
         self._sock, self._generation = sock, fork_generation()
         return self._io
@@ -147,8 +147,7 @@ class SimulatedDeviceTransport:
     def _receive_frame(self, io: PlainSocketIO) -> bytes:
         """One whole response frame's body, read into the connection's buffer (usually one ``recv_into``).
 
-        The device answers each request with exactly one frame, so bytes past it break the protocol. Reads
-        try before waiting: on a shared core the device has usually preempted us and answered already.
+        The device answers each request with exactly one frame, so bytes past it break the protocol.
         """
         view = self._view
         got = 0
@@ -165,7 +164,7 @@ class SimulatedDeviceTransport:
         return bytes(view[FRAME_HEADER_BYTES:end])
 
     def _recv_into(self, io: PlainSocketIO, view: memoryview) -> int:
-        count = io.recv_into(view, wait_first=False)
+        count = io.recv_into(view)
         if not count:
             raise NSMDeviceError(f"the simulated NSM at {self.path} closed the connection")
         return count
