@@ -269,9 +269,17 @@ class NSMClient:
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
+        #: The last Attestation request and its encoding: a KMS client asks with the same key every call.
+        self._last_attestation: tuple[Attestation, bytes] | None = None
 
     def _call(self, request: Request, expected: type[_R]) -> _R:
-        data = encode_request(request)
+        last = self._last_attestation  # one read: the pair is replaced whole
+        if last is not None and last[0] == request:
+            data = last[1]
+        else:
+            data = encode_request(request)
+            if type(request) is Attestation:
+                self._last_attestation = (request, data)
         if len(data) > MAX_REQUEST_BYTES:
             # nsm-api nsm_process_request: checked before the driver is called.
             raise NSMError("InputTooLarge", f"request is {len(data)} bytes, over {MAX_REQUEST_BYTES}")
