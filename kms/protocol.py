@@ -95,7 +95,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise SerializationException("Request body must be a JSON object")
     # A lone surrogate can only come from a \u escape (paired ones decode to one character); such a
     # string is not Unicode text and cannot be stored or echoed (SQLite raised UnicodeEncodeError -> 500).
-    if b"\\u" in body:
+    # (A one-byte search is a memchr; the two-byte one scans ~20x slower, so look for the backslash first.)
+    if b"\\" in body and b"\\u" in body:
         try:
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:

@@ -44,7 +44,6 @@ from kms.protocol import (
     encode_error,
     encode_result,
     parse_target,
-    validate,
 )
 from kms.reload import Watched
 from kms.state import DEFAULT_REGION, Principal
@@ -241,7 +240,7 @@ class Service:
             raise ThrottlingException("Rate exceeded")
         # (5) members
         spec = OPERATIONS[trace.operation]
-        trace.params = validate(spec.fields, decode_body(request.body))
+        trace.params = spec.members(decode_body(request.body))
         # (6) injected faults
         if self.faults is not None:
             self.faults.check()
