@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kms.audit import AuditLog, event
+from kms.audit import AuditLog, event_line
 from kms.auth import authenticate
 from kms.errors import (
     DependencyTimeoutException,
@@ -273,8 +273,8 @@ class Service:
             body = encode_error(error)
         request_id = _new_request_id()
         if self.audit is not None:
-            self.audit.write(
-                event(
+            self.audit.write_line(
+                event_line(
                     at=at,
                     request_id=request_id,
                     operation=trace.operation or _claimed_operation(request.headers),

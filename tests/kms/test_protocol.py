@@ -174,3 +174,20 @@ def test_plain_generate_random_takes_the_usual_request() -> None:
     assert plain_generate_random({"NumberOfBytes": 1024}) == {"NumberOfBytes": 1024}
     for odd in ({"NumberOfBytes": True}, {"NumberOfBytes": 0}, {"NumberOfBytes": 8, "CustomKeyStoreId": "x"}):
         assert plain_generate_random(odd) is None
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(["Plaintext", "CiphertextForRecipient"]), st.text(max_size=6)),
+        st.one_of(st.binary(max_size=40), st.none(), st.integers(), st.text(max_size=4)),
+        max_size=2,
+    )
+)
+def test_encode_result_is_the_generic_encoding(result: dict[str, object]) -> None:
+    present = {k: v for k, v in result.items() if v is not None}
+    generic = json.dumps(
+        present,
+        default=lambda b: base64.b64encode(b).decode("ascii"),
+        separators=(",", ":"),
+    ).encode()
+    assert encode_result(result) == generic
