@@ -73,6 +73,7 @@ FIELD_ORDER = (
     "nonce",
 )
 _REQUIRED = frozenset(FIELD_ORDER[:6])
+_FIELDS = frozenset(FIELD_ORDER)
 _MAX_U64 = 2**64 - 1
 
 
@@ -134,6 +135,56 @@ def _check_bytes(name: str, value: object, low: int, high: int) -> bytes:
 
 def _check_fields(doc: AttestationDocument) -> None:
     """The syntactic checks of attestation_process.md §3.2, run for decoded and constructed documents."""
+    if _fields_plainly_valid(doc):
+        return
+    _check_fields_strictly(doc)
+
+
+def _fields_plainly_valid(doc: AttestationDocument) -> bool:
+    """True only if :func:`_check_fields_strictly` would pass, tested with exact built-in types.
+
+    A decoded document holds plain ``str``/``int``/``bytes``/``dict``/``tuple`` values, so exact ``type()``
+    tests (no ABC ``isinstance`` machinery) settle the common case; anything else (a subclass, a Mapping
+    that is not a dict, a value out of bounds) returns False and the strict checks decide, and word, it.
+    """
+    module_id, timestamp, pcrs, certificate, cabundle = (
+        doc.module_id,
+        doc.timestamp,
+        doc.pcrs,
+        doc.certificate,
+        doc.cabundle,
+    )
+    if (
+        type(module_id) is not str
+        or not module_id
+        or not module_id.isascii()  # then its UTF-8 length is len(); others go the strict way
+        or len(module_id) > MAX_MODULE_ID_BYTES
+        or doc.digest != DIGEST
+        or type(timestamp) is not int
+        or not 0 < timestamp <= _MAX_U64
+        or type(pcrs) is not dict
+        or not 1 <= len(pcrs) <= MAX_PCRS
+        or type(certificate) is not bytes
+        or not 1 <= len(certificate) <= MAX_CERTIFICATE_BYTES
+        or type(cabundle) is not tuple
+        or not 1 <= len(cabundle) <= MAX_CABUNDLE
+    ):
+        return False
+    for index, value in pcrs.items():
+        if type(index) is not int or not 0 <= index < MAX_PCRS or type(value) is not bytes:
+            return False
+        if len(value) not in PCR_SIZES:
+            return False
+    for cert in cabundle:
+        if type(cert) is not bytes or not 1 <= len(cert) <= MAX_CERTIFICATE_BYTES:
+            return False
+    for value in (doc.public_key, doc.user_data, doc.nonce):
+        if value is not None and (type(value) is not bytes or len(value) > MAX_OPTIONAL_FIELD_BYTES):
+            return False
+    return True
+
+
+def _check_fields_strictly(doc: AttestationDocument) -> None:
     if not isinstance(doc.module_id, str) or not doc.module_id:
         raise _fail("module_id must be a non-empty text string")
     if len(doc.module_id.encode()) > MAX_MODULE_ID_BYTES:
@@ -182,21 +233,16 @@ def decode_document(data: bytes) -> SignedDocument:
             raise _fail(f"unexpected CBOR tag {outer.tag}; a COSE_Sign1 is untagged or tag 18")
         outer = outer.value
     # cbor2 6 decodes a tag's content as a tuple, an untagged array as a list: accept any sequence.
-    if not isinstance(outer, Sequence) or isinstance(outer, str | bytes) or len(outer) != 4:
+    if type(outer) is not list and (not isinstance(outer, Sequence) or isinstance(outer, str | bytes)):
+        raise _fail("not a COSE_Sign1: expected an array of 4 items")
+    if len(outer) != 4:
         raise _fail("not a COSE_Sign1: expected an array of 4 items")
     protected, unprotected, payload, signature = outer
     if not isinstance(protected, bytes):
         raise _fail("COSE protected header must be a byte string")
-    header = strict_loads(protected, what="COSE protected header", error=MalformedDocumentError)
-    # RFC 9052 §3: alg (label 1) in the protected bucket; the NSM uses exactly {1: -35}. Labels and the alg
-    # value are CBOR integers: Python's True == 1 and -35.0 == -35 must not let `true` or a float through.
-    if (
-        not isinstance(header, Mapping)
-        or dict(header) != {1: COSE_ALG_ES384}
-        or any(type(k) is not int or type(v) is not int for k, v in header.items())
-    ):
-        raise _fail(f"COSE protected header must be {{1: -35}} (ES384), got {header!r}")
-    if not isinstance(unprotected, Mapping):
+    if protected != PROTECTED_ES384:  # those four bytes are exactly {1: -35}; anything else is decoded
+        _check_protected(protected)
+    if type(unprotected) is not dict and not isinstance(unprotected, Mapping):
         raise _fail("COSE unprotected header must be a map")
     if not isinstance(payload, bytes) or not 1 <= len(payload) <= MAX_PAYLOAD_BYTES:
         raise _fail(f"COSE payload must be a byte string of 1..{MAX_PAYLOAD_BYTES} bytes")
@@ -208,26 +254,33 @@ def decode_document(data: bytes) -> SignedDocument:
     )
 
 
+def _check_protected(protected: bytes) -> None:
+    header = strict_loads(protected, what="COSE protected header", error=MalformedDocumentError)
+    # RFC 9052 §3: alg (label 1) in the protected bucket; the NSM uses exactly {1: -35}. Labels and the alg
+    # value are CBOR integers: Python's True == 1 and -35.0 == -35 must not let `true` or a float through.
+    if (
+        not isinstance(header, Mapping)
+        or dict(header) != {1: COSE_ALG_ES384}
+        or any(type(k) is not int or type(v) is not int for k, v in header.items())
+    ):
+        raise _fail(f"COSE protected header must be {{1: -35}} (ES384), got {header!r}")
+
+
 def decode_payload(payload: bytes) -> AttestationDocument:
     """Decode the CBOR payload map of an attestation document (unverified)."""
     fields = strict_loads(payload, what="attestation payload", error=MalformedDocumentError)
-    if not isinstance(fields, Mapping):
-        raise _fail("attestation payload must be a CBOR map")
-    unknown = [k for k in fields if k not in FIELD_ORDER]
-    if unknown:
-        raise _fail(f"attestation payload has unknown field {unknown[0]!r}")
-    missing = sorted(_REQUIRED - set(fields))
-    if missing:
-        raise _fail(f"attestation payload lacks required field {missing[0]!r}")
-    for name in _REQUIRED:
-        if fields[name] is None:
-            raise _fail(f"required field {name!r} is null")
+    # The usual shape, tested with exact types (cbor2 gives a map as dict, an array as list): if it holds,
+    # every check below would pass; if not, they run and name the first fault.
+    if not (
+        type(fields) is dict
+        and _REQUIRED <= fields.keys() <= _FIELDS
+        and all(fields[name] is not None for name in FIELD_ORDER[:6])
+        and type(fields["pcrs"]) is dict
+        and type(fields["cabundle"]) is list
+    ):
+        _check_payload_shape(fields)
     pcrs = fields["pcrs"]
-    if not isinstance(pcrs, Mapping):
-        raise _fail("pcrs must be a map")
     cabundle = fields["cabundle"]
-    if not isinstance(cabundle, Sequence) or isinstance(cabundle, str | bytes):
-        raise _fail("cabundle must be an array")
     try:
         return AttestationDocument(
             module_id=fields["module_id"],
@@ -242,6 +295,26 @@ def decode_payload(payload: bytes) -> AttestationDocument:
         )
     except TypeError as exc:  # unhashable keys and the like, from hostile input
         raise _fail(f"attestation payload has an ill-typed field ({exc})") from None
+
+
+def _check_payload_shape(fields: object) -> None:
+    """The payload map's shape: a map of known fields, the required ones present and not null."""
+    if not isinstance(fields, Mapping):
+        raise _fail("attestation payload must be a CBOR map")
+    unknown = [k for k in fields if k not in FIELD_ORDER]
+    if unknown:
+        raise _fail(f"attestation payload has unknown field {unknown[0]!r}")
+    missing = sorted(_REQUIRED - set(fields))
+    if missing:
+        raise _fail(f"attestation payload lacks required field {missing[0]!r}")
+    for name in _REQUIRED:
+        if fields[name] is None:
+            raise _fail(f"required field {name!r} is null")
+    if not isinstance(fields["pcrs"], Mapping):
+        raise _fail("pcrs must be a map")
+    cabundle = fields["cabundle"]
+    if not isinstance(cabundle, Sequence) or isinstance(cabundle, str | bytes):
+        raise _fail("cabundle must be an array")
 
 
 # -- Encoding -----------------------------------------------------------------------------------------------
@@ -401,11 +474,11 @@ def verify_signature(signed: SignedDocument, public_key: ec.EllipticCurvePublicK
     half = ES384_SIGNATURE_BYTES // 2
     r = int.from_bytes(signed.signature[:half], "big")
     s = int.from_bytes(signed.signature[half:], "big")
+    if signed.protected == PROTECTED_ES384:  # the NSM's header: the constant prefix, as in sign()
+        to_verify = _SIG1_PREFIX + cbor2.dumps(signed.payload)
+    else:
+        to_verify = _sig_structure(signed.protected, signed.payload)
     try:
-        public_key.verify(
-            encode_dss_signature(r, s),
-            _sig_structure(signed.protected, signed.payload),
-            ec.ECDSA(hashes.SHA384()),
-        )
+        public_key.verify(encode_dss_signature(r, s), to_verify, _ES384)
     except (InvalidSignature, ValueError):
         raise VerificationError("signature", "COSE_Sign1 signature does not verify") from None

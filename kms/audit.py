@@ -30,6 +30,7 @@ __all__ = [
     "MAX_AUDIT_USER_AGENT_CHARS",
     "AuditLog",
     "event",
+    "event_line",
     "request_parameters",
 ]
 
@@ -77,6 +78,10 @@ _RECIPIENT_DATA: dict[tuple[object, ...], dict[str, str]] = {}
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
+#: The same records as JSON text (what :func:`event_line` splices in), under the same keys and bound.
+_RECIPIENT_JSON: dict[tuple[object, ...], str] = {}
+
+
 def recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
     key = (recipient.module_id, *recipient.pcrs.items())
     known = _RECIPIENT_DATA.get(key)
@@ -86,6 +91,17 @@ def recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
         if len(_RECIPIENT_DATA) > RECIPIENT_DATA_CACHE_SIZE:
             del _RECIPIENT_DATA[next(iter(_RECIPIENT_DATA))]
     return dict(known)
+
+
+def _recipient_json(recipient: AttestedRecipient) -> str:
+    key = (recipient.module_id, *recipient.pcrs.items())
+    known = _RECIPIENT_JSON.get(key)
+    if known is None:
+        known = _ENCODER.encode(_recipient_data(recipient))
+        _RECIPIENT_JSON[key] = known
+        if len(_RECIPIENT_JSON) > RECIPIENT_DATA_CACHE_SIZE:
+            del _RECIPIENT_JSON[next(iter(_RECIPIENT_JSON))]
+    return known
 
 
 def _recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
@@ -157,6 +173,48 @@ def event(
     return record
 
 
+def event_line(
+    *,
+    at: datetime,
+    request_id: str,
+    operation: str | None,
+    principal: Principal | None,
+    access_key: str | None,
+    region: str,
+    source_ip: str,
+    user_agent: str | None,
+    params: Mapping[str, Any],
+    recipient: AttestedRecipient | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> str:
+    """``event(...)`` as one JSON line's text (no newline), exactly as :meth:`AuditLog.write` encodes it.
+
+    A recipient's part (module ID and up to 32 PCRs in hex: most of an attested call's record) is the
+    record's last member and the same for every call of an enclave, so its JSON text is made once and
+    spliced in: the result is the text of the whole record (tests/kms/test_audit.py compares the two).
+    """
+    text = _ENCODER.encode(
+        event(
+            at=at,
+            request_id=request_id,
+            operation=operation,
+            principal=principal,
+            access_key=access_key,
+            region=region,
+            source_ip=source_ip,
+            user_agent=user_agent,
+            params=params,
+            recipient=None,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    )
+    if recipient is None:
+        return text
+    return f'{text[:-1]},"additionalEventData":{{"recipient":{_recipient_json(recipient)}}}}}'
+
+
 class AuditLog:
     """An append-only JSON-lines file."""
 
@@ -167,6 +225,13 @@ class AuditLog:
         """Append one line; a failing disk is reported on stderr and never fails the request."""
         try:
             os.write(self._fd, (_ENCODER.encode(record) + "\n").encode())
+        except OSError as error:
+            print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
+
+    def write_line(self, line: str) -> None:
+        """Append one line of already encoded JSON (from :func:`event_line`); errors as :meth:`write`."""
+        try:
+            os.write(self._fd, (line + "\n").encode())
         except OSError as error:
             print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
 

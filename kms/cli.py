@@ -161,6 +161,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
+    from kms.transport import CoalescingHttpToolsProtocol  # noqa: PLC0415 - imports uvicorn
+
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be 1..{MAX_WORKERS}")
     settings = Settings(
@@ -194,7 +196,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "kms.app:create_app",
         factory=True,
         workers=args.workers,
-        http="httptools",
+        # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
+        http=CoalescingHttpToolsProtocol,
         loop="auto",  # uvloop (a dependency: ~50-100 us less CPU per request), else asyncio
         lifespan="off",
         log_level="warning",

@@ -7,6 +7,7 @@ returns the response members; failures are KMSErrors. Shapes copy botocore kms s
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from kms.errors import (
     ValidationException,
 )
 from kms.keystores import CLOUDHSM, EXTERNAL, KeyStore, KeyStores
-from kms.protocol import Field
+from kms.protocol import Field, validate
 
 __all__ = ["OPERATIONS", "AttestedRecipient", "Operation", "Operations"]
 
@@ -50,6 +51,9 @@ class AttestedRecipient:
 
 
 Handler = Callable[["Operations", dict[str, Any], AttestedRecipient | None, datetime], dict[str, Any]]
+#: A shortcut for ``validate(fields, raw)``: the same members for input it recognizes as plainly valid,
+#: None for anything else (then ``validate`` runs and words the error).
+PlainValidator = Callable[[Mapping[str, object]], dict[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,15 @@ class Operation:
     handler: Handler
     #: The IAM action name, ``kms:<Operation>`` (filled in by OPERATIONS).
     action: str = ""
+    plain: PlainValidator | None = None
+
+    def members(self, raw: Mapping[str, object]) -> dict[str, Any]:
+        """``validate(self.fields, raw)``, by the shortcut when it applies."""
+        if self.plain is not None:
+            members = self.plain(raw)
+            if members is not None:
+                return members
+        return validate(self.fields, raw)
 
 
 _KEY_STORE_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=64)
@@ -136,6 +149,40 @@ GENERATE_RANDOM_FIELDS = (
         ),
     ),
 )
+
+
+def plain_generate_random(raw: Mapping[str, object]) -> dict[str, Any] | None:
+    """GenerateRandom's members as ``validate(GENERATE_RANDOM_FIELDS, raw)`` gives them, for the usual
+    request (``NumberOfBytes`` in range, no key store, a well-formed Recipient or none); else None.
+
+    Exact types only (JSON gives int, str, dict), the model's bounds, the same base64 call, and the
+    members in the model's order (the audit record lists them in that order). Unknown members are
+    ignored, as ``validate`` ignores them. tests/kms/test_protocol.py checks that the two agree.
+    """
+    number = raw.get("NumberOfBytes")
+    if type(number) is not int or not MIN_RANDOM_BYTES <= number <= MAX_RANDOM_BYTES:
+        return None
+    if raw.get("CustomKeyStoreId") is not None:
+        return None
+    recipient = raw.get("Recipient")
+    if recipient is None:
+        return {"NumberOfBytes": number}
+    if type(recipient) is not dict:
+        return None
+    algorithm = recipient.get("KeyEncryptionAlgorithm")
+    document = recipient.get("AttestationDocument")
+    if type(algorithm) is not str or algorithm != KEY_ENCRYPTION_ALGORITHM or type(document) is not str:
+        return None
+    try:
+        blob = base64.b64decode(document, validate=True)
+    except ValueError:  # binascii.Error is one
+        return None
+    if not 1 <= len(blob) <= MAX_ATTESTATION_DOCUMENT_BYTES:
+        return None
+    return {
+        "NumberOfBytes": number,
+        "Recipient": {"KeyEncryptionAlgorithm": algorithm, "AttestationDocument": blob},
+    }
 
 
 class Operations:
@@ -270,7 +317,9 @@ def list_entry(store: KeyStore) -> dict[str, Any]:
 _REQUIRED_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=64, required=True)
 
 _OPERATIONS: Mapping[str, Operation] = {
-    "GenerateRandom": Operation(fields=GENERATE_RANDOM_FIELDS, handler=Operations.generate_random),
+    "GenerateRandom": Operation(
+        fields=GENERATE_RANDOM_FIELDS, handler=Operations.generate_random, plain=plain_generate_random
+    ),
     "CreateCustomKeyStore": Operation(
         fields=(
             Field(name="CustomKeyStoreName", kind="string", minimum=1, maximum=256, required=True),
@@ -305,6 +354,6 @@ _OPERATIONS: Mapping[str, Operation] = {
 }
 
 OPERATIONS: Mapping[str, Operation] = {
-    name: Operation(fields=op.fields, handler=op.handler, action=f"kms:{name}")
+    name: Operation(fields=op.fields, handler=op.handler, action=f"kms:{name}", plain=op.plain)
     for name, op in _OPERATIONS.items()
 }

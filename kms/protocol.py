@@ -95,7 +95,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise SerializationException("Request body must be a JSON object")
     # A lone surrogate can only come from a \u escape (paired ones decode to one character); such a
     # string is not Unicode text and cannot be stored or echoed (SQLite raised UnicodeEncodeError -> 500).
-    if b"\\u" in body:
+    # (A one-byte search is a memchr; the two-byte one scans ~20x slower, so look for the backslash first.)
+    if b"\\" in body and b"\\u" in body:
         try:
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
@@ -250,6 +251,10 @@ _ERROR_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def encode_result(result: Mapping[str, object]) -> bytes:
     """A success body: JSON with bytes as base64 (None members omitted, as AWS does)."""
+    if len(result) == 1:  # GenerateRandom's one blob: the bytes the encoder would give, without it
+        ((name, value),) = result.items()
+        if type(value) is bytes and name.isascii() and name.isalnum():  # a name JSON leaves as is
+            return b'{"%s":"%s"}' % (name.encode(), base64.b64encode(value))
     present = {k: v for k, v in result.items() if v is not None}
     return _RESULT_ENCODER.encode(present).encode()
 

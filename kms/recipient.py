@@ -10,15 +10,16 @@ Pipeline (the verifier's own numbered steps live in ``attestation.verify``):
    from the future).
 
 Exact-document cache: steps (1)-(2) depend only on the bytes, except the certificates' validity windows.
-So the outcome for a document that passed them is kept (bounded LRU, keyed by SHA-384 of the bytes)
+So the outcome for a document that passed them is kept (bounded LRU, keyed by the bytes themselves)
 with the intersection of its certificates' windows; a later request with the same bytes re-checks that
 window and step (3) at its own time, and falls back to the full pipeline outside the window. Rejected
 documents are never cached. This saves the ES384 verification (~0.3 ms) when a client reuses a document.
 
 The SDK's default sends a new document per call, under the same CA bundle, the same leaf (the NSM reuses
 it for hours) and the same RSA key (made once per enclave). So two more bounded caches, keyed by exact
-bytes, take the per-document Python work off that path: each certificate's validity window (no X.509
-parse per document), and each RSA SubjectPublicKeyInfo's loaded key and rid (no key load per document).
+bytes, take the per-document Python work off that path: the validity window of each (leaf, cabundle) pair
+(no X.509 parse per document), and each RSA SubjectPublicKeyInfo's loaded key and rid (no key load per
+document).
 Both hold only what a successful parse produced; a failing key is re-parsed (and rejected) every time.
 
 Every rejection is a ValidationException naming what failed; nothing from the document is trusted before
@@ -51,15 +52,18 @@ __all__ = ["DEFAULT_MAX_DOC_AGE", "RecipientCheck"]
 #: document per request, so minutes are plenty.
 DEFAULT_MAX_DOC_AGE = timedelta(minutes=5)
 
-#: Bound on the exact-document cache (entries are ~6 KB: the decoded document and a loaded RSA key).
+#: Bound on the exact-document cache. An entry is keyed by the document's bytes (a dict compares them
+#: whole, so no digest is computed and no collision is possible; only verified documents are stored, so
+#: at most MAX_DOCUMENT_BYTES, ~5 KB in practice) and holds the decoded document (~5 KB).
 DOCUMENT_CACHE_SIZE = 1024
-#: Bound on the certificate-window cache (entries: a DER certificate, ~0.7 KB, and two datetimes).
+#: Bound on the chain-window cache (entries: a leaf and its cabundle, ~3.5 KB of DER, and two datetimes).
 CERTIFICATE_WINDOW_CACHE_SIZE = 1024
 #: Bound on the recipient-key cache (entries: an SPKI, <= ~0.6 KB, its loaded key and its rid).
 RECIPIENT_KEY_CACHE_SIZE = 256
 
 _WHAT = "Recipient.AttestationDocument"
 
+_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
@@ -78,7 +82,7 @@ def _certificate_window(der: bytes) -> tuple[datetime, datetime]:
     return certificate.not_valid_before_utc, certificate.not_valid_after_utc
 
 
-def _put(cache: OrderedDict[bytes, _V], key: bytes, value: _V, bound: int) -> None:
+def _put(cache: OrderedDict[_K, _V], key: _K, value: _V, bound: int) -> None:
     cache[key] = value
     if len(cache) > bound:
         cache.popitem(last=False)
@@ -94,17 +98,16 @@ class RecipientCheck:
         self._policy = MaxAge(max_age)
         # One per worker process; the ASGI app calls the service from its event loop thread only.
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
-        self._windows: OrderedDict[bytes, tuple[datetime, datetime]] = OrderedDict()
+        self._windows: OrderedDict[tuple[bytes, tuple[bytes, ...]], tuple[datetime, datetime]] = OrderedDict()
         self._keys: OrderedDict[bytes, tuple[rsa.RSAPublicKey, bytes]] = OrderedDict()
 
     def __call__(self, data: bytes, at: datetime) -> AttestedRecipient:
-        digest = hashlib.sha384(data).digest()
-        verified = self._cache.get(digest)
+        verified = self._cache.get(data)
         if verified is not None and verified.not_before <= at <= verified.not_after:
-            self._cache.move_to_end(digest)
+            self._cache.move_to_end(data)
         else:
             verified = self._verify(data, at)
-            _put(self._cache, digest, verified, DOCUMENT_CACHE_SIZE)
+            _put(self._cache, data, verified, DOCUMENT_CACHE_SIZE)
         # (3)
         try:
             self._policy.check(verified.document, at=at)
@@ -114,14 +117,13 @@ class RecipientCheck:
 
     def _window(self, document: AttestationDocument) -> tuple[datetime, datetime]:
         """The times at which every certificate the document carries is valid (an intersection)."""
-        windows = []
-        for der in (document.certificate, *document.cabundle):
-            window = self._windows.get(der)
-            if window is None:
-                window = _certificate_window(der)
-                _put(self._windows, der, window, CERTIFICATE_WINDOW_CACHE_SIZE)
-            windows.append(window)
-        return max(w[0] for w in windows), min(w[1] for w in windows)
+        key = (document.certificate, document.cabundle)  # the verifier hashed these bytes already
+        window = self._windows.get(key)
+        if window is None:
+            windows = [_certificate_window(der) for der in (document.certificate, *document.cabundle)]
+            window = max(w[0] for w in windows), min(w[1] for w in windows)
+            _put(self._windows, key, window, CERTIFICATE_WINDOW_CACHE_SIZE)
+        return window
 
     def _recipient_key(self, spki: bytes | None) -> tuple[rsa.RSAPublicKey, bytes]:
         """The loaded RSA key of a ``public_key`` field and its rid (PolicyError if it is not one)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kms.audit import AuditLog, event
+from kms.audit import AuditLog, event_line
 from kms.auth import authenticate
 from kms.errors import (
     DependencyTimeoutException,
@@ -44,7 +44,6 @@ from kms.protocol import (
     encode_error,
     encode_result,
     parse_target,
-    validate,
 )
 from kms.reload import Watched
 from kms.state import DEFAULT_REGION, Principal
@@ -241,7 +240,7 @@ class Service:
             raise ThrottlingException("Rate exceeded")
         # (5) members
         spec = OPERATIONS[trace.operation]
-        trace.params = validate(spec.fields, decode_body(request.body))
+        trace.params = spec.members(decode_body(request.body))
         # (6) injected faults
         if self.faults is not None:
             self.faults.check()
@@ -274,8 +273,8 @@ class Service:
             body = encode_error(error)
         request_id = _new_request_id()
         if self.audit is not None:
-            self.audit.write(
-                event(
+            self.audit.write_line(
+                event_line(
                     at=at,
                     request_id=request_id,
                     operation=trace.operation or _claimed_operation(request.headers),

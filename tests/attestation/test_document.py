@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from attestation.document import (
     FIELD_ORDER,
     PROTECTED_ES384,
     AttestationDocument,
+    _check_fields_strictly,
+    _fields_plainly_valid,
     decode_document,
     encode_document,
     verify_signature,
@@ -126,3 +131,55 @@ def test_field_rules(changes: dict[str, object], message: str) -> None:
 def test_malformed_documents(data: bytes, message: str) -> None:
     with pytest.raises(MalformedDocumentError, match=message):
         decode_document(data)
+
+
+# -- the exact-type shortcut of the field checks agrees with the strict checks -----------------------------
+
+_BYTES_OR_NOT = st.one_of(
+    st.binary(max_size=4),
+    st.binary(min_size=1020, max_size=1030),
+    st.none(),
+    st.integers(),
+    st.text(max_size=2),
+)
+_PCRS = st.one_of(
+    st.dictionaries(
+        st.one_of(st.integers(-1, 33), st.booleans(), st.text(max_size=1)),
+        st.one_of(st.binary(min_size=31, max_size=33), st.binary(min_size=48, max_size=48), st.none()),
+        max_size=34,
+    ),
+    st.none(),
+    st.lists(st.binary(max_size=2), max_size=2),
+)
+_FIELDS = st.fixed_dictionaries(
+    {
+        "module_id": st.one_of(st.text(max_size=3), st.text(min_size=99, max_size=101), st.integers()),
+        "digest": st.sampled_from(["SHA384", "SHA256", b"SHA384", None]),
+        "timestamp": st.one_of(st.integers(-1, 2**64), st.booleans(), st.floats(), st.none()),
+        "pcrs": _PCRS,
+        "certificate": _BYTES_OR_NOT,
+        "cabundle": st.one_of(
+            st.lists(_BYTES_OR_NOT, max_size=9).map(tuple), st.lists(st.binary(min_size=1, max_size=3))
+        ),
+        "public_key": _BYTES_OR_NOT,
+        "user_data": _BYTES_OR_NOT,
+        "nonce": _BYTES_OR_NOT,
+    }
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_FIELDS)
+def test_plain_field_check_never_passes_what_the_strict_one_refuses(fields: dict[str, object]) -> None:
+    doc = SimpleNamespace(**fields)
+    if _fields_plainly_valid(doc):  # type: ignore[arg-type]
+        _check_fields_strictly(doc)  # type: ignore[arg-type]  # must not raise
+
+
+def test_plain_field_check_takes_a_real_document(vectors: Path) -> None:
+    for name in REAL:
+        document = decode_document((vectors / "attestation" / name).read_bytes()).document
+        plain = SimpleNamespace(
+            **{name: getattr(document, name) for name in FIELD_ORDER} | {"pcrs": dict(document.pcrs)}
+        )
+        assert _fields_plainly_valid(plain)  # type: ignore[arg-type]

@@ -11,8 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kms.errors import KMSError, SerializationException, UnknownOperationException, ValidationException
-from kms.operations import GENERATE_RANDOM_FIELDS, OPERATIONS
-from kms.protocol import decode_body, encode_error, encode_result, parse_target, validate
+from kms.operations import GENERATE_RANDOM_FIELDS, OPERATIONS, plain_generate_random
+from kms.protocol import (
+    decode_body,
+    encode_error,
+    encode_result,
+    parse_target,
+    validate,
+)
 
 
 def test_parse_target() -> None:
@@ -107,3 +113,81 @@ def test_cached_authorization_parse_equals_a_fresh_parse() -> None:
     for bad in ("A" * 64, "a" * 63, "a" * 65, ""):
         with pytest.raises(ValueError, match="Signature"):
             _parse_authorization(head + bad)
+
+
+# -- fast paths agree with the strict ones -------------------------------------------------------------------
+
+_B64_TEXT = st.one_of(
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=40),
+    st.text(alphabet="AQgw+/=\n -_.\\é\x00", max_size=12),
+    st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+    st.text(max_size=12),
+)
+
+
+_JSONISH = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 1100), st.floats(allow_nan=False), st.text(max_size=8)
+)
+_RECIPIENT = st.one_of(
+    _JSONISH,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "KeyEncryptionAlgorithm": st.one_of(_JSONISH, st.just("RSAES_OAEP_SHA_256")),
+            "AttestationDocument": st.one_of(_JSONISH, _B64_TEXT),
+            "Other": _JSONISH,
+        },
+    ),
+)
+_GENERATE_RANDOM_RAW = st.fixed_dictionaries(
+    {},
+    optional={
+        "NumberOfBytes": st.one_of(_JSONISH, st.integers(0, 1025)),
+        "CustomKeyStoreId": st.one_of(st.none(), st.text(max_size=3)),
+        "Recipient": _RECIPIENT,
+        "Unknown": _JSONISH,
+    },
+)
+
+
+@given(_GENERATE_RANDOM_RAW)
+def test_plain_generate_random_agrees_with_validate(raw: dict[str, object]) -> None:
+    plain = plain_generate_random(raw)
+    try:
+        strict: object = validate(GENERATE_RANDOM_FIELDS, raw)
+    except KMSError:
+        strict = None
+    if plain is not None:
+        # Same members, same order (the audit record lists them in this order).
+        assert plain == strict
+        assert list(plain) == list(strict)  # type: ignore[call-overload]
+        if "Recipient" in plain:
+            assert list(plain["Recipient"]) == list(strict["Recipient"])  # type: ignore[index]
+
+
+def test_plain_generate_random_takes_the_usual_request() -> None:
+    raw = {
+        "NumberOfBytes": 32,
+        "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": "hIQB"},
+    }
+    assert plain_generate_random(raw) == validate(GENERATE_RANDOM_FIELDS, raw)
+    assert plain_generate_random({"NumberOfBytes": 1024}) == {"NumberOfBytes": 1024}
+    for odd in ({"NumberOfBytes": True}, {"NumberOfBytes": 0}, {"NumberOfBytes": 8, "CustomKeyStoreId": "x"}):
+        assert plain_generate_random(odd) is None
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(["Plaintext", "CiphertextForRecipient"]), st.text(max_size=6)),
+        st.one_of(st.binary(max_size=40), st.none(), st.integers(), st.text(max_size=4)),
+        max_size=2,
+    )
+)
+def test_encode_result_is_the_generic_encoding(result: dict[str, object]) -> None:
+    present = {k: v for k, v in result.items() if v is not None}
+    generic = json.dumps(
+        present,
+        default=lambda b: base64.b64encode(b).decode("ascii"),
+        separators=(",", ":"),
+    ).encode()
+    assert encode_result(result) == generic

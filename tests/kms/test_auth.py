@@ -1,0 +1,84 @@
+"""kms.auth's verifier-side signature equals attestation.sigv4's canonical one (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attestation.sigv4 import (
+    MalformedAuthorizationError,
+    ParsedAuthorization,
+    payload_hash,
+    request_signature,
+)
+from kms.auth import _expected_signature
+
+_NAMES = st.sampled_from(["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a"])
+_VALUES = st.text(alphabet="ab \t:,;/\u00a0\u2003é", max_size=10)
+_SIGNED = st.lists(st.sampled_from(["content-type", "host", "x-amz-date", "x-amz-target", "x-b"]), min_size=1)
+
+
+def _outcome(call: object, **kwargs: object) -> object:
+    try:
+        return call(**kwargs)  # type: ignore[operator]
+    except MalformedAuthorizationError:
+        return "missing header"
+
+
+@given(
+    method=st.sampled_from(["POST", "post", "GET"]),
+    path=st.sampled_from(["/", "", "/a/../b", "/x y"]),
+    query=st.sampled_from(["", "b=2&a=1"]),
+    headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+    body=st.binary(max_size=20),
+    signed=_SIGNED,
+)
+def test_expected_signature_is_request_signature(  # noqa: PLR0917 - hypothesis's arguments
+    method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes, signed: list[str]
+) -> None:
+    parsed = ParsedAuthorization(
+        access_key="AKIDEXAMPLE",
+        date_stamp="20261129",
+        region="us-east-1",
+        service="kms",
+        signed_headers=tuple(sorted(set(signed))),
+        signature="0" * 64,
+    )
+    common = {"secret_key": "secret", "amz_date_value": "20261129T140506Z"}
+    ours = _outcome(
+        _expected_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=body,
+        parsed=parsed,
+        **common,
+    )
+    reference = _outcome(
+        request_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body_sha256=payload_hash(body),
+        authorization=parsed,
+        **common,
+    )
+    assert ours == reference
+
+
+def test_a_missing_signed_header_is_refused() -> None:
+    parsed = ParsedAuthorization(
+        access_key="AKIDEXAMPLE",
+        date_stamp="20261129",
+        region="us-east-1",
+        service="kms",
+        signed_headers=("host", "x-amz-date"),
+        signature="0" * 64,
+    )
+    with pytest.raises(MalformedAuthorizationError, match="x-amz-date"):
+        _expected_signature(
+            "POST", "/", "", [("host", "h")], b"", parsed=parsed, secret_key="s", amz_date_value="x"
+        )

@@ -1,0 +1,69 @@
+"""kms.transport: a tick's writes leave as one write, in order; close flushes, abort drops (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from kms.transport import TickCoalescingTransport
+
+
+class _Recorder(asyncio.Protocol):
+    """The real transport's protocol; counts nothing, the peer socket tells what was sent."""
+
+
+async def _pair() -> tuple[TickCoalescingTransport, asyncio.Transport, socket.socket]:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(_Recorder, sock=ours)
+    return TickCoalescingTransport(transport, loop), transport, theirs
+
+
+async def _read(sock: socket.socket) -> list[bytes]:
+    chunks = []
+    await asyncio.sleep(0.05)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return chunks
+        if not chunk:
+            return chunks
+        chunks.append(chunk)
+
+
+def test_writes_of_one_tick_leave_as_one_write_in_order() -> None:
+    async def run() -> None:
+        wrapped, real, peer = await _pair()
+        wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+        wrapped.write(b"")
+        wrapped.writelines([b"bo", bytearray(b"dy")])
+        assert real.get_write_buffer_size() == 0  # nothing handed over yet
+        assert wrapped.get_write_buffer_size() == 42
+        assert await _read(peer) == [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody"]
+        wrapped.write(b"next tick")
+        assert await _read(peer) == [b"next tick"]  # held for one tick at most
+        wrapped.close()
+        peer.close()
+
+    asyncio.run(run())
+
+
+def test_close_flushes_and_abort_drops() -> None:
+    async def run() -> None:
+        wrapped, real, peer = await _pair()
+        wrapped.write(b"last words")
+        wrapped.close()
+        assert real.is_closing()
+        assert b"".join(await _read(peer)) == b"last words"
+        peer.close()
+        wrapped, real, peer = await _pair()
+        wrapped.write(b"never sent")
+        wrapped.abort()
+        await asyncio.sleep(0.01)
+        assert await _read(peer) == []
+        assert wrapped.get_extra_info("socket") is real.get_extra_info("socket")
+        peer.close()
+
+    asyncio.run(run())
