@@ -140,7 +140,7 @@ class _Oversized:
 _TOO_LARGE = _Oversized()
 _TOO_LARGE_CLOSE = _Oversized()
 _INPUT_TOO_LARGE = encode_frame(encode_response(ErrorResponse(code="InputTooLarge")))
-_INTERNAL_ERROR = encode_response(ErrorResponse(code="InternalError"))
+_INTERNAL_ERROR = encode_frame(encode_response(ErrorResponse(code="InternalError")))
 
 
 class DeviceServer:
@@ -166,13 +166,12 @@ class DeviceServer:
         """The framed answer to one request body; the reference time is read here, once."""
         at = datetime.now(UTC)
         try:
-            answer = self.nsm.handle(body, at=at)
+            return self.nsm.handle_frame(body, at=at)
         except Exception as exc:  # never let one request take the device down
             print(
                 f"{PROG}: internal error serving a request: {type(exc).__name__}", file=sys.stderr, flush=True
             )
-            answer = _INTERNAL_ERROR
-        return encode_frame(answer)
+            return _INTERNAL_ERROR
 
     def accept(self, conn: socket.socket) -> None:
         """Serve ``conn`` on its own thread, or close it if ``MAX_CONNECTIONS`` are open."""
