@@ -239,6 +239,57 @@ def test_idle_connection_is_closed(sim_home: Path, tmp_path: Path, echo: _EchoSe
     assert "idle" in err
 
 
+def _send_until_refused(sock: socket.socket, limit: int = 1 << 30) -> int:
+    """Send zeros until the connection is refused (EPIPE, ECONNRESET); the bytes sent, or ``limit``."""
+    chunk = bytes(1 << 16)
+    sent = 0
+    while sent < limit:
+        try:
+            sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            return sent
+        sent += len(chunk)
+    return sent
+
+
+def test_a_receiver_that_takes_nothing_is_closed_after_the_idle_timeout(
+    sim_home: Path, tmp_path: Path
+) -> None:
+    # The remote accepts and never reads: the proxy's send to it stalls (a poll for room that never comes)
+    # and, after the idle timeout, the proxy closes the connection; it never hangs or spins.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited: no receive autotuning
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    held: list[socket.socket] = []
+    accepter = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+    accepter.start()
+    port = listener.getsockname()[1]
+    proc = _start(
+        sim_home,
+        "--idle-timeout",
+        "0.3",
+        "--config",
+        str(_allowlist(tmp_path, port)),
+        "8003",
+        "127.0.0.1",
+        str(port),
+    )
+    path = vsock_socket_path(PARENT_CID, 8003, sim_home)
+    try:
+        _wait_listening(proc, path)
+        with _connect(path) as sock:
+            assert _send_until_refused(sock) < 1 << 30  # far past every buffer on the way
+    finally:
+        code, err = _stop(proc)
+        accepter.join(timeout=STARTUP_SECONDS)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert code == 0, err
+    assert " closed: " in err
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
