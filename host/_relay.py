@@ -8,8 +8,8 @@ Rules this module keeps:
 - A connection with no bytes in either direction for ``idle_timeout`` seconds is closed.
 - ``shutdown()`` stops accepting at once, lets live connections finish for up to ``grace`` seconds, then
   closes what is left. Half-closes are forwarded (EOF one way becomes ``shutdown(SHUT_WR)`` on the other).
-- Each direction is one thread doing ``recv_into`` a preallocated buffer and ``sendall`` of a memoryview
-  (no per-chunk allocation); one thread per direction means neither side's writes can block the other's.
+- Each direction is one thread doing ``recv_into`` a preallocated buffer and ``send`` of a memoryview of it
+  (no per-chunk buffer); one thread per direction means neither side's writes can block the other's.
 - Both sockets are non-blocking; each pump waits with ``poll`` for exactly the event it needs. A relayed
   chunk costs a ``poll``, a ``recv`` and a ``send`` (Python's ``settimeout`` would add a ``poll`` before the
   send too); a send waits for POLLOUT only when the socket buffer is full. Waiting in ``poll`` rather than
