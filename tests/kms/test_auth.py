@@ -82,3 +82,23 @@ def test_a_missing_signed_header_is_refused() -> None:
         _expected_signature(
             "POST", "/", "", [("host", "h")], b"", parsed=parsed, secret_key="s", amz_date_value="x"
         )
+
+
+def test_amz_date_cache_answers_as_the_parser() -> None:
+    from datetime import UTC, datetime
+
+    from attestation.sigv4 import parse_amz_date
+    from kms.auth import _amz_date
+
+    for value in ("20261129T140506Z", "20261129T140506Z", "20261129T140507Z", "20240229T000000Z"):
+        assert _amz_date(value) == parse_amz_date(value) == datetime(*_fields(value), tzinfo=UTC)
+    for bad in ("20261129T140506Z ", "20261301T000000Z", "2026-11-29T14:05"):
+        with pytest.raises(MalformedAuthorizationError):
+            _amz_date(bad)
+        assert _amz_date("20261129T140506Z") == parse_amz_date("20261129T140506Z")
+    # strptime matches the literal Z case-insensitively; the fast path leaves that to it.
+    assert _amz_date("20261129T140506z") == parse_amz_date("20261129T140506z")
+
+
+def _fields(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in (value[:4], value[4:6], value[6:8], value[9:11], value[11:13], value[13:15]))
