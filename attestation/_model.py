@@ -100,12 +100,16 @@ def check_fields(doc: AttestationDocument) -> None:
     check_fields_strictly(doc)
 
 
+_INT = frozenset({int})
+_BYTES = frozenset({bytes})
+
+
 def fields_plainly_valid(doc: AttestationDocument) -> bool:
-    """True only if :func:`_check_fields_strictly` would pass, tested with exact built-in types.
+    """True only if :func:`check_fields_strictly` would pass, tested with exact built-in types.
 
     A decoded document holds plain ``str``/``int``/``bytes``/``dict``/``tuple`` values, so exact ``type()``
     tests (no ABC ``isinstance`` machinery) settle the common case; anything else (a subclass, a Mapping
-    that is not a dict, a value out of bounds) returns False and the strict checks decide, and word, it.
+    that is not a dict, a value out of bounds) returns False and the strict checks decide and word the error.
     """
     module_id, timestamp, pcrs, certificate, cabundle = (
         doc.module_id,
@@ -130,18 +134,25 @@ def fields_plainly_valid(doc: AttestationDocument) -> bool:
         or not 1 <= len(cabundle) <= MAX_CABUNDLE
     ):
         return False
-    for index, value in pcrs.items():
-        if type(index) is not int or not 0 <= index < MAX_PCRS or type(value) is not bytes:
-            return False
-        if len(value) not in PCR_SIZES:
-            return False
-    for cert in cabundle:
-        if type(cert) is not bytes or not 1 <= len(cert) <= MAX_CERTIFICATE_BYTES:
-            return False
-    for value in (doc.public_key, doc.user_data, doc.nonce):
-        if value is not None and (type(value) is not bytes or len(value) > MAX_OPTIONAL_FIELD_BYTES):
-            return False
-    return True
+    # Element checks as C-level passes (map/set/min/max) rather than a bytecode loop per PCR and cert.
+    values = pcrs.values()
+    return (
+        set(map(type, pcrs)) == _INT
+        and min(pcrs) >= 0
+        and max(pcrs) < MAX_PCRS
+        and set(map(type, values)) == _BYTES
+        and set(map(len, values)) <= PCR_SIZES
+        and set(map(type, cabundle)) == _BYTES
+        and min(map(len, cabundle)) >= 1
+        and max(map(len, cabundle)) <= MAX_CERTIFICATE_BYTES
+        and _optional_plainly_valid(doc.public_key)
+        and _optional_plainly_valid(doc.user_data)
+        and _optional_plainly_valid(doc.nonce)
+    )
+
+
+def _optional_plainly_valid(value: object) -> bool:
+    return value is None or (type(value) is bytes and len(value) <= MAX_OPTIONAL_FIELD_BYTES)
 
 
 def check_fields_strictly(doc: AttestationDocument) -> None:

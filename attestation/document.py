@@ -18,6 +18,7 @@ optional fields present as ``null`` when not requested, 96-byte raw signature.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -158,7 +159,7 @@ def decode_payload(payload: bytes) -> AttestationDocument:
     if not (
         type(fields) is dict
         and REQUIRED_FIELDS <= fields.keys() <= KNOWN_FIELDS
-        and all(fields[name] is not None for name in FIELD_ORDER[:6])
+        and None not in _required_values(fields)  # conservative: `in` tests identity, then ==
         and type(fields["pcrs"]) is dict
         and type(fields["cabundle"]) is list
     ):
@@ -179,6 +180,9 @@ def decode_payload(payload: bytes) -> AttestationDocument:
         )
     except TypeError as exc:  # unhashable keys and the like, from hostile input
         raise fail(f"attestation payload has an ill-typed field ({exc})") from None
+
+
+_required_values = operator.itemgetter(*FIELD_ORDER[:6])
 
 
 def _check_payload_shape(fields: object) -> None:

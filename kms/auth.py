@@ -134,6 +134,11 @@ def _parse_authorization(value: str) -> tuple[ParsedAuthorization, str]:
     return parsed, parsed.signature
 
 
+def _all_lower(names: Mapping[str, str]) -> bool:
+    joined = "".join(names)
+    return joined.lower() == joined
+
+
 def _expected_signature(
     method: str,
     path: str,
@@ -144,6 +149,7 @@ def _expected_signature(
     parsed: ParsedAuthorization,
     secret_key: str,
     amz_date_value: str,
+    first: Mapping[str, str] | None = None,
 ) -> str:
     """``attestation.sigv4.request_signature`` over the received request, the verifier's way round.
 
@@ -151,10 +157,18 @@ def _expected_signature(
     requests), with less string churn: the signed names are already sorted and unique (the parser
     refused anything else), so the header block is built in their order from one pass over the headers,
     and the common ``/`` path with no query needs no canonicalization. The day's signing key is cached
-    (``derive_signing_key``). MalformedAuthorizationError if a signed header is absent.
+    (``derive_signing_key``). MalformedAuthorizationError if a signed header is absent. ``first`` (each
+    name's first value) lets a request whose names are distinct and lower-case skip the scan.
     """
     signed = parsed.signed_headers
     found: dict[str, str] = {}
+    if first is not None and len(first) == len(headers) and _all_lower(first):
+        # Every name once and already lower-case: each signed header's one value is in ``first``.
+        for name in signed:
+            value = first.get(name)
+            if value is not None:
+                found[name] = " ".join(value.split())  # Trimall
+        headers = ()
     for raw_name, raw_value in headers:
         name = raw_name.lower()  # the Request's names are lower-case already; the rule is the spec's
         if name in signed:
@@ -255,6 +269,7 @@ def authenticate(
             parsed=parsed,
             secret_key=principal.secret_key,
             amz_date_value=amz_date_value,
+            first=first,
         )
     except MalformedAuthorizationError:  # a signed header that the request does not carry
         raise InvalidSignatureException(_MISMATCH) from None

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from kms.audit import AuditLog, event_line
@@ -134,14 +135,12 @@ def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
 
 
 def _first_values(headers: Sequence[tuple[str, str]]) -> tuple[dict[str, str], int]:
-    """Each header's first value by name (what :func:`_header` finds), and the section's size, in one pass."""
-    first: dict[str, str] = {}
-    size = 0
-    for name, value in headers:
-        size += len(name) + len(value)
-        if name not in first:
-            first[name] = value
-    return first, size
+    """Each header's first value by name (what a scan from the front finds), and the section's size.
+
+    C-level passes: ``dict`` of the reversed pairs keeps each name's first value (later pairs overwrite
+    earlier ones), and the size sums the lengths of every name and value.
+    """
+    return dict(reversed(headers)), sum(map(len, chain.from_iterable(headers)))
 
 
 def _claimed_operation(first: Mapping[str, str]) -> str | None:

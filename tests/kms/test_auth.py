@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation.sigv4 import (
@@ -14,7 +14,9 @@ from attestation.sigv4 import (
 )
 from kms.auth import _expected_signature
 
-_NAMES = st.sampled_from(["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a"])
+_NAMES = st.sampled_from(
+    ["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a", "X-B"]
+)
 _VALUES = st.text(alphabet="ab \t:,;/\u00a0\u2003é", max_size=10)
 _SIGNED = st.lists(st.sampled_from(["content-type", "host", "x-amz-date", "x-amz-target", "x-b"]), min_size=1)
 
@@ -26,6 +28,7 @@ def _outcome(call: object, **kwargs: object) -> object:
         return "missing header"
 
 
+@settings(max_examples=300)
 @given(
     method=st.sampled_from(["POST", "post", "GET"]),
     path=st.sampled_from(["/", "", "/a/../b", "/x y"]),
@@ -67,6 +70,19 @@ def test_expected_signature_is_request_signature(  # noqa: PLR0917 - hypothesis'
         **common,
     )
     assert ours == reference
+    # With the service's index of first values (the shortcut for distinct lower-case names).
+    indexed = _outcome(
+        _expected_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=body,
+        parsed=parsed,
+        first=dict(reversed(headers)),
+        **common,
+    )
+    assert indexed == reference
 
 
 def test_a_missing_signed_header_is_refused() -> None:
