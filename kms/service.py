@@ -150,21 +150,20 @@ def _claimed_operation(first: Mapping[str, str]) -> str | None:
     return name if target.startswith("TrentService.") and name in OPERATIONS else None
 
 
-def _scope_region(first: Mapping[str, str]) -> str:
+def _claimed_credential(first: Mapping[str, str]) -> tuple[str | None, str]:
+    """The access key and scope region an ``Authorization`` header claims, for the audit record.
+
+    As sent, authenticated or not: the text after the first ``Credential=`` up to a ``/`` (truncated to
+    the audit bound by the record), and the third ``/`` part of the credential if it has five.
+    """
     value = first.get("authorization") or ""
     start = value.find("Credential=")
     if start < 0:
-        return DEFAULT_REGION
-    parts = value[start + len("Credential=") :].split(",")[0].split("/")
-    return parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
-
-
-def _access_key(first: Mapping[str, str]) -> str | None:
-    value = first.get("authorization") or ""
-    start = value.find("Credential=")
-    if start < 0:
-        return None
-    return value[start + len("Credential=") :].split("/")[0][:128] or None
+        return None, DEFAULT_REGION
+    credential = value[start + len("Credential=") :]
+    access_key = credential.split("/", 1)[0][:128] or None
+    parts = credential.split(",", 1)[0].split("/")
+    return access_key, parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
 
 
 @dataclass(slots=True)
@@ -290,14 +289,15 @@ class Service:
             body = encode_error(error)
         request_id = _new_request_id()
         if self.audit is not None:
+            access_key, region = _claimed_credential(first)
             self.audit.write_line(
                 event_line(
                     at=at,
                     request_id=request_id,
                     operation=trace.operation or _claimed_operation(first),
                     principal=trace.principal,
-                    access_key=_access_key(first),
-                    region=_scope_region(first),
+                    access_key=access_key,
+                    region=region,
                     source_ip=request.source_ip,
                     user_agent=first.get("user-agent"),
                     params=trace.params,
