@@ -236,7 +236,24 @@ def _done(pos: int, end: int) -> None:
 
 
 def _parse(blob: bytes) -> EnvelopeFields:
-    """The parse-and-check pipeline; raises anything on bad input (callers turn it into DecryptionError)."""
+    """The parse-and-check pipeline; raises anything on bad input (callers turn it into DecryptionError).
+
+    A blob shaped like one parsed before (same length, same bytes outside the four fields) takes the
+    template check of :func:`_templated`; anything else, and the first of each shape, the full walk.
+    """
+    template = _TEMPLATES.get(len(blob))
+    if template is not None:
+        fields = template.match(blob)
+        if fields is not None:
+            return fields
+    fields, regions = _walk(blob)
+    if regions is not None and len(_TEMPLATES) < MAX_TEMPLATES and len(blob) not in _TEMPLATES:
+        _TEMPLATES[len(blob)] = _Template.of(blob, regions)
+    return fields
+
+
+def _walk(blob: bytes) -> tuple[EnvelopeFields, tuple[tuple[int, int], ...] | None]:
+    """The full BER walk: the fields, and where they lie (None when the ciphertext is in several chunks)."""
     # (1) size bound; ContentInfo is one element, nothing after it (BER or DER, see _element)
     if not 0 < len(blob) <= MAX_CIPHERTEXT_FOR_RECIPIENT_BYTES:
         raise ValueError("size")
@@ -277,11 +294,14 @@ def _parse(blob: bytes) -> EnvelopeFields:
     _done(cursor, eci_stop)
     if tag == 0x80:
         ciphertext = blob[content_start:content_stop]
+        spans: list[tuple[int, int]] = [(content_start, content_stop)]
     elif tag == 0xA0:
         chunks = []
+        spans = []
         while content_start < content_stop:
             chunk_start, chunk_stop, content_start = _expect(blob, content_start, content_stop, 0x04)
             chunks.append(blob[chunk_start:chunk_stop])
+            spans.append((chunk_start, chunk_stop))
         ciphertext = b"".join(chunks)
     else:
         raise ValueError("encrypted content")
@@ -289,12 +309,61 @@ def _parse(blob: bytes) -> EnvelopeFields:
         raise ValueError("IV")
     if not ciphertext or len(ciphertext) % _AES_BLOCK:
         raise ValueError("ciphertext length")
-    return EnvelopeFields(
+    fields = EnvelopeFields(
         key_id=blob[rid_start:rid_stop],
         encrypted_key=blob[key_start:key_stop],
         iv=blob[iv_start:iv_stop],
         ciphertext=ciphertext,
     )
+    regions = None
+    if len(spans) == 1:
+        regions = ((rid_start, rid_stop), (key_start, key_stop), (iv_start, iv_stop), spans[0])
+    return fields, regions
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The constant bytes of one parsed blob around its four fields (rid, encryptedKey, IV, ciphertext).
+
+    Why a match is as good as the full walk: the walk reads only tags, lengths, end-of-contents octets and
+    the exact-value elements (OIDs, versions, the OAEP identifier); it never reads inside the four fields,
+    which are primitive contents, except for their lengths (encoded outside them). A blob of the same
+    length with the same bytes outside the fields is therefore walked identically, and yields its own
+    bytes at the same places. The checks on the fields' sizes (IV 16 bytes, ciphertext whole blocks)
+    hold because the sizes are those of the blob the template was made from.
+    """
+
+    constants: tuple[tuple[int, bytes], ...]
+    regions: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, blob: bytes, regions: tuple[tuple[int, int], ...]) -> _Template:
+        constants = []
+        cursor = 0
+        for start, stop in regions:  # in the order they appear in the blob
+            constants.append((cursor, blob[cursor:start]))
+            cursor = stop
+        constants.append((cursor, blob[cursor:]))
+        return cls(constants=tuple(constants), regions=regions)
+
+    def match(self, blob: bytes) -> EnvelopeFields | None:
+        """The fields of ``blob`` (of this template's length) if its constant bytes are equal, else None."""
+        for start, constant in self.constants:
+            if not blob.startswith(constant, start):
+                return None
+        (rid_start, rid_stop), (key_start, key_stop), (iv_start, iv_stop), (ct_start, ct_stop) = self.regions
+        return EnvelopeFields(
+            key_id=blob[rid_start:rid_stop],
+            encrypted_key=blob[key_start:key_stop],
+            iv=blob[iv_start:iv_stop],
+            ciphertext=blob[ct_start:ct_stop],
+        )
+
+
+#: Blob shapes seen, by length (a GenerateRandom answer's length follows from NumberOfBytes and the key
+#: size, so a client sees a handful); bounded, filled only from blobs the full walk accepted.
+MAX_TEMPLATES = 256
+_TEMPLATES: dict[int, _Template] = {}
 
 
 def parse_ciphertext_for_recipient(blob: bytes) -> EnvelopeFields:

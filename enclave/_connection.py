@@ -3,6 +3,8 @@
 The I/O shell around :mod:`enclave._http`. Rules:
 
 - One request in flight; each request is written with one ``sendall`` of prebuilt bytes.
+- A plain (non-TLS) connection waits with kernel timeouts (:func:`enclave._sockets.use_kernel_timeouts`):
+  one system call per read or write instead of a ``poll`` and the call; the read timeout applies per read.
 - The connection is opened lazily and kept open while the server keeps it alive. A reused connection
   that turns out to be dead before any response byte arrives (the server or proxy closed it while idle)
   is reopened once, silently, as HTTP clients do for stale pooled connections. Every other failure closes
@@ -16,13 +18,13 @@ The I/O shell around :mod:`enclave._http`. Rules:
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import ssl
 from dataclasses import dataclass
 
 from enclave import vsock
 from enclave._http import Response, ResponseReader
+from enclave._sockets import fork_generation, use_kernel_timeouts
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError, ProtocolError, ReadTimeoutError
 
 __all__ = ["ENV_KMS_TLS", "Connection", "Endpoint"]
@@ -68,7 +70,7 @@ class Connection:
         "_buffer",
         "_connect_timeout",
         "_endpoint",
-        "_pid",
+        "_generation",
         "_read_timeout",
         "_simulated",
         "_sock",
@@ -93,7 +95,7 @@ class Connection:
         self._ssl_context = ssl_context
         self._simulated = simulated
         self._sock: socket.socket | None = None
-        self._pid = 0
+        self._generation = -1
         self._buffer = bytearray(RECV_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
 
@@ -135,12 +137,15 @@ class Connection:
             except OSError as exc:
                 sock.close()
                 raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
-        sock.settimeout(self._read_timeout)
+        if self._ssl_context is None:
+            use_kernel_timeouts(sock, self._read_timeout)
+        else:
+            sock.settimeout(self._read_timeout)
         return sock
 
     def exchange(self, request: bytes) -> Response:
         """Send ``request`` (complete bytes) and return the response; see the module rules."""
-        if self._sock is not None and self._pid != os.getpid():
+        if self._sock is not None and self._generation != fork_generation():
             self._sock = None  # inherited across fork(): the parent's connection is not ours to use
         reused = self._sock is not None
         try:
@@ -166,7 +171,7 @@ class Connection:
 
     def _attempt(self, request: bytes) -> Response:
         if self._sock is None:
-            self._sock, self._pid = self._open(), os.getpid()
+            self._sock, self._generation = self._open(), fork_generation()
         sock = self._sock
         reader = ResponseReader()
         try:
@@ -183,7 +188,7 @@ class Connection:
         except _StaleConnectionError:
             self.close()
             raise
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # settimeout's, or the kernel's (EAGAIN) on plain sockets
             self.close()
             raise ReadTimeoutError(self._endpoint.url) from None
         except ProtocolError:

@@ -18,11 +18,12 @@ device hangs. A document's age is measured from when its NSM call returned (mono
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from enclave._sockets import fork_generation
 
 __all__ = ["PREFETCH_MAX_AGE_SECONDS", "DocumentSource"]
 
@@ -108,7 +109,7 @@ class DocumentSource:
         self._prefetch = prefetch and reuse_seconds == 0
         self._cached: tuple[bytes, float] | None = None
         self._prefetcher: _Prefetcher | None = None
-        self._pid = os.getpid()
+        self._generation = fork_generation()
         self._calls = 0
 
     def _make(self) -> tuple[bytes, float]:
@@ -122,8 +123,8 @@ class DocumentSource:
             if self._cached is None or time.monotonic() - self._cached[1] >= self._reuse:
                 self._cached = self._make()
             return self._cached[0]
-        if self._pid != os.getpid():  # after fork() the worker thread is gone: start over in this process
-            self._prefetcher, self._pid = None, os.getpid()
+        if self._generation != fork_generation():  # after fork() the worker is gone: start over here
+            self._prefetcher, self._generation = None, fork_generation()
         outcome = self._prefetcher.collect() if self._prefetcher is not None else None
         # A failed prefetch is simply redone on the spot, where its error is raised properly.
         if isinstance(outcome, tuple) and time.monotonic() - outcome[1] <= PREFETCH_MAX_AGE_SECONDS:

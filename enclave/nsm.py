@@ -56,6 +56,7 @@ from attestation.nsm_wire import (
     frame_length,
 )
 from attestation.sim import ENV_NSM, check_unix_path
+from enclave._sockets import fork_generation, use_kernel_timeouts
 
 __all__ = [
     "DEV_NSM",
@@ -119,13 +120,13 @@ class SimulatedDeviceTransport:
         self.path = check_unix_path(Path(path))
         self._timeout = timeout
         self._sock: socket.socket | None = None
-        self._pid = 0
+        self._generation = -1
         self._mutex = threading.Lock()
         #: Receive buffer for one whole frame, reused by every call (calls are serialized by the mutex).
         self._view = memoryview(bytearray(FRAME_HEADER_BYTES + MAX_RESPONSE_BYTES))
 
     def _connection(self) -> socket.socket:
-        if self._sock is not None and self._pid == os.getpid():
+        if self._sock is not None and self._generation == fork_generation():
             return self._sock
         self._sock = None  # after a fork the parent's connection is not ours to use
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,7 +138,9 @@ class SimulatedDeviceTransport:
             raise NSMDeviceError(
                 f"cannot connect to the simulated NSM at {self.path}: {_reason(exc)}"
             ) from None
-        self._sock, self._pid = sock, os.getpid()
+        # Connected: from now on one system call per read or write (kernel timeouts, same bound).
+        use_kernel_timeouts(sock, self._timeout)
+        self._sock, self._generation = sock, fork_generation()
         return sock
 
     def _receive_frame(self, sock: socket.socket) -> bytes:
@@ -176,7 +179,9 @@ class SimulatedDeviceTransport:
                 raise
             except OSError as exc:
                 self._drop()
-                raise NSMDeviceError(f"simulated NSM at {self.path}: {_reason(exc)}") from None
+                # A kernel timeout (EAGAIN on the blocking socket) reads as settimeout's would.
+                reason = "timed out" if isinstance(exc, BlockingIOError) else _reason(exc)
+                raise NSMDeviceError(f"simulated NSM at {self.path}: {reason}") from None
 
     def _drop(self) -> None:
         if self._sock is not None:

@@ -12,30 +12,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import select
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import e2e_procs as e2e
 import pytest
 
 from attestation.sim import PARENT_CID, vsock_socket_path
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-#: Generous bound for a process to come up or go down on a loaded machine (never asserted as a time).
-STARTUP_SECONDS = 30.0
 PCR0_ALLOWED = "a1" * 48
 PCR0_OTHER = "b2" * 48
-PROXY_PORT = 8000
 
 # The SDK driver: a simulated enclave app that takes one JSON command per stdin line, answers one line.
 DRIVER = r"""
@@ -79,72 +72,6 @@ for line in sys.stdin:
         out = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     print(json.dumps(out), flush=True)
 """
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NITRO_SIM_"))}
-    env.update({"NITRO_SIM_HOME": str(home), "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file")})
-    env.update(extra)
-    return env
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path, *, talk: bool = False) -> subprocess.Popen[str]:
-    """Start a process whose stderr (and stdout, unless ``talk``) goes to ``log``: never an undrained
-    pipe, which could fill and block it. With ``talk``, stdin and stdout are pipes for the test."""
-    with log.open("a") as sink:
-        return subprocess.Popen(
-            args,
-            env=env,
-            stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if talk else sink,
-            stderr=sink,
-            text=True,
-        )
-
-
-def _tail(home: Path, name: str) -> str:
-    path = home / f"{name}.log"
-    return path.read_text()[-2000:] if path.exists() else ""
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STARTUP_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def _wait_path(proc: subprocess.Popen[str], path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited early (see the .log files in {path.parent})")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear")
-        time.sleep(0.02)
-
-
-def _first_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], STARTUP_SECONDS)
-    if not ready:
-        raise AssertionError("no first line from kms-sim")
-    line = proc.stdout.readline().strip()
-    if not line:
-        raise AssertionError("kms-sim exited before printing its URL (see kms.log in its home)")
-    return line
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Tap:
@@ -208,24 +135,24 @@ class Stack:
     driver: subprocess.Popen[str] | None = None
 
     def start_kms(self, *extra: str) -> None:
-        proc = _spawn(
-            [str(BIN / "kms-sim"), "serve", "--listen", f"127.0.0.1:{self.kms_port}", *extra],
-            _env(self.home),
+        proc = e2e.spawn(
+            [str(e2e.BIN / "kms-sim"), "serve", "--listen", f"127.0.0.1:{self.kms_port}", *extra],
+            e2e.env(self.home),
             self.home / "kms.log",
             talk=True,
         )
         self.procs["kms"] = proc
-        assert _first_line(proc).endswith(f":{self.kms_port}")
+        assert e2e.first_line(proc).endswith(f":{self.kms_port}")
 
     def stop_kms(self) -> None:
-        _stop(self.procs.pop("kms"))
+        e2e.stop(self.procs.pop("kms"))
 
     def sdk_env(self) -> dict[str, str]:
-        return _env(self.home, NITRO_SIM_NSM=str(self.nsm_socket))
+        return e2e.env(self.home, NITRO_SIM_NSM=str(self.nsm_socket))
 
     def call(self, **cmd: object) -> dict[str, object]:
         if self.driver is None:
-            self.driver = _spawn(
+            self.driver = e2e.spawn(
                 [sys.executable, "-c", DRIVER], self.sdk_env(), self.home / "sdk.log", talk=True
             )
         assert self.driver.stdin is not None
@@ -234,15 +161,15 @@ class Stack:
         self.driver.stdin.flush()
         line = self.driver.stdout.readline()
         if not line:
-            raise AssertionError(f"SDK driver died: {_tail(self.home, 'sdk')}")
+            raise AssertionError(f"SDK driver died: {e2e.tail(self.home, 'sdk')}")
         result: dict[str, object] = json.loads(line)
         return result
 
     def close(self) -> None:
         if self.driver is not None:
-            _stop(self.driver)
+            e2e.stop(self.driver)
         for proc in reversed(list(self.procs.values())):
-            _stop(proc)
+            e2e.stop(proc)
         if self.tap is not None:
             self.tap.close()
 
@@ -260,33 +187,33 @@ def _policy(home: Path, pcr0: str) -> Path:
 
 
 def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = ()) -> Stack:
-    stack = Stack(home=home, nsm_socket=home / "nsm.sock", kms_port=_free_port())
+    stack = Stack(home=home, nsm_socket=home / "nsm.sock", kms_port=e2e.free_port())
     try:
-        nsm = _spawn(
-            [str(BIN / "nsm-sim"), "--socket", str(stack.nsm_socket), "--pcr", f"0={enclave_pcr0}"],
-            _env(home),
+        nsm = e2e.spawn(
+            [str(e2e.BIN / "nsm-sim"), "--socket", str(stack.nsm_socket), "--pcr", f"0={enclave_pcr0}"],
+            e2e.env(home),
             home / "nsm.log",
         )
         stack.procs["nsm"] = nsm
-        _wait_path(nsm, stack.nsm_socket)
+        e2e.wait_path(nsm, stack.nsm_socket)
         stack.start_kms("--policy", str(_policy(home, PCR0_ALLOWED)), *kms_args)
         stack.tap = Tap(stack.kms_port)
         allow = home / "allow.yaml"
         allow.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {stack.tap.port}}}\n")
-        proxy = _spawn(
+        proxy = e2e.spawn(
             [
-                str(BIN / "vsock-proxy"),
+                str(e2e.BIN / "vsock-proxy"),
                 "--config",
                 str(allow),
-                str(PROXY_PORT),
+                str(e2e.PROXY_PORT),
                 "127.0.0.1",
                 str(stack.tap.port),
             ],
-            _env(home),
+            e2e.env(home),
             home / "proxy.log",
         )
         stack.procs["proxy"] = proxy
-        _wait_path(proxy, vsock_socket_path(PARENT_CID, PROXY_PORT, home))
+        e2e.wait_path(proxy, vsock_socket_path(PARENT_CID, e2e.PROXY_PORT, home))
     except BaseException:
         stack.close()
         raise
@@ -366,11 +293,11 @@ def test_authentication_errors_surface_as_their_classes(stack: Stack) -> None:
 
 def test_kmstool_enclave_cli_genrandom(stack: Stack) -> None:
     done = subprocess.run(
-        [str(BIN / "kmstool-enclave-cli"), "genrandom", "--length", "32"],
+        [str(e2e.BIN / "kmstool-enclave-cli"), "genrandom", "--length", "32"],
         env=stack.sdk_env(),
         capture_output=True,
         text=True,
-        timeout=STARTUP_SECONDS,
+        timeout=e2e.STARTUP_SECONDS,
         check=False,
     )
     assert done.returncode == 0, done.stderr
