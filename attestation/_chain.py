@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -90,6 +90,18 @@ class Chain:
 
     windows: tuple[Window, ...]
     leaf_key: ec.EllipticCurvePublicKey
+    #: The intersection of the windows: ``at`` inside it is exactly "every certificate is valid at ``at``".
+    not_before: datetime = field(init=False)
+    not_after: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "not_before", max(w.not_before for w in self.windows))
+        object.__setattr__(self, "not_after", min(w.not_after for w in self.windows))
+
+    def check_validity(self, at: datetime) -> None:
+        """:func:`check_validity` of the windows: one comparison pair when all are valid, else the words."""
+        if not self.not_before <= at <= self.not_after:
+            check_validity(self.windows, at)
 
 
 def check_validity(windows: Sequence[Window], at: datetime) -> None:

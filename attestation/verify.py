@@ -43,7 +43,6 @@ from attestation._chain import (
     MAX_CHAIN_DEPTH,
     CAChain,
     Chain,
-    check_validity,
     extend,
     fingerprint,
     parse_certificate,
@@ -199,7 +198,7 @@ class Verifier:
                 self._cas.move_to_end(doc.cabundle)
         if hit is not None:
             # The same leaf and bundle verified before: only time can have changed.
-            check_validity(hit.windows, at)
+            hit.check_validity(at)
             return hit.leaf_key
         chain = self._verify_chain(doc, at, ca)
         with self._lock:

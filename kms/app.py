@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from kms.protocol import MAX_REQUEST_BODY_BYTES
@@ -29,6 +30,18 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The header pairs as latin-1 text (a byte per character, as HTTP/1.1 header octets are).
+
+    One decode of all names and values joined by LF, split back into pairs; if any name or value held an
+    LF itself (HTTP forbids it, servers refuse it), the count is off and each is decoded on its own.
+    """
+    flat = b"\n".join(chain.from_iterable(raw)).decode("latin-1").split("\n")
+    if len(flat) == 2 * len(raw):
+        return list(zip(flat[::2], flat[1::2], strict=True))
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
 
 
 class KMSApp:
@@ -72,7 +85,7 @@ class KMSApp:
             method=scope["method"],
             path=raw_path.decode("latin-1").split("?", 1)[0],
             query=scope.get("query_string", b"").decode("latin-1"),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            headers=_decode_headers(scope["headers"]),
             body=body,
             source_ip=client[0] if client else "127.0.0.1",
         )

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from kms.audit import AuditLog, event_line
@@ -123,13 +124,6 @@ class FaultInjector:
                 raise _INJECTABLE[name](f"Injected fault ({name}) for testing client retries.")
 
 
-def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
     """``kms:RecipientAttestation:ImageSha384`` (PCR0) and ``…:PCR<N>``: lower-case keys and hex values."""
     if recipient is None:
@@ -140,28 +134,36 @@ def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
     return context
 
 
-def _claimed_operation(headers: Sequence[tuple[str, str]]) -> str | None:
+def _first_values(headers: Sequence[tuple[str, str]]) -> tuple[dict[str, str], int]:
+    """Each header's first value by name (what a scan from the front finds), and the section's size.
+
+    C-level passes: ``dict`` of the reversed pairs keeps each name's first value (later pairs overwrite
+    earlier ones), and the size sums the lengths of every name and value.
+    """
+    return dict(reversed(headers)), sum(map(len, chain.from_iterable(headers)))
+
+
+def _claimed_operation(first: Mapping[str, str]) -> str | None:
     """The operation a request names, for the audit record of a request refused before step (3)."""
-    target = _header(headers, "x-amz-target") or ""
+    target = first.get("x-amz-target") or ""
     name = target.removeprefix("TrentService.")
     return name if target.startswith("TrentService.") and name in OPERATIONS else None
 
 
-def _scope_region(headers: Sequence[tuple[str, str]]) -> str:
-    value = _header(headers, "authorization") or ""
+def _claimed_credential(first: Mapping[str, str]) -> tuple[str | None, str]:
+    """The access key and scope region an ``Authorization`` header claims, for the audit record.
+
+    As sent, authenticated or not: the text after the first ``Credential=`` up to a ``/`` (truncated to
+    the audit bound by the record), and the third ``/`` part of the credential if it has five.
+    """
+    value = first.get("authorization") or ""
     start = value.find("Credential=")
     if start < 0:
-        return DEFAULT_REGION
-    parts = value[start + len("Credential=") :].split(",")[0].split("/")
-    return parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
-
-
-def _access_key(headers: Sequence[tuple[str, str]]) -> str | None:
-    value = _header(headers, "authorization") or ""
-    start = value.find("Credential=")
-    if start < 0:
-        return None
-    return value[start + len("Credential=") :].split("/")[0][:128] or None
+        return None, DEFAULT_REGION
+    credential = value[start + len("Credential=") :]
+    access_key = credential.split("/", 1)[0][:128] or None
+    parts = credential.split(",", 1)[0].split("/")
+    return access_key, parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
 
 
 @dataclass(slots=True)
@@ -216,12 +218,24 @@ class Service:
         if self.audit is not None:
             self.audit.close()
 
-    def _pipeline(self, request: Request, trace: _Trace, *, at: datetime, tick: float) -> dict[str, Any]:
-        """Steps (1)-(9); fills ``trace`` as it learns who asked for what (for the audit record)."""
+    def _pipeline(
+        self,
+        request: Request,
+        first: Mapping[str, str],
+        header_bytes: int,
+        trace: _Trace,
+        *,
+        at: datetime,
+        tick: float,
+    ) -> dict[str, Any]:
+        """Steps (1)-(9); fills ``trace`` as it learns who asked for what (for the audit record).
+
+        ``first`` maps each header name to its first value, ``header_bytes`` is the section's size.
+        """
         # (1) size
         if len(request.body) > MAX_REQUEST_BODY_BYTES:
             raise ValidationException(f"Request body is over the {MAX_REQUEST_BODY_BYTES}-byte limit")
-        if sum(len(name) + len(value) for name, value in request.headers) > MAX_REQUEST_HEADER_BYTES:
+        if header_bytes > MAX_REQUEST_HEADER_BYTES:
             raise ValidationException(f"Request headers are over the {MAX_REQUEST_HEADER_BYTES}-byte limit")
         # (2) authentication
         trace.principal = authenticate(
@@ -232,9 +246,10 @@ class Service:
             request.body,
             principals=self.principals.get(tick),
             at=at,
+            first=first,
         )
         # (3) operation
-        trace.operation = parse_target(_header(request.headers, "x-amz-target"), OPERATIONS)
+        trace.operation = parse_target(first.get("x-amz-target"), OPERATIONS)
         # (4) rate
         if self.throttle is not None and not self.throttle.take(tick):
             raise ThrottlingException("Rate exceeded")
@@ -258,8 +273,9 @@ class Service:
         """Answer one request received at ``at`` (aware UTC; ``tick`` is a monotonic clock reading)."""
         trace = _Trace()
         error: KMSError | None = None
+        first, header_bytes = _first_values(request.headers)
         try:
-            body = encode_result(self._pipeline(request, trace, at=at, tick=tick))
+            body = encode_result(self._pipeline(request, first, header_bytes, trace, at=at, tick=tick))
         except KMSError as caught:
             error = caught
         except Exception as unexpected:  # a bug: answer 500 (SDKs retry), keep serving, say one line
@@ -273,16 +289,17 @@ class Service:
             body = encode_error(error)
         request_id = _new_request_id()
         if self.audit is not None:
+            access_key, region = _claimed_credential(first)
             self.audit.write_line(
                 event_line(
                     at=at,
                     request_id=request_id,
-                    operation=trace.operation or _claimed_operation(request.headers),
+                    operation=trace.operation or _claimed_operation(first),
                     principal=trace.principal,
-                    access_key=_access_key(request.headers),
-                    region=_scope_region(request.headers),
+                    access_key=access_key,
+                    region=region,
                     source_ip=request.source_ip,
-                    user_agent=_header(request.headers, "user-agent"),
+                    user_agent=first.get("user-agent"),
                     params=trace.params,
                     recipient=trace.recipient,
                     error_code=error.code if error is not None else None,

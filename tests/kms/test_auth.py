@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation.sigv4 import (
@@ -14,7 +14,9 @@ from attestation.sigv4 import (
 )
 from kms.auth import _expected_signature
 
-_NAMES = st.sampled_from(["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a"])
+_NAMES = st.sampled_from(
+    ["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a", "X-B"]
+)
 _VALUES = st.text(alphabet="ab \t:,;/\u00a0\u2003é", max_size=10)
 _SIGNED = st.lists(st.sampled_from(["content-type", "host", "x-amz-date", "x-amz-target", "x-b"]), min_size=1)
 
@@ -26,6 +28,7 @@ def _outcome(call: object, **kwargs: object) -> object:
         return "missing header"
 
 
+@settings(max_examples=300)
 @given(
     method=st.sampled_from(["POST", "post", "GET"]),
     path=st.sampled_from(["/", "", "/a/../b", "/x y"]),
@@ -67,6 +70,19 @@ def test_expected_signature_is_request_signature(  # noqa: PLR0917 - hypothesis'
         **common,
     )
     assert ours == reference
+    # With the service's index of first values (the shortcut for distinct lower-case names).
+    indexed = _outcome(
+        _expected_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=body,
+        parsed=parsed,
+        first=dict(reversed(headers)),
+        **common,
+    )
+    assert indexed == reference
 
 
 def test_a_missing_signed_header_is_refused() -> None:
@@ -82,3 +98,23 @@ def test_a_missing_signed_header_is_refused() -> None:
         _expected_signature(
             "POST", "/", "", [("host", "h")], b"", parsed=parsed, secret_key="s", amz_date_value="x"
         )
+
+
+def test_amz_date_cache_answers_as_the_parser() -> None:
+    from datetime import UTC, datetime
+
+    from attestation.sigv4 import parse_amz_date
+    from kms.auth import _amz_date
+
+    for value in ("20261129T140506Z", "20261129T140506Z", "20261129T140507Z", "20240229T000000Z"):
+        assert _amz_date(value) == parse_amz_date(value) == datetime(*_fields(value), tzinfo=UTC)
+    for bad in ("20261129T140506Z ", "20261301T000000Z", "2026-11-29T14:05"):
+        with pytest.raises(MalformedAuthorizationError):
+            _amz_date(bad)
+        assert _amz_date("20261129T140506Z") == parse_amz_date("20261129T140506Z")
+    # strptime matches the literal Z case-insensitively; the fast path leaves that to it.
+    assert _amz_date("20261129T140506z") == parse_amz_date("20261129T140506z")
+
+
+def _fields(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in (value[:4], value[4:6], value[6:8], value[9:11], value[11:13], value[13:15]))

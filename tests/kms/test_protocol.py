@@ -30,6 +30,7 @@ def test_parse_target() -> None:
 
 def test_decode_body() -> None:
     assert decode_body(b"") == {}
+    assert decode_body(b" \t\r\n\x0b\x0c") == {}
     assert decode_body(b'  {"a": 1} ') == {"a": 1}
     for bad in (b"{", b"[]", b"1", b"\xff", b'"x"'):
         with pytest.raises(SerializationException):

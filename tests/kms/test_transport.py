@@ -1,9 +1,13 @@
-"""kms.transport: a tick's writes leave as one write, in order; close flushes, abort drops (real sockets)."""
+"""kms.transport: a tick's writes leave as one write, in order; close flushes, abort drops (real sockets).
+And the ASGI shell's header decoding."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kms.transport import TickCoalescingTransport
 
@@ -67,3 +71,12 @@ def test_close_flushes_and_abort_drops() -> None:
         peer.close()
 
     asyncio.run(run())
+
+
+@given(st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=6)), max_size=6))
+def test_header_decoding_is_per_pair_latin1(raw: list[tuple[bytes, bytes]]) -> None:
+    from kms.app import _decode_headers
+
+    assert _decode_headers(raw) == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    with_lf = [*raw, (b"x-a", b"1\n2")]
+    assert _decode_headers(with_lf) == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in with_lf]
