@@ -41,7 +41,7 @@ def _boto3_call(args: argparse.Namespace) -> Call:
         region_name=args.region,
         aws_access_key_id=args.access_key,
         aws_secret_access_key=args.secret_key,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
     )
     n = args.n
 

@@ -16,9 +16,15 @@ its texts, checked before anything is sent:
 - One of an explicit key pair: PartialCredentialsError "Partial credentials found in explicit, missing:
   aws_secret_access_key"; ``AWS_ACCESS_KEY_ID`` without ``AWS_SECRET_ACCESS_KEY``: "Partial credentials
   found in env, missing: AWS_SECRET_ACCESS_KEY" (a secret alone in the environment is ignored, as there).
-- ``AWS_MAX_ATTEMPTS`` (total attempts, used when ``Config.retries`` has no ``max_attempts``) that is not an
-  integer: ValueError "invalid literal for int() with base 10: 'abc'"; below 1: ValueError 'Value provided
-  to "max_attempts": 0 must be an integer greater than or equal to 1.'; above MAX_ATTEMPTS_LIMIT: ValueError.
+- Retries as botocore counts them (``botocore/args.py``, ``_compute_retry_max_attempts``):
+  ``Config(retries={"total_max_attempts": N})`` is N attempts in all; ``{"max_attempts": N}`` is N
+  *retries*, N + 1 attempts (botocore's older key; ``total_max_attempts`` wins when both are given);
+  ``AWS_MAX_ATTEMPTS`` is total attempts, used when ``retries`` sets neither. Any other key of ``retries``:
+  ValueError 'Cannot provide retry configuration for "KEY". Valid retry configuration options are: ...';
+  ``max_attempts`` below 0 or ``total_max_attempts`` below 1: ValueError 'Value provided to "max_attempts":
+  -1 must be an integer greater than or equal to 0.' (1 for the total); an ``AWS_MAX_ATTEMPTS`` that is not
+  an integer: ValueError "invalid literal for int() with base 10: 'abc'"; more than MAX_ATTEMPTS_LIMIT
+  attempts in all: ValueError.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from enclave.errors import CredentialsError, PartialCredentialsError, ProfileNot
 __all__ = ["Config", "Credentials", "resolve_config", "resolve_credentials", "resolve_region"]
 
 DEFAULT_REGION = "us-east-1"
+#: The keys of ``Config.retries`` botocore accepts (``botocore/config.py``, its retry validation).
+_RETRY_OPTIONS = ("max_attempts", "mode", "total_max_attempts")
 #: kms-sim's profile in its credentials file (interfaces.md, "KMS wire").
 SIM_PROFILE = "nitro-sim"
 #: botocore's defaults (seconds).
@@ -72,7 +80,7 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """Timeouts and retries, named as botocore's ``Config`` (``retries={"max_attempts": N}``)."""
+    """Timeouts and retries, named and counted as botocore's ``Config`` (``retries`` keys included)."""
 
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
@@ -85,20 +93,39 @@ class Config:
                 raise ValueError(
                     f"timeouts must be positive numbers of seconds up to {MAX_TIMEOUT_SECONDS:.0f}"
                 )
-        mode = (self.retries or {}).get("mode", "standard")
+        retries = self.retries or {}
+        for key in retries:
+            if key not in _RETRY_OPTIONS:
+                raise ValueError(
+                    f'Cannot provide retry configuration for "{key}". '
+                    f"Valid retry configuration options are: {_RETRY_OPTIONS}"
+                )
+        mode = retries.get("mode", "standard")
         if mode != "standard":
             raise ValueError(f"only the 'standard' retry mode is supported, not {mode!r}")
-        attempts = self.max_attempts
-        if not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
-            raise ValueError(f"retries max_attempts must be in 1..{MAX_ATTEMPTS_LIMIT}")
+        for key, least in (("max_attempts", 0), ("total_max_attempts", 1)):
+            value = retries.get(key, least)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"retries {key} must be an integer")
+            if value < least:
+                raise ValueError(
+                    f'Value provided to "max_attempts": {value} must be an integer greater than or equal to '
+                    f"{least}."
+                )
+        if self.max_attempts > MAX_ATTEMPTS_LIMIT:
+            raise ValueError(f"retries allow at most {MAX_ATTEMPTS_LIMIT} attempts in all")
 
     @property
     def max_attempts(self) -> int:
-        """Total attempts per call (first try included)."""
-        value = (self.retries or {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("retries max_attempts must be an integer")
-        return value
+        """Total attempts per call (first try included), counted as botocore counts them."""
+        retries = self.retries or {}
+        total = retries.get("total_max_attempts")
+        if isinstance(total, int):
+            return total
+        retry_count = retries.get("max_attempts")
+        if isinstance(retry_count, int):
+            return retry_count + 1  # botocore: "client config max_attempts means total retries"
+        return DEFAULT_MAX_ATTEMPTS
 
 
 def _read_ini(path: Path) -> configparser.ConfigParser | None:
@@ -185,18 +212,18 @@ def resolve_credentials(
 
 
 def resolve_config(config: Config | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
-    """``config`` (or the defaults) with ``AWS_MAX_ATTEMPTS`` applied when it sets no ``max_attempts``."""
+    """``config`` (or the defaults) with ``AWS_MAX_ATTEMPTS`` (attempts in all) used if it sets no count."""
     config = config or Config()
     env = os.environ if environ is None else environ
     text = env.get(ENV_MAX_ATTEMPTS)
-    if text is None or "max_attempts" in (config.retries or {}):
+    if text is None or {"max_attempts", "total_max_attempts"} & set(config.retries or {}):
         return config
     attempts = int(text)  # botocore's conversion: "invalid literal for int() with base 10: 'abc'"
     if attempts < 1:
         raise ValueError(
             f'Value provided to "max_attempts": {attempts} must be an integer greater than or equal to 1.'
         )
-    return replace(config, retries={**(config.retries or {}), "max_attempts": attempts})
+    return replace(config, retries={**(config.retries or {}), "total_max_attempts": attempts})
 
 
 def resolve_region(region_name: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:

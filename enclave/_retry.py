@@ -1,7 +1,7 @@
 """Retries as botocore's "standard" mode does (botocore ``retries/standard.py``; AWS SDKs reference guide,
 "Retry behavior"), as pure functions and one small quota object.
 
-- At most ``max_attempts`` attempts in all (default 3).
+- At most ``Config.max_attempts`` attempts in all, first try included (default 3).
 - Retried: connection errors and timeouts; HTTP 500, 502, 503 and 504; the transient and throttling error
   codes below (throttling arrives as HTTP 400, e.g. KMS's ``ThrottlingException``). Never another 4xx.
 - Delay before retry ``n`` (1-based): ``random() * min(20 s, 2 ** (n - 1))`` (exponential, full jitter).
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_ATTEMPTS = 3
-#: Bound on the configurable number of attempts.
+#: Bound on the configurable number of attempts in all.
 MAX_ATTEMPTS_LIMIT = 20
 #: ``MAX_BACKOFF`` in botocore standard mode (seconds).
 MAX_BACKOFF_SECONDS = 20.0

@@ -113,7 +113,7 @@ def _client(**kw: object) -> enclave.KMSClient:
         aws_access_key_id="AKIDX",
         aws_secret_access_key="secret",
         nsm=StubNSM(),
-        config=Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 1}),
+        config=Config(connect_timeout=5, read_timeout=5, retries={"total_max_attempts": 1}),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -275,17 +275,73 @@ def test_max_attempts_from_the_environment() -> None:
     assert resolve_config(None, environ={"AWS_MAX_ATTEMPTS": "7"}).max_attempts == 7
     assert resolve_config(None, environ={"AWS_MAX_ATTEMPTS": " 5 "}).max_attempts == 5
     assert resolve_config(None, environ={}).max_attempts == 3
-    explicit = Config(retries={"max_attempts": 2})
+    explicit = Config(retries={"total_max_attempts": 2})
     assert resolve_config(explicit, environ={"AWS_MAX_ATTEMPTS": "abc"}).max_attempts == 2
+    retries_only = Config(retries={"max_attempts": 2})  # botocore's older key: retries, not attempts
+    assert resolve_config(retries_only, environ={"AWS_MAX_ATTEMPTS": "abc"}).max_attempts == 3
     for text, message in (
         ("abc", r"^invalid literal for int\(\) with base 10: 'abc'$"),
         ("", r"^invalid literal for int\(\) with base 10: ''$"),
         ("0", r'^Value provided to "max_attempts": 0 must be an integer greater than or equal to 1\.$'),
         ("-1", r'^Value provided to "max_attempts": -1 must be an integer greater than or equal to 1\.$'),
-        ("1000", r"^retries max_attempts must be in 1\.\.20$"),
+        ("1000", r"^retries allow at most 20 attempts in all$"),
     ):
         with pytest.raises(ValueError, match=message):
             resolve_config(None, environ={"AWS_MAX_ATTEMPTS": text})
+
+
+@pytest.mark.parametrize(
+    "retries",
+    [
+        {},
+        {"max_attempts": 0},
+        {"max_attempts": 1},
+        {"max_attempts": 4},
+        {"total_max_attempts": 1},
+        {"total_max_attempts": 6},
+        {"total_max_attempts": 2, "max_attempts": 7},
+        {"mode": "standard", "max_attempts": 2},
+    ],
+)
+def test_attempts_are_counted_as_botocore_counts_them(retries: dict[str, object]) -> None:
+    """botocore itself is the oracle: the total attempts its client derives from the same ``retries``."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    oracle = boto3.client(
+        "kms",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDX",
+        aws_secret_access_key="secret",
+        config=BotoConfig(retries={"mode": "standard", **retries}),
+    )
+    expected = oracle.meta.config.retries.get("total_max_attempts", 3)  # standard mode's default: 3
+    assert resolve_config(Config(retries=retries), environ={}).max_attempts == expected
+
+
+@pytest.mark.parametrize(
+    ("retries", "message"),
+    [
+        (
+            {"max_attempt": 2},
+            r'^Cannot provide retry configuration for "max_attempt"\. Valid retry configuration',
+        ),
+        (
+            {"max_attempts": -1},
+            r'^Value provided to "max_attempts": -1 must be an integer greater than or equal to 0\.$',
+        ),
+        (
+            {"total_max_attempts": 0},
+            r'^Value provided to "max_attempts": 0 must be an integer greater than or equal to 1\.$',
+        ),
+        ({"max_attempts": 20}, r"^retries allow at most 20 attempts in all$"),
+    ],
+)
+def test_bad_retry_configuration_is_refused_in_botocore_words(
+    retries: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Config(retries=retries)
 
 
 def test_client_refuses_bad_max_attempts_environment(sim_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

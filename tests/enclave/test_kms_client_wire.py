@@ -253,7 +253,7 @@ def test_5xx_is_retried_then_raised(peer_factory: Callable[..., ScriptedPeer]) -
 
 def test_throttling_is_retried_with_configured_attempts(peer_factory: Callable[..., ScriptedPeer]) -> None:
     peer = peer_factory([json_error(400, "ThrottlingException")])
-    kms = make_client(config=Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 5}))
+    kms = make_client(config=Config(connect_timeout=5, read_timeout=5, retries={"total_max_attempts": 5}))
     with pytest.raises(kms.exceptions.ThrottlingException):
         kms.generate_random(NumberOfBytes=8)
     assert len(peer.requests) == 5
@@ -295,7 +295,7 @@ def test_hang_up_before_answer_is_a_connection_error(peer_factory: Callable[...,
 
 def test_read_timeout(peer_factory: Callable[..., ScriptedPeer]) -> None:
     peer_factory([b"HANG"])
-    kms = make_client(config=Config(connect_timeout=5, read_timeout=0.2, retries={"max_attempts": 1}))
+    kms = make_client(config=Config(connect_timeout=5, read_timeout=0.2, retries={"total_max_attempts": 1}))
     with pytest.raises(ReadTimeoutError, match="Read timeout"):
         kms.generate_random(NumberOfBytes=8)
 

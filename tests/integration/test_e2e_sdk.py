@@ -319,7 +319,7 @@ def test_other_pcr0_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None
 def test_stopped_kms_then_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
     stack = _start_stack(tmp_path_factory.mktemp("e2e-restart"), enclave_pcr0=PCR0_ALLOWED)
     try:
-        config = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}
+        config = {"connect_timeout": 5, "read_timeout": 10, "retries": {"total_max_attempts": 1}}
         assert stack.call(op="client", kwargs={"config": config})["ok"]
         assert stack.call(op="generate", n=16)["ok"]
         stack.stop_kms()
@@ -342,7 +342,7 @@ def test_injected_faults_are_retried_then_surface(tmp_path_factory: pytest.TempP
     )
     try:
         # Faults are consumed in order: requests 1-2 get KMSInternalException (500), 3-5 ThrottlingException.
-        assert stack.call(op="client", kwargs={"config": {"retries": {"max_attempts": 1}}})["ok"]
+        assert stack.call(op="client", kwargs={"config": {"retries": {"total_max_attempts": 1}}})["ok"]
         first = stack.call(op="generate", n=8)
         assert first["error"] == "KMSInternalException"
         assert first["same_class"]
