@@ -35,6 +35,7 @@ from cryptography import x509
 from attestation.document import MAX_OPTIONAL_FIELD_BYTES, DocumentEncoder, encode_pcrs
 from attestation.errors import MalformedNSMMessageError, NSMError
 from attestation.nsm_wire import (
+    FRAME_HEADER_BYTES,
     MAX_REQUEST_BYTES,
     Attestation,
     AttestationResponse,
@@ -55,6 +56,7 @@ from attestation.nsm_wire import (
     Response,
     decode_request,
     decode_response,
+    encode_frame,
     encode_request,
     encode_response,
 )
@@ -92,6 +94,8 @@ DIGEST = "SHA384"
 LEAF_RENEW_MARGIN = timedelta(minutes=30)
 
 _ZERO_PCR = bytes(PCR_BYTES)
+#: An attestation answer's CBOR up to the document's byte string (``b""`` encodes as the one byte 0x40).
+_ATTESTATION_ANSWER_HEAD = encode_response(AttestationResponse(document=b""))[:-1]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -328,6 +332,24 @@ class NSM:
             return GetRandomResponse(random=self.get_random())
         raise NSMError("InvalidOperation", f"unsupported request {type(request).__name__}")
 
+    def handle_frame(self, request: bytes, *, at: datetime) -> bytes:
+        """``encode_frame(handle(request))``; an attestation request (one per attested call) goes straight
+        to :meth:`attestation`, its answer framed in one join instead of three copies (same bytes; tested)."""
+        if len(request) <= MAX_REQUEST_BYTES:
+            try:
+                decoded: Request | None = decode_request(request)
+            except MalformedNSMMessageError:
+                decoded = None
+            if type(decoded) is Attestation:
+                try:
+                    document = self.attestation(
+                        user_data=decoded.user_data, nonce=decoded.nonce, public_key=decoded.public_key, at=at
+                    )
+                except NSMError as exc:
+                    return encode_frame(encode_response(ErrorResponse(code=exc.code)))
+                return _frame_attestation_answer(document)
+        return encode_frame(self.handle(request, at=at))
+
     def handle(self, request: bytes, *, at: datetime) -> bytes:
         """Serve one wire request: nsm-api CBOR in, CBOR response out (``{"Error": code}`` on errors)."""
         if len(request) > MAX_REQUEST_BYTES:
@@ -337,6 +359,21 @@ class NSM:
         except MalformedNSMMessageError:
             return encode_response(ErrorResponse(code="InvalidArgument"))
         return encode_response(self.dispatch(decoded, at=at))
+
+
+def _frame_attestation_answer(document: bytes) -> bytes:
+    """``encode_frame(encode_response(AttestationResponse(document=document)))``, built in one join."""
+    size = len(document)  # a document is a few KB: far below 2**32
+    if size < 24:
+        head = bytes((0x40 + size,))
+    elif size < 0x100:
+        head = b"\x58" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        head = b"\x59" + size.to_bytes(2, "big")
+    else:
+        head = b"\x5a" + size.to_bytes(4, "big")
+    body_size = len(_ATTESTATION_ANSWER_HEAD) + len(head) + size
+    return b"".join((body_size.to_bytes(FRAME_HEADER_BYTES, "big"), _ATTESTATION_ANSWER_HEAD, head, document))
 
 
 def simulate_document(

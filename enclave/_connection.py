@@ -3,8 +3,9 @@
 The I/O shell around :mod:`enclave._http`. Rules:
 
 - One request in flight; each request is written with one ``sendall`` of prebuilt bytes.
-- A plain (non-TLS) connection waits with kernel timeouts (:func:`enclave._sockets.use_kernel_timeouts`):
-  one system call per read or write instead of a ``poll`` and the call; the read timeout applies per read.
+- A plain (non-TLS) connection does its I/O through :class:`enclave._sockets.PlainSocketIO` (a request is
+  one ``send``; the answer is waited for with a ``poll`` that only readable data wakes); the read timeout
+  applies per wait. TLS connections use Python's socket timeouts.
 - The connection is opened lazily and kept open while the server keeps it alive. A reused connection
   that turns out to be dead before any response byte arrives (the server or proxy closed it while idle)
   is reopened once, silently, as HTTP clients do for stale pooled connections. Every other failure closes
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from enclave import vsock
 from enclave._http import Response, ResponseReader
-from enclave._sockets import fork_generation, use_kernel_timeouts
+from enclave._sockets import PlainSocketIO, fork_generation
 from enclave.errors import ConnectTimeoutError, EndpointConnectionError, ProtocolError, ReadTimeoutError
 
 __all__ = ["ENV_KMS_TLS", "Connection", "Endpoint"]
@@ -71,6 +72,7 @@ class Connection:
         "_connect_timeout",
         "_endpoint",
         "_generation",
+        "_io",
         "_read_timeout",
         "_simulated",
         "_sock",
@@ -95,6 +97,7 @@ class Connection:
         self._ssl_context = ssl_context
         self._simulated = simulated
         self._sock: socket.socket | None = None
+        self._io: PlainSocketIO | None = None
         self._generation = -1
         self._buffer = bytearray(RECV_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
@@ -106,7 +109,7 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection (a later exchange opens a new one)."""
-        sock, self._sock = self._sock, None
+        sock, self._sock, self._io = self._sock, None, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -137,10 +140,7 @@ class Connection:
             except OSError as exc:
                 sock.close()
                 raise EndpointConnectionError(ep.url, f"TLS handshake failed: {exc}") from None
-        if self._ssl_context is None:
-            use_kernel_timeouts(sock, self._read_timeout)
-        else:
-            sock.settimeout(self._read_timeout)
+        sock.settimeout(self._read_timeout)
         return sock
 
     def exchange(self, request: bytes) -> Response:
@@ -172,12 +172,19 @@ class Connection:
     def _attempt(self, request: bytes) -> Response:
         if self._sock is None:
             self._sock, self._generation = self._open(), fork_generation()
+            if self._ssl_context is None:
+                self._io = PlainSocketIO(self._sock, self._read_timeout)
         sock = self._sock
+        io = self._io
         reader = ResponseReader()
         try:
-            sock.sendall(request)
+            if io is None:
+                sock.sendall(request)
+            else:
+                io.sendall(request)
             while True:
-                n = sock.recv_into(self._buffer)
+                # Every read waits first: what comes next needs the server's (and the proxy's) work.
+                n = sock.recv_into(self._buffer) if io is None else io.recv_into(self._buffer)
                 if n == 0:
                     return self._at_eof(reader)
                 response = reader.feed(self._view[:n])
@@ -188,7 +195,7 @@ class Connection:
         except _StaleConnectionError:
             self.close()
             raise
-        except (TimeoutError, BlockingIOError):  # settimeout's, or the kernel's (EAGAIN) on plain sockets
+        except TimeoutError:
             self.close()
             raise ReadTimeoutError(self._endpoint.url) from None
         except ProtocolError:

@@ -10,10 +10,12 @@ Rules this module keeps:
   closes what is left. Half-closes are forwarded (EOF one way becomes ``shutdown(SHUT_WR)`` on the other).
 - Each direction is one thread doing ``recv_into`` a preallocated buffer and ``sendall`` of a memoryview
   (no per-chunk allocation); one thread per direction means neither side's writes can block the other's.
-- Both sockets are blocking with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO`` of ``idle_timeout``,
-  socket(7)): a relayed chunk costs one ``recv`` and one ``send``, where Python's ``settimeout`` would add a
-  ``poll`` before each. A timed-out call fails with EAGAIN (:class:`BlockingIOError`), which the pumps
-  treat as Python's TimeoutError was treated: a silent read checks the idle clock, a stuck write closes.
+- Both sockets are non-blocking; each pump waits with ``poll`` for exactly the event it needs. A relayed
+  chunk costs a ``poll``, a ``recv`` and a ``send`` (Python's ``settimeout`` would add a ``poll`` before the
+  send too); a send waits for POLLOUT only when the socket buffer is full. Waiting in ``poll`` rather than
+  a blocking ``recv`` matters on a Unix socket: a thread asleep in ``recv`` is woken, for nothing, each
+  time the peer reads what the other pump sent (``unix_write_space``), a POLLIN ``poll`` is not.
+  A wait of ``idle_timeout`` with nothing to read checks the idle clock; a send stuck that long closes.
 
 Listening: in simulation, the Unix socket that :func:`attestation.sim.vsock_socket_path` maps ``(3, port)``
 to; otherwise a real ``AF_VSOCK`` socket bound to ``(3, port)`` (Nitro's ``VSOCK_PROXY_CID``).
@@ -28,7 +30,6 @@ import os
 import select
 import socket
 import stat
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,8 +57,9 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 #: values past its range, and an infinite grace would never end a shutdown).
 MAX_IDLE_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 MAX_GRACE_SECONDS = 3600.0
-#: ``struct timeval`` (two native ``long``), as SO_RCVTIMEO/SO_SNDTIMEO take it.
-_TIMEVAL = struct.Struct("@ll")
+#: poll() events a pump waits for.
+_READABLE = select.POLLIN | select.POLLPRI
+_WRITABLE = select.POLLOUT
 
 
 def check_timeouts(idle_timeout: float, grace: float) -> None:
@@ -87,25 +89,6 @@ class RelayConfig:
         if not 1 <= self.max_connections <= MAX_CONNECTIONS_LIMIT:
             raise ValueError(f"the connection bound must be in 1..{MAX_CONNECTIONS_LIMIT}")
         check_timeouts(self.idle_timeout, self.grace)
-
-
-def use_kernel_timeouts(sock: socket.socket, seconds: float) -> None:
-    """Make ``sock`` blocking, each receive and send failing with EAGAIN after ``seconds`` (> 0).
-
-    A zero ``timeval`` means "wait forever", so a sub-microsecond bound is rounded up to one microsecond.
-    """
-    if not seconds > 0:
-        raise ValueError("a socket timeout must be a positive number of seconds")
-    whole = int(seconds)
-    micros = round((seconds - whole) * 1_000_000)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, 0
-    if whole == 0:
-        micros = max(micros, 1)
-    value = _TIMEVAL.pack(whole, micros)
-    sock.settimeout(None)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _simulated_listener(port: int) -> socket.socket:
@@ -284,7 +267,7 @@ class RelayServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-            use_kernel_timeouts(sock, self._config.idle_timeout)
+            sock.setblocking(False)
         down = threading.Thread(
             target=self._pump, args=(conn, False), name=f"relay-{ident}-down", daemon=True
         )
@@ -332,22 +315,37 @@ class RelayServer:
         buffer = bytearray(RELAY_BUFFER_BYTES)
         view = memoryview(buffer)
         idle = self._config.idle_timeout
+        wait_ms = max(1, math.ceil(idle * 1000))
+        readable = select.poll()
+        readable.register(src.fileno(), _READABLE)
+        writable = select.poll()
+        writable.register(dst.fileno(), _WRITABLE)
         total = 0
         try:
             while True:
-                try:
-                    n = src.recv_into(buffer)
-                except BlockingIOError:  # SO_RCVTIMEO passed (EAGAIN): silent this long in this direction
+                if not readable.poll(wait_ms):
                     if time.monotonic() - conn.last_activity >= idle:
                         log.info("connection %d idle for %.0f s, closing", conn.ident, idle)
                         conn.close_both()
                         return
                     continue
+                try:
+                    n = src.recv_into(buffer)
+                except BlockingIOError:
+                    continue  # woken with nothing to read after all
                 if n == 0:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
-                dst.sendall(view[:n])
+                sent = 0
+                while sent < n:
+                    try:
+                        sent += dst.send(view[sent:n])
+                    except BlockingIOError:
+                        if not writable.poll(wait_ms):
+                            raise TimeoutError(
+                                "the receiving side took nothing for the idle timeout"
+                            ) from None
                 total += n
                 conn.last_activity = time.monotonic()
         except OSError:

@@ -338,3 +338,58 @@ def test_fixed_signer_matches_botocore() -> None:
         service="kms",
     )
     assert dict(signer.sign(case[3], at))["Authorization"] == expected.headers["Authorization"]
+
+
+_ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2099, 1, 1),
+            timezones=st.sampled_from(
+                [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(min_value=-2_000_000, max_value=2_000_000), min_size=1, max_size=6),
+)
+def test_one_fixed_signer_over_a_series_of_times_equals_sign_request(
+    starts: list[datetime], steps_us: list[int]
+) -> None:
+    # The signer keeps the last X-Amz-Date (per whole second) and the day's key: series that stay within a
+    # second, cross a second, a day, or go back in time, in several time zones, must all sign as from scratch.
+    headers = [("Host", "kms.eu-west-1.amazonaws.com"), ("X-Amz-Target", "TrentService.GenerateRandom")]
+    creds = {
+        "access_key": AK,
+        "secret_key": SK,
+        "session_token": None,
+        "region": "eu-west-1",
+        "service": "kms",
+    }
+    signer = sigv4.FixedRequestSigner("POST", "/", headers, **creds)
+    for start in starts:
+        at = start
+        for step in steps_us:
+            at = at + timedelta(microseconds=step)
+            expected = sigv4.sign_request("POST", "/", "", headers, b"{}", at=at, **creds)
+            assert dict(signer.sign(b"{}", at)) == expected
+
+
+def test_fixed_signer_refuses_a_naive_time() -> None:
+    signer = sigv4.FixedRequestSigner(
+        "POST",
+        "/",
+        [("Host", "h")],
+        access_key=AK,
+        secret_key=SK,
+        session_token=None,
+        region="r",
+        service="kms",
+    )
+    with pytest.raises(ValueError, match="timezone-aware"):
+        signer.sign(b"", datetime(2026, 1, 1))

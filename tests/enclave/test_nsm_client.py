@@ -313,3 +313,38 @@ def test_bytes_past_the_answer_are_a_device_error(tmp_path: Path) -> None:
     finally:
         thread.join(timeout=10)
         listener.close()
+
+
+class _RecordingTransport:
+    """Answers every request with an attestation response; keeps what was sent (no device needed)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def roundtrip(self, request: bytes) -> bytes:
+        self.sent.append(request)
+        return cbor2.dumps({"Attestation": {"document": b"doc"}})
+
+    def close(self) -> None:
+        pass
+
+
+def test_repeated_attestation_requests_are_encoded_as_new_ones() -> None:
+    # The client keeps the last Attestation request's encoding: every request must still be the bytes
+    # encode_request makes for it, whatever came before.
+    from attestation.nsm_wire import Attestation, encode_request
+
+    transport = _RecordingTransport()
+    nsm = NSMClient(transport)
+    calls = [
+        {"public_key": b"k1"},
+        {"public_key": b"k1"},
+        {"public_key": b"k2"},
+        {"public_key": b"k1", "nonce": b"n"},
+        {"public_key": b"k1"},
+        {},
+        {"user_data": b"u"},
+    ]
+    for kwargs in calls:
+        assert nsm.attestation(**kwargs) == b"doc"
+    assert transport.sent == [encode_request(Attestation(**kwargs)) for kwargs in calls]

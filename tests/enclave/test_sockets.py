@@ -9,38 +9,64 @@ from pathlib import Path
 
 import pytest
 
-from enclave._sockets import fork_generation, use_kernel_timeouts
+from enclave._sockets import PlainSocketIO, fork_generation
 from enclave.nsm import NSMClient, NSMDeviceError, SimulatedDeviceTransport
 
 
-def test_a_silent_peer_times_out_as_blocking_io_error() -> None:
+def test_a_silent_peer_times_out() -> None:
     left, right = socket.socketpair()
     with left, right:
-        use_kernel_timeouts(left, 0.05)
-        assert left.gettimeout() is None  # blocking: no poll() before each call
-        with pytest.raises(BlockingIOError):
-            left.recv(1)
+        io = PlainSocketIO(left, 0.05)
+        with pytest.raises(TimeoutError):
+            io.recv_into(bytearray(8))
         right.sendall(b"x")
-        assert left.recv(1) == b"x"  # a timeout does not break the socket
+        buffer = bytearray(8)
+        assert io.recv_into(buffer) == 1  # a timeout does not break the socket
+        assert buffer[:1] == b"x"
+        right.close()
+        assert io.recv_into(buffer) == 0  # end of stream
 
 
-@pytest.mark.parametrize("seconds", [1e-9, 0.5, 0.9999999, 1.0, 3600.0])
-def test_timeout_values_are_never_zero(seconds: float) -> None:
-    # A zero timeval would mean "wait forever".
+def test_a_full_socket_buffer_waits_for_room_then_sends_everything() -> None:
     left, right = socket.socketpair()
     with left, right:
-        use_kernel_timeouts(left, seconds)
-        raw = left.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
-        assert raw != bytes(len(raw))
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        io = PlainSocketIO(left, 5)
+        data = bytes(range(256)) * 4096  # 1 MiB: far more than the socket buffers hold
+        received = bytearray()
+
+        def drain() -> None:
+            while len(received) < len(data):
+                chunk = right.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        thread = threading.Thread(target=drain)
+        thread.start()
+        try:
+            io.sendall(data)
+        finally:
+            thread.join(timeout=10)
+        assert bytes(received) == data
 
 
-@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
-def test_non_positive_timeouts_are_refused(seconds: float) -> None:
+def test_a_send_nobody_takes_times_out() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        io = PlainSocketIO(left, 0.05)
+        with pytest.raises(TimeoutError):
+            io.sendall(bytes(1024 * 1024))
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
+def test_non_positive_or_infinite_timeouts_are_refused(seconds: float) -> None:
     with (
         socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
         pytest.raises(ValueError, match="positive number of seconds"),
     ):
-        use_kernel_timeouts(sock, seconds)
+        PlainSocketIO(sock, seconds)
 
 
 def test_fork_generation_changes_in_the_child_only() -> None:
