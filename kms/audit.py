@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -173,6 +174,56 @@ def event(
     return record
 
 
+#: Bound on the cache of record templates (entries: the JSON text of one record cut in four, ~1 KB).
+AUDIT_TEMPLATE_CACHE_SIZE = 256
+#: Stand-ins for the two per-request values of a record (eventTime, requestID/eventID), and their JSON.
+_TIME_MARK = "\x00time\x00"
+_ID_MARK = "\x00id\x00"
+_TIME_JSON = _ENCODER.encode(_TIME_MARK)[1:-1]
+_ID_JSON = _ENCODER.encode(_ID_MARK)[1:-1]
+#: JSON-neutral request IDs (``_new_request_id``'s form): their JSON text is themselves.
+_PLAIN_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+#: Record texts by everything but time and request ID: four pieces around the three per-request values,
+#: or None where a caller-controlled string held a stand-in (then the record is encoded whole).
+_TEMPLATES: dict[tuple[object, ...], tuple[str, str, str, str] | None] = {}
+
+
+def _params_key(params: Mapping[str, Any]) -> tuple[object, ...] | None:
+    """What :func:`request_parameters` of ``params`` depends on, hashable; None if not plain scalars.
+
+    Types are part of the key (``1``, ``1.0`` and ``True`` are equal keys but different JSON).
+    """
+    key: list[object] = []
+    for name, value in params.items():
+        if name in _REDACTED:
+            continue
+        if name == "Recipient":
+            if type(value) is not dict:
+                return None
+            algorithm = value.get("KeyEncryptionAlgorithm")
+            key.append((name, type(algorithm), algorithm))
+        elif type(value) in (int, str, bool) or value is None:
+            key.append((name, type(value), value))
+        else:
+            return None
+    return tuple(key)
+
+
+def _template(key: tuple[object, ...], record: dict[str, Any]) -> tuple[str, str, str, str] | None:
+    """The record's JSON cut at the stand-ins (``record`` holds them), cached under ``key``."""
+    text = _ENCODER.encode(record)
+    head, *rest = text.split(_TIME_JSON)
+    pieces: tuple[str, str, str, str] | None = None
+    if len(rest) == 1:
+        middle = rest[0].split(_ID_JSON)
+        if len(middle) == 3 and _ID_JSON not in head:
+            pieces = (head, middle[0], middle[1], middle[2])
+    _TEMPLATES[key] = pieces
+    if len(_TEMPLATES) > AUDIT_TEMPLATE_CACHE_SIZE:
+        del _TEMPLATES[next(iter(_TEMPLATES))]
+    return pieces
+
+
 def event_line(
     *,
     at: datetime,
@@ -190,12 +241,17 @@ def event_line(
 ) -> str:
     """``event(...)`` as one JSON line's text (no newline), exactly as :meth:`AuditLog.write` encodes it.
 
-    A recipient's part (module ID and up to 32 PCRs in hex: most of an attested call's record) is the
-    record's last member and the same for every call of an enclave, so its JSON text is made once and
-    spliced in: the result is the text of the whole record (tests/kms/test_audit.py compares the two).
+    Two splices (tests/kms/test_audit.py compares the result with encoding the record, on any input):
+
+    - A client's records differ only in time and request ID, so the rest of the text is kept as a template
+      (bounded, keyed by every other input, exact values and types) and those values are put in; the time
+      (``YYYY-MM-DDTHH:MM:SSZ``) and an ID of letters, digits and ``-`` are their own JSON.
+    - A recipient's part (module ID and up to 32 PCRs in hex: most of an attested call's record) is the
+      record's last member and the same for every call of an enclave: its JSON text is made once.
     """
-    text = _ENCODER.encode(
-        event(
+
+    def record(request_id: str) -> dict[str, Any]:
+        return event(
             at=at,
             request_id=request_id,
             operation=operation,
@@ -209,7 +265,32 @@ def event_line(
             error_code=error_code,
             error_message=error_message,
         )
-    )
+
+    pieces = None
+    params_key = _params_key(params) if _PLAIN_ID.fullmatch(request_id) else None
+    if params_key is not None:
+        key: tuple[object, ...] = (
+            operation,
+            principal,
+            access_key,
+            region,
+            source_ip,
+            user_agent,
+            params_key,
+            error_code,
+            error_message,
+        )
+        if key in _TEMPLATES:
+            pieces = _TEMPLATES[key]
+        else:
+            marked = record(_ID_MARK)
+            marked["eventTime"] = _TIME_MARK
+            pieces = _template(key, marked)
+    if pieces is not None:
+        time = _event_time(at)
+        text = f"{pieces[0]}{time}{pieces[1]}{request_id}{pieces[2]}{request_id}{pieces[3]}"
+    else:
+        text = _ENCODER.encode(record(request_id))
     if recipient is None:
         return text
     return f'{text[:-1]},"additionalEventData":{{"recipient":{_recipient_json(recipient)}}}}}'

@@ -273,8 +273,9 @@ class Service:
         """Answer one request received at ``at`` (aware UTC; ``tick`` is a monotonic clock reading)."""
         trace = _Trace()
         error: KMSError | None = None
-        first, header_bytes = _first_values(request.headers)
+        first: Mapping[str, str] = {}
         try:
+            first, header_bytes = _first_values(request.headers)
             body = encode_result(self._pipeline(request, first, header_bytes, trace, at=at, tick=tick))
         except KMSError as caught:
             error = caught

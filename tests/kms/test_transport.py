@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,3 +82,28 @@ def test_header_decoding_is_per_pair_latin1(raw: list[tuple[bytes, bytes]]) -> N
     assert _decode_headers(raw) == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     with_lf = [*raw, (b"x-a", b"1\n2")]
     assert _decode_headers(with_lf) == [(k.decode("latin-1"), v.decode("latin-1")) for k, v in with_lf]
+
+
+def _exchange(sock: socket.socket, data: bytes, until: bytes) -> bytes:
+    sock.sendall(data)
+    received = b""
+    while until not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed; got {received!r}"
+        received += chunk
+    return received
+
+
+def test_served_responses_through_the_coalescing_protocol(start_server: Callable[..., Any]) -> None:
+    """100-continue, an answered request and a HEAD through ``kms-sim serve``: nothing held back."""
+    server = start_server()
+    host, port = server.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = b"POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n"
+        assert _exchange(sock, head, b"\r\n\r\n").startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        answer = _exchange(sock, b"{}", b'"}')
+        assert answer.startswith(b"HTTP/1.1 400 ")  # unsigned: MissingAuthenticationTokenException
+        assert b"MissingAuthenticationTokenException" in answer
+        assert b"\r\ndate: " in answer  # uvicorn's Date header, as AWS answers carry
+        head_answer = _exchange(sock, b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n", b"\r\n\r\n")
+        assert head_answer.startswith(b"HTTP/1.1 ")
