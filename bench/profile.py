@@ -37,11 +37,14 @@ BUILTIN_RULES: tuple[tuple[str, str], ...] = (
 FILE_RULES: tuple[tuple[str, str], ...] = (
     (r"attestation/sigv4|/hmac\.py|/hashlib\.py|kms/auth|botocore/auth", "SigV4"),
     (r"attestation/cms|/asn1crypto/", "CMS (AES, ASN.1)"),
-    (r"attestation/(verify|policy)", "verification pipeline (Python)"),
+    (r"attestation/(verify|policy|_chain|_model)", "verification pipeline (Python)"),
     (r"attestation/pki", "NSM leaf certificate (Python)"),
     (r"attestation/document|/cbor2/", "CBOR"),
     (r"attestation/nsm|enclave/nsm|host/nsm", "NSM (core, wire codec, client)"),
-    (r"/http/|/httptools/|/uvicorn/|/h11/|/email/|/urllib/|/urllib3/|enclave/.*http", "HTTP"),
+    (
+        r"/http/|/httptools/|/uvicorn/|/h11/|/email/|/urllib/|/urllib3/|enclave/.*http|kms/(app|transport)",
+        "HTTP",
+    ),
     (r"botocore/(awsrequest|httpsession|endpoint)", "HTTP"),
     (r"/botocore/|/boto3/", "boto3/botocore machinery"),
     (r"/json/|/base64\.py", "JSON + base64"),
