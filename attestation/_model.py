@@ -9,8 +9,10 @@ or constructed (the NSM simulator): types, non-emptiness and the AWS size limits
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 
 from attestation.errors import MalformedDocumentError
@@ -79,6 +81,25 @@ class AttestationDocument:
     def debug_mode(self) -> bool:
         """True when PCR0, PCR1 and PCR2 are all zero, as for an enclave run with ``--debug-mode``."""
         return all(not any(self.pcrs.get(i, b"\0")) for i in (0, 1, 2))
+
+
+_SET = object.__setattr__
+_NAMES = tuple(f.name for f in fields(AttestationDocument))
+_VALUES = attrgetter(*_NAMES)
+
+
+def with_timestamp(doc: AttestationDocument, timestamp: int) -> AttestationDocument:
+    """``doc`` with another ``timestamp``, without re-running the checks ``doc`` passed when it was made.
+
+    Only for a ``timestamp`` already known to be an ``int`` in ``1..MAX_U64`` (the one field that
+    changes); every other field is ``doc``'s own (immutable) object, so the result is exactly what
+    ``AttestationDocument(**fields, timestamp=timestamp)`` would build. The slots are set by C-level
+    passes, as the frozen dataclass's ``__init__`` sets them (``object.__setattr__``).
+    """
+    new = object.__new__(AttestationDocument)
+    any(map(_SET, repeat(new), _NAMES, _VALUES(doc)))  # each call returns None: all of them run
+    _SET(new, "timestamp", timestamp)
+    return new
 
 
 def fail(message: str) -> MalformedDocumentError:
