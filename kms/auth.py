@@ -134,6 +134,13 @@ def _parse_authorization(value: str) -> tuple[ParsedAuthorization, str]:
     return parsed, parsed.signature
 
 
+#: Bound on the cache of canonical requests up to the body's hash (entries: ~0.5 KB of text and a key).
+#: Keyed by every input but the body, exact values: a client's requests within one second of X-Amz-Date
+#: share an entry (the service runs on one event-loop thread per process).
+CANONICAL_CACHE_SIZE = 256
+_CANONICAL: dict[tuple[object, ...], tuple[str, str, bytes]] = {}
+
+
 def _all_lower(names: Mapping[str, str]) -> bool:
     joined = "".join(names)
     return joined.lower() == joined
@@ -158,12 +165,24 @@ def _expected_signature(
     refused anything else), so the header block is built in their order from one pass over the headers,
     and the common ``/`` path with no query needs no canonicalization. The day's signing key is cached
     (``derive_signing_key``). MalformedAuthorizationError if a signed header is absent. ``first`` (each
-    name's first value) lets a request whose names are distinct and lower-case skip the scan.
+    name's first value) lets a request whose names are distinct and lower-case skip the scan, and its
+    canonical request up to the body's hash (and the string to sign up to the digest) come from
+    :data:`_CANONICAL` when the same values were seen before (the X-Amz-Date value changes once a second).
     """
     signed = parsed.signed_headers
     found: dict[str, str] = {}
+    key: tuple[object, ...] | None = None
     if first is not None and len(first) == len(headers) and _all_lower(first):
-        # Every name once and already lower-case: each signed header's one value is in ``first``.
+        # Every name once and already lower-case: each signed header's one value is in ``first``, and
+        # everything but the body's hash is a function of this key (one entry per client and second).
+        values = tuple(map(first.get, signed))
+        key = (secret_key, method, path, query, amz_date_value, signed, parsed.date_stamp, parsed.region,
+               parsed.service, values)  # fmt: skip
+        known = _CANONICAL.get(key)
+        if known is not None:
+            return _signature(*known, body)
+        if None in values:
+            key = None  # a signed header is absent: the scan below says which
         for name in signed:
             value = first.get(name)
             if value is not None:
@@ -180,15 +199,21 @@ def _expected_signature(
         raise MalformedAuthorizationError(f"signed header {missing!r} is not in the request")
     block = "".join([f"{name}:{found[name]}\n" for name in signed])
     uri = "/" if path == "/" else canonical_uri(path)
-    canonical = (
-        f"{method.upper()}\n{uri}\n{canonical_query(query)}\n{block}\n{';'.join(signed)}\n"
-        f"{payload_hash(body)}"
-    )
+    canonical_head = f"{method.upper()}\n{uri}\n{canonical_query(query)}\n{block}\n{';'.join(signed)}\n"
     scope = f"{parsed.date_stamp}/{parsed.region}/{parsed.service}/{TERMINATOR}"
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-    to_sign = f"{ALGORITHM}\n{amz_date_value}\n{scope}\n{digest}"
-    key = derive_signing_key(secret_key, parsed.date_stamp, parsed.region, parsed.service)
-    return hmac.digest(key, to_sign.encode("utf-8"), "sha256").hex()
+    to_sign_head = f"{ALGORITHM}\n{amz_date_value}\n{scope}\n"
+    signing_key = derive_signing_key(secret_key, parsed.date_stamp, parsed.region, parsed.service)
+    if key is not None:
+        if len(_CANONICAL) >= CANONICAL_CACHE_SIZE:
+            del _CANONICAL[next(iter(_CANONICAL))]
+        _CANONICAL[key] = (canonical_head, to_sign_head, signing_key)
+    return _signature(canonical_head, to_sign_head, signing_key, body)
+
+
+def _signature(canonical_head: str, to_sign_head: str, signing_key: bytes, body: bytes) -> str:
+    """The signature of a canonical request whose last line, the body's hash, is still to come."""
+    digest = hashlib.sha256(f"{canonical_head}{payload_hash(body)}".encode()).hexdigest()
+    return hmac.digest(signing_key, f"{to_sign_head}{digest}".encode(), "sha256").hex()
 
 
 def authenticate(

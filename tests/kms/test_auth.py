@@ -83,6 +83,94 @@ def test_expected_signature_is_request_signature(  # noqa: PLR0917 - hypothesis'
         **common,
     )
     assert indexed == reference
+    # Again (the canonical request up to the body's hash from the cache), and with another body.
+    again = _outcome(
+        _expected_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=body,
+        parsed=parsed,
+        first=dict(reversed(headers)),
+        **common,
+    )
+    assert again == reference
+    other = body + b"x"
+    assert _outcome(
+        _expected_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=other,
+        parsed=parsed,
+        first=dict(reversed(headers)),
+        **common,
+    ) == _outcome(
+        request_signature,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body_sha256=payload_hash(other),
+        authorization=parsed,
+        **common,
+    )
+
+
+def _both(
+    *,
+    method: str = "POST",
+    path: str = "/",
+    query: str = "",
+    host: str = "h",
+    body: bytes = b"{}",
+    secret_key: str = "secret",
+    amz_date_value: str = "20261129T140506Z",
+    region: str = "us-east-1",
+) -> tuple[str, str]:
+    parsed = ParsedAuthorization(
+        access_key="AKIDEXAMPLE",
+        date_stamp="20261129",
+        region=region,
+        service="kms",
+        signed_headers=("host", "x-amz-date"),
+        signature="0" * 64,
+    )
+    headers = [("host", host), ("x-amz-date", "20261129T140506Z")]
+    common = {"secret_key": secret_key, "amz_date_value": amz_date_value}
+    ours = _expected_signature(
+        method, path, query, headers, body, parsed=parsed, first=dict(reversed(headers)), **common
+    )
+    reference = request_signature(
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body_sha256=payload_hash(body),
+        authorization=parsed,
+        **common,
+    )
+    return ours, reference
+
+
+def test_cached_canonical_requests_are_keyed_by_every_input_but_the_body() -> None:
+    variants: list[dict[str, str]] = [
+        {},
+        {"secret_key": "other"},
+        {"method": "PUT"},
+        {"path": "/a"},
+        {"query": "a=1"},
+        {"host": "h2"},
+        {"amz_date_value": "20261129T140507Z"},
+        {"region": "eu-west-1"},
+    ]
+    for change in variants * 2:  # the second round answers from the cache
+        ours, reference = _both(**change)  # type: ignore[arg-type]
+        assert ours == reference
+        ours, reference = _both(body=b"[]", **change)
+        assert ours == reference
 
 
 def test_a_missing_signed_header_is_refused() -> None:
