@@ -94,7 +94,21 @@ def recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
     return dict(known)
 
 
+#: The last recipient and its JSON: kms.recipient hands an enclave's calls the same recipient object.
+_LAST_RECIPIENT_JSON: tuple[AttestedRecipient | None, str] = (None, "")
+
+
 def _recipient_json(recipient: AttestedRecipient) -> str:
+    global _LAST_RECIPIENT_JSON  # noqa: PLW0603 - a one-entry cache (one tuple, replaced whole)
+    last, text = _LAST_RECIPIENT_JSON
+    if recipient is last:  # a frozen object, kept alive by the entry: same content
+        return text
+    text = _recipient_json_by_content(recipient)
+    _LAST_RECIPIENT_JSON = (recipient, text)
+    return text
+
+
+def _recipient_json_by_content(recipient: AttestedRecipient) -> str:
     key = (recipient.module_id, *recipient.pcrs.items())
     known = _RECIPIENT_JSON.get(key)
     if known is None:

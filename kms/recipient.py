@@ -100,6 +100,7 @@ class RecipientCheck:
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
         self._windows: OrderedDict[tuple[bytes, tuple[bytes, ...]], tuple[datetime, datetime]] = OrderedDict()
         self._keys: OrderedDict[bytes, tuple[rsa.RSAPublicKey, bytes]] = OrderedDict()
+        self._last_recipient: AttestedRecipient | None = None
 
     def __call__(self, data: bytes, at: datetime) -> AttestedRecipient:
         verified = self._cache.get(data)
@@ -151,7 +152,18 @@ class RecipientCheck:
             raise ValidationException(f"{_WHAT} failed verification ({error.step}): {error.detail}") from None
         except AttestationError as error:
             raise ValidationException(f"{_WHAT} could not be verified: {error}") from None
-        recipient = AttestedRecipient(
-            module_id=document.module_id, pcrs=document.pcrs, public_key=public_key, key_id=key_id
-        )
+        # The enclave's documents share these very objects (attestation.document remembers its payload
+        # shape), so its last recipient is reused when each is the same object; the entry keeps them alive.
+        recipient = self._last_recipient
+        if (
+            recipient is None
+            or recipient.module_id is not document.module_id
+            or recipient.pcrs is not document.pcrs
+            or recipient.public_key is not public_key
+            or recipient.key_id is not key_id
+        ):
+            recipient = AttestedRecipient(
+                module_id=document.module_id, pcrs=document.pcrs, public_key=public_key, key_id=key_id
+            )
+            self._last_recipient = recipient
         return _Verified(document=document, recipient=recipient, not_before=not_before, not_after=not_after)

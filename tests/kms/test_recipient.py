@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from attestation.nsm import simulate_document
+from attestation.nsm import NSM, simulate_document
 from attestation.pki import SimulatedPKI
 from kms.errors import ValidationException
 from kms.recipient import RecipientCheck
@@ -69,3 +69,29 @@ def test_rejections_are_not_cached(
     for _ in range(2):
         with pytest.raises(ValidationException, match="public_key"):
             check(no_key, T0)
+
+
+def test_an_enclaves_new_documents_share_its_recipient(
+    check: RecipientCheck, sim_home: Path, spki: bytes
+) -> None:
+    nsm = NSM(
+        pki=SimulatedPKI.load_or_create(sim_home, at=T0), module_id="i-0123456789abcdef0-enc0123456789abcdef"
+    )
+    first = check(nsm.attestation(public_key=spki, at=T0), T0)
+    second = check(nsm.attestation(public_key=spki, at=T0 + timedelta(seconds=1)), T0)
+    assert second is first  # same module ID, PCRs and key objects: the last recipient, reused
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    other_spki = other_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    third = check(nsm.attestation(public_key=other_spki, at=T0 + timedelta(seconds=2)), T0)
+    assert third is not first
+    assert third.public_key.public_numbers() == other_key.public_numbers()
+    assert (third.module_id, dict(third.pcrs)) == (first.module_id, dict(first.pcrs))
+    assert third.key_id != first.key_id
+    fourth = check(nsm.attestation(public_key=spki, at=T0 + timedelta(seconds=3)), T0)
+    assert (fourth.module_id, dict(fourth.pcrs), fourth.key_id) == (
+        first.module_id,
+        dict(first.pcrs),
+        first.key_id,
+    )
