@@ -18,7 +18,6 @@ optional fields present as ``null`` when not requested, 96-byte raw signature.
 
 from __future__ import annotations
 
-import contextlib
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,8 +46,8 @@ from attestation._model import (
     AttestationDocument,
     check_bytes,
     fail,
-    with_timestamp,
 )
+from attestation._shapes import from_template, remember
 from attestation.errors import MalformedDocumentError, VerificationError
 
 __all__ = [
@@ -173,7 +172,7 @@ def _check_protected(protected: bytes) -> None:
 def decode_payload(payload: bytes) -> AttestationDocument:
     """Decode the CBOR payload map of an attestation document (unverified)."""
     if type(payload) is bytes:
-        known = _from_template(payload)
+        known = from_template(payload)
         if known is not None:
             return known
     fields = strict_loads(payload, what="attestation payload", error=MalformedDocumentError)
@@ -205,21 +204,13 @@ def decode_payload(payload: bytes) -> AttestationDocument:
     except TypeError as exc:  # unhashable keys and the like, from hostile input
         raise fail(f"attestation payload has an ill-typed field ({exc})") from None
     if plain and type(payload) is bytes:
-        _remember(payload, document)
+        remember(payload, document)
     return document
 
 
 _required_values = operator.itemgetter(*FIELD_ORDER[:6])
 
-# -- The NSM's own shapes, decoded without the generic decoder ----------------------------------------------
-#
-# An NSM's documents differ from one another in the timestamp and the signature only (a fresh document per
-# call keeps the module ID, PCRs, certificate, cabundle and key), so once one payload has been decoded the
-# strict way, the next ones are recognized by their bytes: the same head up to the ``timestamp`` key, one
-# CBOR unsigned integer, the same tail. CBOR is read front to back, so equal bytes before and after one
-# complete integer item decode to equal items around it: the result is the remembered document with the
-# new timestamp, exactly what the strict decode gives (tests/attestation/test_document_fast.py compares
-# them on arbitrary inputs). Anything else goes the strict way.
+# -- The NSM's own envelope, sliced ------------------------------------------------------------------------
 
 #: The untagged COSE_Sign1 the NSM writes, up to the payload's length: array(4), bstr(4) ``{1: -35}``,
 #: map(0), and a bstr head with a 2-byte length; the signature follows the payload as ``58 60`` + 96 bytes.
@@ -229,63 +220,6 @@ _SIGNATURE_HEAD = b"\x58\x60"
 _NSM_SIZE_END = len(_NSM_COSE_HEAD) + 2
 #: The least length a canonical 2-byte CBOR length carries (smaller ones have shorter heads).
 _MIN_TWO_BYTE_LENGTH = 256
-#: Bound on remembered payload shapes (entries: the head (~80 bytes), the tail (~4.5 KB) and a document).
-PAYLOAD_TEMPLATE_CACHE_SIZE = 64
-#: Where the ``timestamp`` key may start: after the map head and the module ID and digest entries.
-_TIMESTAMP_SEARCH_BYTES = 1 + 10 + 3 + MAX_MODULE_ID_BYTES + 7 + 7
-_TIMESTAMP_KEY = b"\x69timestamp"
-#: CBOR major type 0 heads: additional information 24..27 is followed by 1, 2, 4 or 8 bytes of value.
-_UINT_FOLLOWING = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}
-#: Head (map start .. ``timestamp`` key) -> (tail after the timestamp's value, the document decoded).
-_TEMPLATES: dict[bytes, tuple[bytes, AttestationDocument]] = {}
-
-
-def _from_template(payload: bytes) -> AttestationDocument | None:
-    """The decoded document if ``payload`` has a remembered shape; None otherwise (decode it strictly)."""
-    end = payload.find(_TIMESTAMP_KEY, 0, _TIMESTAMP_SEARCH_BYTES) + len(_TIMESTAMP_KEY)
-    if end < len(_TIMESTAMP_KEY):
-        return None
-    known = _TEMPLATES.get(payload[:end])
-    if known is None or end >= len(payload):
-        return None
-    tail, document = known
-    head = payload[end]
-    if head < 0x18:
-        stop, timestamp = end + 1, head
-    else:
-        following = _UINT_FOLLOWING.get(head)
-        if following is None:
-            return None
-        stop = end + 1 + following
-        timestamp = int.from_bytes(payload[end + 1 : stop], "big")
-    if timestamp == 0 or len(payload) != stop + len(tail) or not payload.endswith(tail):
-        return None  # the strict way words the error, or decodes another shape
-    return with_timestamp(document, timestamp)
-
-
-def _remember(payload: bytes, document: AttestationDocument) -> None:
-    """Keep ``payload``'s shape if its head is exactly map, module ID, digest, ``timestamp`` key."""
-    head = b"".join(
-        (
-            payload[:1],
-            cbor2.dumps("module_id"),
-            cbor2.dumps(document.module_id),
-            cbor2.dumps("digest"),
-            cbor2.dumps(document.digest),
-            _TIMESTAMP_KEY,
-        )
-    )
-    # An indefinite map or a definite one of 6..9 entries (the required fields and up to three optional).
-    if payload[0] not in b"\xbf\xa6\xa7\xa8\xa9" or not payload.startswith(head):
-        return
-    end = len(head)
-    value = cbor2.dumps(document.timestamp)  # the canonical encoding, as the NSM writes it
-    if payload[end : end + len(value)] != value:
-        return
-    if len(_TEMPLATES) >= PAYLOAD_TEMPLATE_CACHE_SIZE:
-        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted first
-            del _TEMPLATES[next(iter(_TEMPLATES))]
-    _TEMPLATES[head] = (payload[end + len(value) :], document)
 
 
 def _check_payload_shape(fields: object) -> None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation import document
+from attestation import _shapes, document
 from attestation.document import (
     PROTECTED_ES384,
     AttestationDocument,
@@ -50,31 +50,31 @@ def _outcome(data: bytes) -> tuple[Any, ...]:
 
 def _strict(data: bytes) -> tuple[Any, ...]:
     """The outcome with no fast path: no remembered shapes, an envelope head nothing starts with."""
-    saved = dict(document._TEMPLATES)
+    saved = dict(_shapes._TEMPLATES)
     head = document._NSM_COSE_HEAD
-    document._TEMPLATES.clear()
+    _shapes._TEMPLATES.clear()
     document._NSM_COSE_HEAD = b"\x00" * 20000  # longer than any document: never a prefix
     try:
         return _outcome(data)
     finally:
         document._NSM_COSE_HEAD = head
-        document._TEMPLATES.clear()
-        document._TEMPLATES.update(saved)
+        _shapes._TEMPLATES.clear()
+        _shapes._TEMPLATES.update(saved)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_templates() -> Iterator[None]:
-    document._TEMPLATES.clear()
+    _shapes._TEMPLATES.clear()
     yield
-    document._TEMPLATES.clear()
+    _shapes._TEMPLATES.clear()
 
 
 def _primed() -> bytes:
     """Decode one NSM-shaped document (remembering its shape); return its payload."""
-    document._TEMPLATES.clear()
+    _shapes._TEMPLATES.clear()
     data = encode_document(_BASE, _KEY)
     decode_document(data)
-    assert len(document._TEMPLATES) == 1
+    assert len(_shapes._TEMPLATES) == 1
     return encode_payload(_BASE)
 
 
@@ -83,7 +83,7 @@ def test_a_new_timestamp_is_decoded_from_the_remembered_shape() -> None:
     later = AttestationDocument(**{**_fields(_BASE), "timestamp": _BASE.timestamp + 1234})
     data = encode_document(later, _KEY)
     payload = encode_payload(later)
-    fast = document._from_template(payload)
+    fast = _shapes.from_template(payload)
     assert fast == later
     assert _outcome(data) == _strict(data)
     assert decode_document(data).document == later
@@ -165,7 +165,7 @@ def test_every_prefix_of_an_nsm_envelope_decodes_as_the_strict_way() -> None:
 def test_real_documents_take_the_fast_paths_with_the_same_result(vectors: Path) -> None:
     for path in sorted((vectors / "attestation").glob("*.cbor")):
         data = path.read_bytes()
-        document._TEMPLATES.clear()
+        _shapes._TEMPLATES.clear()
         first = _outcome(data)
         assert first == _strict(data)
         if first[0] != "ok":
