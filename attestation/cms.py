@@ -82,6 +82,8 @@ _CONSTRUCTED = 0x20
 _MAX_DEPTH = 8
 _MAX_LENGTH_OCTETS = 2
 
+#: The PKCS#7 scheme for AES blocks; immutable (it holds the block size), so one serves every message.
+_PKCS7 = sym_padding.PKCS7(algorithms.AES.block_size)
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -435,7 +437,7 @@ def _open(blob: bytes, private_key: rsa.RSAPrivateKey) -> bytes:
     # (7) AES-256-CBC decrypt and strip PKCS#7 padding (constant-time unpadder)
     decryptor = Cipher(algorithms.AES(cek), modes.CBC(fields.iv)).decryptor()
     padded = decryptor.update(fields.ciphertext) + decryptor.finalize()
-    unpadder = sym_padding.PKCS7(algorithms.AES.block_size).unpadder()
+    unpadder = _PKCS7.unpadder()  # a fresh unpadding context per message
     return unpadder.update(padded) + unpadder.finalize()
 
 
