@@ -82,6 +82,8 @@ _CONSTRUCTED = 0x20
 _MAX_DEPTH = 8
 _MAX_LENGTH_OCTETS = 2
 
+#: The PKCS#7 scheme for AES blocks; immutable (it holds the block size), so one serves every message.
+_PKCS7 = sym_padding.PKCS7(algorithms.AES.block_size)
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -153,18 +155,70 @@ def build_ciphertext_for_recipient(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         key_id = recipient_key_id(spki)
-    cek = os.urandom(CEK_BYTES)
-    iv = os.urandom(IV_BYTES)
+    cek_iv = os.urandom(CEK_BYTES + IV_BYTES)  # one syscall for both (each is fresh, independent bytes)
+    cek = cek_iv[:CEK_BYTES]
+    iv = cek_iv[CEK_BYTES:]
     pad = _AES_BLOCK - len(plaintext) % _AES_BLOCK  # PKCS#7 (RFC 5652 §6.3): always 1..16 bytes
     encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
+    ciphertext = encryptor.update(plaintext + _PADS[pad]) + encryptor.finalize()
     encrypted_key = recipient.encrypt(cek, _OAEP)
+    shape = (len(key_id), len(encrypted_key), len(ciphertext))
+    head, mid, before_content, content_head = _BUILD_TEMPLATES.get(shape) or _build_template(shape)
+    return b"".join((head, key_id, mid, encrypted_key, before_content, iv, content_head, ciphertext, _TAIL))
 
+
+_PADS = tuple(bytes((n,)) * n for n in range(_AES_BLOCK + 1))
+#: After the ciphertext: the end-of-contents octets of [0] encryptedContent, EncryptedContentInfo,
+#: EnvelopedData, [0] EXPLICIT and ContentInfo, in that order (see :func:`_assemble`).
+_TAIL = _EOC * 5
+#: Bound on the build templates kept: one per (rid, encryptedKey, ciphertext) length triple; KMS builds
+#: for 3 key sizes and 1..4096-byte plaintexts (256 ciphertext lengths), one rid length.
+MAX_BUILD_TEMPLATES = 1024
+_BUILD_TEMPLATES: dict[tuple[int, int, int], tuple[bytes, bytes, bytes, bytes]] = {}
+
+
+def _assemble(key_id: bytes, encrypted_key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """The CiphertextForRecipient around its four fields, element by element (the reference encoding)."""
     ktri = _tlv(0x30, _VERSION_2 + _tlv(0x80, key_id) + _OAEP_SHA256_ALGID + _tlv(0x04, encrypted_key))
     content_algorithm = _tlv(0x30, _OID_AES256_CBC + _tlv(0x04, iv))
     encrypted_content_info = _indef(0x30, _OID_DATA, content_algorithm, _indef(0xA0, _tlv(0x04, ciphertext)))
     enveloped_data = _indef(0x30, _VERSION_2, _tlv(0x31, ktri), encrypted_content_info)
     return _indef(0x30, _OID_ENVELOPED_DATA, _indef(0xA0, enveloped_data))
+
+
+def _build_template(shape: tuple[int, int, int]) -> tuple[bytes, bytes, bytes, bytes]:
+    """The constant bytes :func:`_assemble` puts between the fields for these field lengths (IV: 16 bytes).
+
+    Every length octet in the message depends only on the fields' lengths, so for a given
+    (rid, encryptedKey, ciphertext) length triple everything outside the four fields is constant:
+    ``head rid mid encryptedKey before_content IV content_head ciphertext _TAIL`` (equal to
+    :func:`_assemble`, hypothesis-checked in tests).
+    """
+    key_id_len, encrypted_key_len, ciphertext_len = shape
+    ktri_head = _VERSION_2 + b"\x80" + _length(key_id_len)
+    mid = _OAEP_SHA256_ALGID + b"\x04" + _length(encrypted_key_len)
+    ktri_content_len = len(ktri_head) + key_id_len + len(mid) + encrypted_key_len
+    ktri_prefix = b"\x30" + _length(ktri_content_len)
+    head = b"".join(
+        (
+            b"\x30\x80",  # ContentInfo
+            _OID_ENVELOPED_DATA,
+            b"\xa0\x80",  # [0] EXPLICIT
+            b"\x30\x80",  # EnvelopedData
+            _VERSION_2,
+            b"\x31" + _length(len(ktri_prefix) + ktri_content_len),  # recipientInfos SET
+            ktri_prefix,
+            ktri_head,
+        )
+    )
+    algorithm_content = _OID_AES256_CBC + b"\x04" + _length(IV_BYTES)
+    before_content = b"\x30\x80" + _OID_DATA + b"\x30" + _length(len(algorithm_content) + IV_BYTES)
+    before_content += algorithm_content
+    content_head = b"\xa0\x80\x04" + _length(ciphertext_len)
+    template = (head, mid, before_content, content_head)
+    if len(_BUILD_TEMPLATES) < MAX_BUILD_TEMPLATES:
+        _BUILD_TEMPLATES[shape] = template
+    return template
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -383,7 +437,7 @@ def _open(blob: bytes, private_key: rsa.RSAPrivateKey) -> bytes:
     # (7) AES-256-CBC decrypt and strip PKCS#7 padding (constant-time unpadder)
     decryptor = Cipher(algorithms.AES(cek), modes.CBC(fields.iv)).decryptor()
     padded = decryptor.update(fields.ciphertext) + decryptor.finalize()
-    unpadder = sym_padding.PKCS7(algorithms.AES.block_size).unpadder()
+    unpadder = _PKCS7.unpadder()  # a fresh unpadding context per message
     return unpadder.update(padded) + unpadder.finalize()
 
 

@@ -35,7 +35,11 @@ FRESH_PER_ROUND = 150
 
 
 def run(settings: Settings, pinning: Pinning, home: Path, result: ScenarioResult) -> None:
-    from attestation.cms import build_ciphertext_for_recipient, decrypt_ciphertext_for_recipient
+    from attestation.cms import (
+        build_ciphertext_for_recipient,
+        decrypt_ciphertext_for_recipient,
+        recipient_key_id,
+    )
     from attestation.nsm import NSM
     from attestation.pki import SimulatedPKI
     from attestation.sigv4 import sign_request
@@ -60,6 +64,9 @@ def run(settings: Settings, pinning: Pinning, home: Path, result: ScenarioResult
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     doc = nsm.attestation(public_key=spki, at=at)
+    # As kms-sim builds: the recipient's key and rid derived once per recipient key, not per request.
+    public_key = key.public_key()
+    key_id = recipient_key_id(spki)
     verifier = Verifier(roots=[pki.root_der])
 
     def body_of(document: bytes) -> bytes:
@@ -93,7 +100,7 @@ def run(settings: Settings, pinning: Pinning, home: Path, result: ScenarioResult
         "  of which: Verifier.verify, chain cached": ("", lambda: verifier.verify(doc, at=at)),
         "  of which: CMS build (urandom, RSA-OAEP, AES)": (
             "",
-            lambda: build_ciphertext_for_recipient(os.urandom(N), key.public_key()),
+            lambda: build_ciphertext_for_recipient(os.urandom(N), public_key, key_id=key_id),
         ),
         "NSM attestation document (nsm-sim's core)": (
             "nsm-sim",
