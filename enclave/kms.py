@@ -15,7 +15,8 @@ Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-fac
 
 The RSA key pair is made once per client (2048 bits by default; 3072/4096 selectable) and never leaves it.
 
-TLS or plain HTTP (:func:`client`), first rule that applies wins:
+TLS or plain HTTP (:func:`client`; applied by :func:`enclave._endpoint.resolve_tls`), first rule that
+applies wins:
 
 1. ``use_ssl=True/False`` given explicitly;
 2. an ``endpoint_url`` of ``https://...`` (TLS) or ``http://...`` (plain);
@@ -34,7 +35,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import ssl
 import threading
 import time
@@ -48,11 +48,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation import sigv4
 from attestation.cms import decrypt_ciphertext_for_recipient
-from attestation.sim import sim_home
 from enclave import vsock
 from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
 from enclave._connection import ENV_KMS_TLS, Connection, Endpoint
 from enclave._documents import DocumentSource
+from enclave._endpoint import SIM_CA_FILE, build_endpoint, default_ssl_context, resolve_tls
 from enclave._http import Response, encode_header_fields
 from enclave._retry import RetryQuota, backoff_delay, is_retryable_response
 from enclave.errors import (
@@ -70,6 +70,7 @@ __all__ = [
     "ENV_KMS_TLS",
     "MAX_RANDOM_BYTES",
     "RSA_KEY_SIZES",
+    "SIM_CA_FILE",
     "KMSClient",
     "NSMDevice",
     "check_random_length",
@@ -84,12 +85,8 @@ MAX_NUMBER_OF_BYTES = 1024
 MAX_ATTESTATION_REUSE_SECONDS = 300.0
 #: The one key encryption algorithm KMS offers for a Recipient.
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
-#: kms-sim's CA certificate for ``--tls`` (under ``$NITRO_SIM_HOME``).
-SIM_CA_FILE = Path("kms") / "tls" / "ca.pem"
 #: Bound on one ``random_bytes`` call (1 MiB = 1024 GenerateRandom calls).
 MAX_RANDOM_BYTES = 1024 * 1024
-#: TCP ports are u16.
-MAX_TCP_PORT = 0xFFFF
 USER_AGENT = "attested-random-enclave-sdk/0.1.0"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 #: The constant middle of a GenerateRandom body, up to the document's base64.
@@ -358,57 +355,6 @@ def check_random_length(n: object) -> None:
         raise ValueError(f"n must be an integer in 0..{MAX_RANDOM_BYTES} (1 MiB), got {shown}")
 
 
-def tls_from_environment(environ: Mapping[str, str] | None = None) -> bool | None:
-    """Rule 3: ``NITRO_SIM_KMS_TLS`` as a bool, None when unset or empty; ValueError for another value."""
-    env = os.environ if environ is None else environ
-    value = env.get(ENV_KMS_TLS, "")
-    if not value:
-        return None
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV_KMS_TLS} must be 0 (plain HTTP) or 1 (TLS), got {value[:32]!r}")
-    return value == "1"
-
-
-def default_ssl_context(ca_file: Path | None, *, simulated: bool) -> ssl.SSLContext:
-    """A TLS client context trusting ``ca_file`` (kms-sim's CA in simulation) or the system roots."""
-    if ca_file is None and simulated:
-        ca_file = sim_home() / SIM_CA_FILE
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:  # no file, or not PEM certificates: one line, no traceback
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        hint = f" (without kms-sim --tls, set {ENV_KMS_TLS}=0)" if simulated else ""
-        raise ValueError(f"cannot use the CA bundle {ca_file} for TLS: {reason}{hint}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-def build_endpoint(endpoint_url: str | None, *, region: str, proxy_port: int, tls: bool) -> Endpoint:
-    """Parse ``endpoint_url`` (``http(s)://HOST:PORT`` or ``vsock://CID:PORT``) or default to the proxy."""
-    server_name = f"kms.{region}.amazonaws.com"
-    if endpoint_url is None:
-        return Endpoint(
-            scheme="vsock", host="", cid=vsock.PARENT_CID, port=proxy_port, tls=tls, server_name=server_name
-        )
-    scheme, sep, rest = endpoint_url.partition("://")
-    host, _, port_text = rest.rstrip("/").rpartition(":")
-    limit = vsock.MAX_PORT if scheme == "vsock" else MAX_TCP_PORT
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= limit:
-        raise ValueError(
-            f"endpoint_url must be http(s)://HOST:PORT or vsock://CID:PORT, got {endpoint_url!r}"
-        )
-    port = int(port_text)
-    if scheme == "vsock":
-        if not host.isdigit():
-            raise ValueError("a vsock endpoint needs a numeric CID")
-        return Endpoint(scheme="vsock", host="", cid=int(host), port=port, tls=tls, server_name=server_name)
-    if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported endpoint scheme {scheme!r}")
-    return Endpoint(
-        scheme="tcp", host=host.strip("[]"), port=port, tls=scheme == "https", server_name=server_name
-    )
-
-
 def client(
     service_name: str,
     *,
@@ -443,14 +389,8 @@ def client(
     )
     resolved_config = resolve_config(config, environ=environ)
     ca_file = Path(verify) if verify is not None else None
-    if use_ssl is None:  # the rules of the module docstring, in order
-        if endpoint_url is not None and endpoint_url.startswith(("http://", "https://")):
-            use_ssl = endpoint_url.startswith("https://")
-        else:
-            use_ssl = tls_from_environment(environ)
-        if use_ssl is None:
-            use_ssl = not simulated or (sim_home(environ) / SIM_CA_FILE).exists()
-    endpoint = build_endpoint(endpoint_url, region=region, proxy_port=proxy_port, tls=use_ssl)
+    tls = resolve_tls(use_ssl, endpoint_url, simulated=simulated, environ=environ)
+    endpoint = build_endpoint(endpoint_url, region=region, proxy_port=proxy_port, tls=tls)
     context = default_ssl_context(ca_file, simulated=simulated) if endpoint.tls else None
     return KMSClient(
         region=region,
