@@ -7,8 +7,6 @@ returns the response members; failures are KMSErrors. Shapes copy botocore kms s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -19,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation.cms import build_ciphertext_for_recipient
+from kms._document_text import TEXTS, decode_document_text, from_text_template
 from kms.errors import (
     CustomKeyStoreInvalidStateException,
     DependencyTimeoutException,
@@ -39,6 +38,11 @@ MAX_ATTESTATION_DOCUMENT_BYTES = 262144
 #: DescribeCustomKeyStores ``Limit``: 1..1000, default 1000 (``LimitType``).
 MAX_DESCRIBE_LIMIT = 1000
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
+
+# The Recipient document's decoder (kms._document_text), under the names tests/kms/test_document_text.py
+# reaches it by here.
+_TEXTS = TEXTS
+_from_text_template = from_text_template
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,80 +156,6 @@ GENERATE_RANDOM_FIELDS = (
 )
 
 
-# -- A Recipient document's base64, decoded mostly from a remembered text ------------------------------------
-#
-# An enclave's documents differ in the timestamp and the signature only (attestation.document), so their
-# base64 texts are equal but for the characters over those bytes. Strict base64 is decoded in 4-character
-# groups, left to right: a text cut at group boundaries, every piece but the last without "=", decodes
-# (strictly) to the pieces' decodings joined. So a text that has a remembered text's first piece (up to the
-# timestamp's group) and middle piece (the certificates, keys, PCRs: ~90% of it) is decoded from the two
-# short pieces between; anything else is decoded whole. tests/kms/test_protocol.py compares the two.
-
-#: Bound on remembered texts (entries: ~6 KB of base64 text and ~4.5 KB of its bytes).
-DOCUMENT_TEXT_CACHE_SIZE = 64
-#: Characters of a text that select its template (the COSE head and the start of the module ID).
-_TEXT_KEY_CHARS = 96
-#: The timestamp is in the first bytes of an NSM document; the signature is its last 98 (``58 60`` + r||s).
-_TIMESTAMP_KEY = b"\x69timestamp"
-_TIMESTAMP_SEARCH_BYTES = 256
-_TIMESTAMP_ITEM_BYTES = 9
-_SIGNATURE_ITEM_BYTES = 98
-#: Key -> (first piece, its bytes, middle start, middle piece, its bytes, middle end, text length).
-_TEXTS: dict[str, tuple[str, bytes, int, str, bytes, int, int]] = {}
-
-
-def _from_text_template(text: str) -> bytes | None:
-    """``base64.b64decode(text, validate=True)`` for a text of a remembered shape; None otherwise."""
-    known = _TEXTS.get(text[:_TEXT_KEY_CHARS])
-    if known is None:
-        return None
-    first, first_bytes, start, middle, middle_bytes, end, length = known
-    if len(text) != length or not text.startswith(first) or not text.startswith(middle, start):
-        return None
-    between = text[len(first) : start]
-    if "=" in between:  # padding only in the last piece
-        return None
-    try:
-        return b"".join(
-            (
-                first_bytes,
-                binascii.a2b_base64(between, strict_mode=True),
-                middle_bytes,
-                binascii.a2b_base64(text[end:], strict_mode=True),
-            )
-        )
-    except ValueError:  # binascii.Error, or a character that is not ASCII
-        return None  # the whole text's decode says so
-
-
-def _remember_text(text: str, blob: bytes) -> None:
-    """Remember ``text`` (which decoded strictly to ``blob``) cut around its timestamp and signature."""
-    at = blob.find(_TIMESTAMP_KEY, 0, _TIMESTAMP_SEARCH_BYTES)
-    if at < 0 or type(text) is not str:
-        return
-    # Group boundaries (3 bytes, 4 characters) at or before the timestamp, after it, before the signature.
-    first_end = (at + len(_TIMESTAMP_KEY)) // 3
-    middle_start = (at + len(_TIMESTAMP_KEY) + _TIMESTAMP_ITEM_BYTES + 2) // 3
-    middle_end = (len(blob) - _SIGNATURE_ITEM_BYTES) // 3
-    if not _TEXT_KEY_CHARS <= 4 * first_end < 4 * middle_start < 4 * middle_end < len(text):
-        return
-    first = text[: 4 * first_end]
-    middle = text[4 * middle_start : 4 * middle_end]
-    if "=" in first or "=" in middle:
-        return
-    if len(_TEXTS) >= DOCUMENT_TEXT_CACHE_SIZE:
-        del _TEXTS[next(iter(_TEXTS))]
-    _TEXTS[text[:_TEXT_KEY_CHARS]] = (
-        first,
-        blob[: 3 * first_end],
-        4 * middle_start,
-        middle,
-        blob[3 * middle_start : 3 * middle_end],
-        4 * middle_end,
-        len(text),
-    )
-
-
 def plain_generate_random(raw: Mapping[str, object]) -> dict[str, Any] | None:
     """GenerateRandom's members as ``validate(GENERATE_RANDOM_FIELDS, raw)`` gives them, for the usual
     request (``NumberOfBytes`` in range, no key store, a well-formed Recipient or none); else None.
@@ -248,14 +178,8 @@ def plain_generate_random(raw: Mapping[str, object]) -> dict[str, Any] | None:
     document = recipient.get("AttestationDocument")
     if type(algorithm) is not str or algorithm != KEY_ENCRYPTION_ALGORITHM or type(document) is not str:
         return None
-    blob = _from_text_template(document)
-    if blob is None:
-        try:
-            blob = base64.b64decode(document, validate=True)
-        except ValueError:  # binascii.Error is one
-            return None
-        _remember_text(document, blob)
-    if not 1 <= len(blob) <= MAX_ATTESTATION_DOCUMENT_BYTES:
+    blob = decode_document_text(document)
+    if blob is None or not 1 <= len(blob) <= MAX_ATTESTATION_DOCUMENT_BYTES:
         return None
     return {
         "NumberOfBytes": number,
