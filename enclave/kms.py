@@ -32,9 +32,6 @@ Endpoints are named in messages as ``vsock://CID:PORT`` (the form ``endpoint_url
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import ssl
 import threading
 import time
@@ -49,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from attestation import sigv4
 from attestation.cms import decrypt_ciphertext_for_recipient
 from enclave import vsock
+from enclave._awsjson import ciphertext_for_recipient, error_code, generate_random_body, response_metadata
 from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
 from enclave._connection import ENV_KMS_TLS, Connection, Endpoint
 from enclave._documents import DocumentSource
@@ -83,16 +81,10 @@ RSA_KEY_SIZES = (2048, 3072, 4096)
 MAX_NUMBER_OF_BYTES = 1024
 #: Bound on how long an attestation document may be reused (KMS checks freshness on its side).
 MAX_ATTESTATION_REUSE_SECONDS = 300.0
-#: The one key encryption algorithm KMS offers for a Recipient.
-KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
 #: Bound on one ``random_bytes`` call (1 MiB = 1024 GenerateRandom calls).
 MAX_RANDOM_BYTES = 1024 * 1024
 USER_AGENT = "attested-random-enclave-sdk/0.1.0"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
-#: The constant middle of a GenerateRandom body, up to the document's base64.
-_RECIPIENT_PREFIX = b',"Recipient":{"KeyEncryptionAlgorithm":"%s","AttestationDocument":"' % (
-    KEY_ENCRYPTION_ALGORITHM.encode()
-)
 
 
 class NSMDevice(Protocol):
@@ -108,23 +100,6 @@ class NSMDevice(Protocol):
 def open_default_nsm() -> NSMDevice:
     """``enclave.nsm.open_nsm()``: the simulated device, the real ``/dev/nsm``, or a clear error."""
     return open_nsm()
-
-
-def _error_code(response: Response) -> tuple[str, str]:
-    """``(code, message)`` of an error answer, as botocore's JSON parser reads them."""
-    try:
-        body = json.loads(response.body) if response.body else {}
-    except (ValueError, UnicodeDecodeError):
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = body.get("__type") or body.get("code") or ""
-    if not isinstance(code, str) or not code:
-        return str(response.status), response.reason
-    # "com.amazonaws.kms#AccessDeniedException:http://..." -> "AccessDeniedException"
-    code = code.split("#")[-1].split(":")[0]
-    message = body.get("message") or body.get("Message") or ""
-    return code, str(message)
 
 
 class KMSClient:
@@ -207,11 +182,12 @@ class KMSClient:
         with self._lock:
             # (1) a document for this request; the next one is made while this request is in flight
             document = self._documents.take()
-            body = self._generate_random_body(NumberOfBytes, CustomKeyStoreId, document)
+            # (2) the awsJson1_1 body (enclave._awsjson)
+            body = generate_random_body(NumberOfBytes, CustomKeyStoreId, document)
             self._documents.prefetch_next()
             response, retries = self._call("GenerateRandom", body)
         plaintext = self._open(response, NumberOfBytes)
-        return {"Plaintext": plaintext, "ResponseMetadata": self._metadata(response, retries)}
+        return {"Plaintext": plaintext, "ResponseMetadata": response_metadata(response, retries)}
 
     def random_bytes(self, n: int) -> bytes:
         """``n`` attested random bytes, ``0 <= n <= MAX_RANDOM_BYTES``, in GenerateRandom calls of <= 1024."""
@@ -241,21 +217,6 @@ class KMSClient:
         if self._nsm is None:
             self._nsm = open_default_nsm()
         return self._nsm
-
-    @staticmethod
-    def _generate_random_body(n: int, store: str | None, document: bytes) -> bytes:
-        # (2) awsJson1_1 body; built directly: the document's base64 (the only large part) is spliced
-        # between two constant byte strings in one join, so its ~8 KB are copied once after encoding.
-        store_part = b',"CustomKeyStoreId":' + json.dumps(store).encode() if store is not None else b""
-        return b"".join(
-            (
-                b'{"NumberOfBytes":%d' % n,
-                store_part,
-                _RECIPIENT_PREFIX,
-                binascii.b2a_base64(document, newline=False),
-                b'"}}',
-            )
-        )
 
     def _request_bytes(self, operation: str, body: bytes) -> bytes:
         # The static part of the head and the signer are made once per operation; per request only the
@@ -304,7 +265,7 @@ class KMSClient:
             if response.status == 200:
                 self._quota.release(retry_cost)
                 return response, attempt - 1
-            code, message = _error_code(response)
+            code, message = error_code(response)
             if is_retryable_response(response.status, code) and attempt < self._config.max_attempts:
                 cost = self._quota.acquire(timeout=False)
                 if cost:
@@ -313,39 +274,17 @@ class KMSClient:
                     continue
             error = {
                 "Error": {"Code": code, "Message": message},
-                "ResponseMetadata": self._metadata(response, attempt - 1),
+                "ResponseMetadata": response_metadata(response, attempt - 1),
             }
             raise error_class(code)(error, operation)
 
     def _open(self, response: Response, n: int) -> bytes:
         # (4) decrypt CiphertextForRecipient here; never accept a Plaintext that crossed the host
-        try:
-            body = json.loads(response.body)
-        except (ValueError, UnicodeDecodeError):
-            raise ResponseError("KMS answered GenerateRandom with a body that is not JSON") from None
-        blob64 = body.get("CiphertextForRecipient") if isinstance(body, dict) else None
-        if not isinstance(blob64, str) or not blob64:
-            raise ResponseError(
-                "KMS answered GenerateRandom without CiphertextForRecipient (Recipient ignored?)"
-            )
-        try:
-            blob = base64.b64decode(blob64, validate=True)
-        except (binascii.Error, ValueError):
-            raise ResponseError("CiphertextForRecipient is not valid base64") from None
+        blob = ciphertext_for_recipient(response)
         plaintext = decrypt_ciphertext_for_recipient(blob, self._key)
         if len(plaintext) != n:
             raise ResponseError(f"KMS returned {len(plaintext)} random bytes, {n} were requested")
         return plaintext
-
-    @staticmethod
-    def _metadata(response: Response, retries: int) -> dict[str, Any]:
-        headers = dict(response.headers)
-        return {
-            "RequestId": headers.get("x-amzn-requestid", ""),
-            "HTTPStatusCode": response.status,
-            "HTTPHeaders": headers,
-            "RetryAttempts": retries,
-        }
 
 
 def check_random_length(n: object) -> None:
