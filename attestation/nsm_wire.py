@@ -18,13 +18,68 @@ Every decoding failure raises :class:`MalformedNSMMessageError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import cbor2
 
 from attestation._cbor import strict_loads
+from attestation._nsm_messages import (
+    DIGESTS,
+    ERROR_CODES,
+    Attestation,
+    AttestationResponse,
+    DescribeNSM,
+    DescribeNSMResponse,
+    DescribePCR,
+    DescribePCRResponse,
+    ErrorResponse,
+    ExtendPCR,
+    ExtendPCRResponse,
+    GetRandom,
+    GetRandomResponse,
+    LockPCR,
+    LockPCRResponse,
+    LockPCRs,
+    LockPCRsResponse,
+    Request,
+    Response,
+)
 from attestation.errors import MalformedNSMMessageError
+
+__all__ = [
+    "DIGESTS",
+    "ERROR_CODES",
+    "FRAME_HEADER_BYTES",
+    "MAX_LOCKED_PCRS",
+    "MAX_MODULE_ID_BYTES",
+    "MAX_PCR_BYTES",
+    "MAX_REQUEST_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "MAX_U16",
+    "Attestation",
+    "AttestationResponse",
+    "DescribeNSM",
+    "DescribeNSMResponse",
+    "DescribePCR",
+    "DescribePCRResponse",
+    "ErrorResponse",
+    "ExtendPCR",
+    "ExtendPCRResponse",
+    "GetRandom",
+    "GetRandomResponse",
+    "LockPCR",
+    "LockPCRResponse",
+    "LockPCRs",
+    "LockPCRsResponse",
+    "Request",
+    "Response",
+    "decode_request",
+    "decode_response",
+    "encode_frame",
+    "encode_request",
+    "encode_response",
+    "frame_length",
+]
 
 # -- Named bounds (nsm-api src/driver/mod.rs) ----------------------------------------------------------------
 #: ``NSM_REQUEST_MAX_SIZE``: a larger request is answered with ``InputTooLarge``.
@@ -33,20 +88,6 @@ MAX_REQUEST_BYTES = 0x1000
 MAX_RESPONSE_BYTES = 0x3000
 #: PCR indices, lock ranges and versions are ``u16``.
 MAX_U16 = 0xFFFF
-#: ``ErrorCode`` variants, in declaration order.
-ERROR_CODES = (
-    "Success",
-    "InvalidArgument",
-    "InvalidIndex",
-    "InvalidResponse",
-    "ReadOnlyIndex",
-    "InvalidOperation",
-    "BufferTooSmall",
-    "InputTooLarge",
-    "InternalError",
-)
-#: ``Digest`` variants.
-DIGESTS = ("SHA256", "SHA384", "SHA512")
 #: Simulated-device framing (interfaces.md): a 4-byte big-endian length, then the CBOR body.
 FRAME_HEADER_BYTES = 4
 #: PCR values: a ``Vec<u8>`` of the digest's size; we accept at most SHA-512's.
@@ -74,132 +115,6 @@ def frame_length(header: bytes) -> int:
         raise _fail(f"frame header must be {FRAME_HEADER_BYTES} bytes")
     return int.from_bytes(header, "big")
 
-
-# -- Requests ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribePCR:
-    VARIANT: ClassVar[str] = "DescribePCR"
-    index: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExtendPCR:
-    VARIANT: ClassVar[str] = "ExtendPCR"
-    index: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCR:
-    VARIANT: ClassVar[str] = "LockPCR"
-    index: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRs:
-    """Lock PCRs ``[0, range)``."""
-
-    VARIANT: ClassVar[str] = "LockPCRs"
-    range: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribeNSM:
-    VARIANT: ClassVar[str] = "DescribeNSM"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attestation:
-    VARIANT: ClassVar[str] = "Attestation"
-    user_data: bytes | None = None
-    nonce: bytes | None = None
-    public_key: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetRandom:
-    VARIANT: ClassVar[str] = "GetRandom"
-
-
-Request = DescribePCR | ExtendPCR | LockPCR | LockPCRs | DescribeNSM | Attestation | GetRandom
-
-# -- Responses -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribePCRResponse:
-    VARIANT: ClassVar[str] = "DescribePCR"
-    #: True if the PCR is read-only.
-    lock: bool
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExtendPCRResponse:
-    VARIANT: ClassVar[str] = "ExtendPCR"
-    #: The PCR's value after the extension.
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRResponse:
-    VARIANT: ClassVar[str] = "LockPCR"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRsResponse:
-    VARIANT: ClassVar[str] = "LockPCRs"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribeNSMResponse:
-    VARIANT: ClassVar[str] = "DescribeNSM"
-    version_major: int
-    version_minor: int
-    version_patch: int
-    module_id: str
-    max_pcrs: int
-    #: Sorted indices of the read-only PCRs (a ``BTreeSet<u16>`` on the wire: a sorted array).
-    locked_pcrs: tuple[int, ...]
-    digest: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttestationResponse:
-    VARIANT: ClassVar[str] = "Attestation"
-    #: The COSE_Sign1 attestation document.
-    document: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetRandomResponse:
-    VARIANT: ClassVar[str] = "GetRandom"
-    random: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorResponse:
-    VARIANT: ClassVar[str] = "Error"
-    #: An ``ErrorCode`` name, e.g. ``"InvalidIndex"``.
-    code: str
-
-    def __post_init__(self) -> None:
-        if self.code not in ERROR_CODES:
-            raise ValueError(f"unknown NSM error code {self.code!r}")
-
-
-Response = (
-    DescribePCRResponse
-    | ExtendPCRResponse
-    | LockPCRResponse
-    | LockPCRsResponse
-    | DescribeNSMResponse
-    | AttestationResponse
-    | GetRandomResponse
-    | ErrorResponse
-)
 
 # -- Encoding ------------------------------------------------------------------------------------------------
 
