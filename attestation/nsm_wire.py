@@ -18,13 +18,74 @@ Every decoding failure raises :class:`MalformedNSMMessageError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import cbor2
 
 from attestation._cbor import strict_loads
+from attestation._nsm_fast import (
+    _ATTESTATION_REQUEST_PARTS,
+    _ATTESTATION_RESPONSE_HEAD,
+    _fast_attestation_request,
+    _fast_attestation_response,
+)
+from attestation._nsm_messages import (
+    DIGESTS,
+    ERROR_CODES,
+    Attestation,
+    AttestationResponse,
+    DescribeNSM,
+    DescribeNSMResponse,
+    DescribePCR,
+    DescribePCRResponse,
+    ErrorResponse,
+    ExtendPCR,
+    ExtendPCRResponse,
+    GetRandom,
+    GetRandomResponse,
+    LockPCR,
+    LockPCRResponse,
+    LockPCRs,
+    LockPCRsResponse,
+    Request,
+    Response,
+)
 from attestation.errors import MalformedNSMMessageError
+
+__all__ = [
+    "DIGESTS",
+    "ERROR_CODES",
+    "FRAME_HEADER_BYTES",
+    "MAX_LOCKED_PCRS",
+    "MAX_MODULE_ID_BYTES",
+    "MAX_PCR_BYTES",
+    "MAX_REQUEST_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "MAX_U16",
+    "Attestation",
+    "AttestationResponse",
+    "DescribeNSM",
+    "DescribeNSMResponse",
+    "DescribePCR",
+    "DescribePCRResponse",
+    "ErrorResponse",
+    "ExtendPCR",
+    "ExtendPCRResponse",
+    "GetRandom",
+    "GetRandomResponse",
+    "LockPCR",
+    "LockPCRResponse",
+    "LockPCRs",
+    "LockPCRsResponse",
+    "Request",
+    "Response",
+    "decode_request",
+    "decode_response",
+    "encode_frame",
+    "encode_request",
+    "encode_response",
+    "frame_length",
+]
 
 # -- Named bounds (nsm-api src/driver/mod.rs) ----------------------------------------------------------------
 #: ``NSM_REQUEST_MAX_SIZE``: a larger request is answered with ``InputTooLarge``.
@@ -33,20 +94,6 @@ MAX_REQUEST_BYTES = 0x1000
 MAX_RESPONSE_BYTES = 0x3000
 #: PCR indices, lock ranges and versions are ``u16``.
 MAX_U16 = 0xFFFF
-#: ``ErrorCode`` variants, in declaration order.
-ERROR_CODES = (
-    "Success",
-    "InvalidArgument",
-    "InvalidIndex",
-    "InvalidResponse",
-    "ReadOnlyIndex",
-    "InvalidOperation",
-    "BufferTooSmall",
-    "InputTooLarge",
-    "InternalError",
-)
-#: ``Digest`` variants.
-DIGESTS = ("SHA256", "SHA384", "SHA512")
 #: Simulated-device framing (interfaces.md): a 4-byte big-endian length, then the CBOR body.
 FRAME_HEADER_BYTES = 4
 #: PCR values: a ``Vec<u8>`` of the digest's size; we accept at most SHA-512's.
@@ -74,132 +121,6 @@ def frame_length(header: bytes) -> int:
         raise _fail(f"frame header must be {FRAME_HEADER_BYTES} bytes")
     return int.from_bytes(header, "big")
 
-
-# -- Requests ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribePCR:
-    VARIANT: ClassVar[str] = "DescribePCR"
-    index: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExtendPCR:
-    VARIANT: ClassVar[str] = "ExtendPCR"
-    index: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCR:
-    VARIANT: ClassVar[str] = "LockPCR"
-    index: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRs:
-    """Lock PCRs ``[0, range)``."""
-
-    VARIANT: ClassVar[str] = "LockPCRs"
-    range: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribeNSM:
-    VARIANT: ClassVar[str] = "DescribeNSM"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attestation:
-    VARIANT: ClassVar[str] = "Attestation"
-    user_data: bytes | None = None
-    nonce: bytes | None = None
-    public_key: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetRandom:
-    VARIANT: ClassVar[str] = "GetRandom"
-
-
-Request = DescribePCR | ExtendPCR | LockPCR | LockPCRs | DescribeNSM | Attestation | GetRandom
-
-# -- Responses -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribePCRResponse:
-    VARIANT: ClassVar[str] = "DescribePCR"
-    #: True if the PCR is read-only.
-    lock: bool
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExtendPCRResponse:
-    VARIANT: ClassVar[str] = "ExtendPCR"
-    #: The PCR's value after the extension.
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRResponse:
-    VARIANT: ClassVar[str] = "LockPCR"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LockPCRsResponse:
-    VARIANT: ClassVar[str] = "LockPCRs"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribeNSMResponse:
-    VARIANT: ClassVar[str] = "DescribeNSM"
-    version_major: int
-    version_minor: int
-    version_patch: int
-    module_id: str
-    max_pcrs: int
-    #: Sorted indices of the read-only PCRs (a ``BTreeSet<u16>`` on the wire: a sorted array).
-    locked_pcrs: tuple[int, ...]
-    digest: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttestationResponse:
-    VARIANT: ClassVar[str] = "Attestation"
-    #: The COSE_Sign1 attestation document.
-    document: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetRandomResponse:
-    VARIANT: ClassVar[str] = "GetRandom"
-    random: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorResponse:
-    VARIANT: ClassVar[str] = "Error"
-    #: An ``ErrorCode`` name, e.g. ``"InvalidIndex"``.
-    code: str
-
-    def __post_init__(self) -> None:
-        if self.code not in ERROR_CODES:
-            raise ValueError(f"unknown NSM error code {self.code!r}")
-
-
-Response = (
-    DescribePCRResponse
-    | ExtendPCRResponse
-    | LockPCRResponse
-    | LockPCRsResponse
-    | DescribeNSMResponse
-    | AttestationResponse
-    | GetRandomResponse
-    | ErrorResponse
-)
 
 # -- Encoding ------------------------------------------------------------------------------------------------
 
@@ -245,18 +166,7 @@ def _body(message: Request | Response) -> Any:
     raise TypeError(f"not an NSM message: {type(message).__name__}")
 
 
-# The attestation messages are on every attested call; their CBOR around the variable byte strings is constant
-# (a definite map is its head, then key, value, ... in insertion order), so they are spliced, not built.
-_ATTESTATION_REQUEST_PARTS = (
-    b"\xa1" + cbor2.dumps(Attestation.VARIANT) + b"\xa3" + cbor2.dumps("user_data"),
-    cbor2.dumps("nonce"),
-    cbor2.dumps("public_key"),
-)
-_ATTESTATION_RESPONSE_HEAD = (
-    b"\xa1" + cbor2.dumps(AttestationResponse.VARIANT) + b"\xa1" + cbor2.dumps("document")
-)
-
-
+# The attestation messages are spliced around their byte strings (the constant parts are in _nsm_fast).
 def _encode(message: Request | Response) -> bytes:
     if type(message) is AttestationResponse:
         return _ATTESTATION_RESPONSE_HEAD + cbor2.dumps(message.document)
@@ -338,73 +248,6 @@ def _bytes(variant: str, name: str, value: Any, *, optional: bool = False, limit
     if limit is not None and len(value) > limit:
         raise _fail(f"{variant}.{name} is {len(value)} bytes, over the {limit}-byte limit")
     return value
-
-
-#: CBOR major type 2 (byte string) initial bytes: a length in the byte itself, or in the next 1, 2 or 4 bytes.
-_BSTR = 0x40
-_BSTR_LENGTH_BYTES = {0x58: 1, 0x59: 2, 0x5A: 4}
-#: Smallest length each long form may carry in minimal ("preferred") CBOR.
-_BSTR_MINIMAL = {1: 24, 2: 0x100, 4: 0x10000}
-_NULL = 0xF6
-
-
-def _splice_bstr(data: bytes, offset: int, *, nullable: bool) -> tuple[bytes | None, int] | None:
-    """The byte string (or null) at ``offset`` and the offset after it; None if it is anything else.
-
-    Only minimal-length definite encodings are taken: anything unusual goes to the full strict decoder, so
-    the fast paths below accept nothing the strict decoder would refuse, and read everything the same way.
-    """
-    if offset >= len(data):
-        return None
-    initial = data[offset]
-    if nullable and initial == _NULL:
-        return None, offset + 1
-    if _BSTR <= initial < _BSTR + 24:
-        start, length = offset + 1, initial - _BSTR
-    elif initial in _BSTR_LENGTH_BYTES:
-        size = _BSTR_LENGTH_BYTES[initial]
-        start = offset + 1 + size
-        length = int.from_bytes(data[offset + 1 : start], "big")
-        if start > len(data) or length < _BSTR_MINIMAL[size]:
-            return None
-    else:
-        return None
-    end = start + length
-    if end > len(data):
-        return None
-    return data[start:end], end
-
-
-def _fast_attestation_request(data: bytes) -> Attestation | None:
-    """``{"Attestation": {"user_data": ?, "nonce": ?, "public_key": ?}}`` as our client sends it, or None."""
-    user_data_key, nonce_key, public_key_key = _ATTESTATION_REQUEST_PARTS
-    if type(data) is not bytes or not data.startswith(user_data_key):
-        return None
-    values: list[bytes | None] = []
-    offset = len(user_data_key)
-    for key in (nonce_key, public_key_key, b""):
-        item = _splice_bstr(data, offset, nullable=True)
-        if item is None:
-            return None
-        value, offset = item
-        values.append(value)
-        if not data.startswith(key, offset):
-            return None
-        offset += len(key)
-    if offset != len(data):
-        return None
-    user_data, nonce, public_key = values
-    return Attestation(user_data=user_data, nonce=nonce, public_key=public_key)
-
-
-def _fast_attestation_response(data: bytes) -> AttestationResponse | None:
-    """``{"Attestation": {"document": bstr}}`` with nothing after it, or None."""
-    if type(data) is not bytes or not data.startswith(_ATTESTATION_RESPONSE_HEAD):
-        return None
-    item = _splice_bstr(data, len(_ATTESTATION_RESPONSE_HEAD), nullable=False)
-    if item is None or item[0] is None or item[1] != len(data):
-        return None
-    return AttestationResponse(document=item[0])
 
 
 def decode_request(data: bytes) -> Request:

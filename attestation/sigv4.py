@@ -31,13 +31,24 @@ import hashlib
 import hmac
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from urllib.parse import quote
 
-from attestation.errors import MalformedError
+from attestation._sigv4_canonical import (
+    EMPTY_SHA256,
+    UNSIGNED_HEADERS,
+    Headers,
+    MalformedAuthorizationError,
+    _items,
+    canonical_headers,
+    canonical_query,
+    canonical_request,
+    canonical_uri,
+    headers_to_sign,
+    payload_hash,
+)
 
 __all__ = [
     "ALGORITHM",
@@ -68,26 +79,8 @@ __all__ = [
 ALGORITHM = "AWS4-HMAC-SHA256"
 #: The scope terminator, fixed by the spec.
 TERMINATOR = "aws4_request"
-#: hex(SHA256(b"")), the payload hash of an empty body.
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: ``X-Amz-Date`` format (ISO 8601 basic, UTC, seconds).
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-#: Headers never signed: they may be changed by proxies (botocore's ``SIGNED_HEADERS_BLACKLIST``).
-UNSIGNED_HEADERS = frozenset(
-    {
-        "connection",
-        "expect",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-        "x-amzn-trace-id",
-    }
-)
 #: Bound on an Authorization header we agree to parse (a real one is ~200-400 characters).
 MAX_AUTHORIZATION_CHARS = 4096
 #: Bound on the number of signed headers named in one Authorization header.
@@ -95,103 +88,7 @@ MAX_SIGNED_HEADERS = 64
 #: Bound on the size of a signing-key cache (one entry per secret, day, region and service).
 SIGNING_KEY_CACHE_SIZE = 64
 
-#: Header items: a mapping, or (name, value) pairs when a name repeats.
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-class MalformedAuthorizationError(MalformedError, ValueError):
-    """An ``Authorization`` (or ``X-Amz-Date``) header is not in the SigV4 shape; the message is one line."""
-
-
-# -- step 1: canonical request -----------------------------------------------------------------------------
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 §5.2.4 on an absolute path; the result keeps a trailing slash and is never empty."""
-    out: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if out:
-                out.pop()
-        elif segment not in (".", ""):
-            out.append(segment)
-    result = "/" + "/".join(out)
-    if path.endswith(("/", "/.", "/..")) and result != "/":
-        result += "/"
-    return result
-
-
-def canonical_uri(path: str) -> str:
-    """The canonical URI of a request path as sent on the wire (e.g. ``/`` for every KMS call)."""
-    return quote(_remove_dot_segments(path or "/"), safe="/~")
-
-
-def canonical_query(query: str) -> str:
-    """The canonical query string of a wire-form query (``a=1&b=2``): pairs sorted by name, then value."""
-    if not query:
-        return ""
-    pairs = []
-    for item in query.split("&"):
-        name, _, value = item.partition("=")
-        pairs.append((name, value))
-    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
-
-
-def _items(headers: Headers) -> Iterable[tuple[str, str]]:
-    return headers.items() if isinstance(headers, Mapping) else headers
-
-
-def headers_to_sign(headers: Headers) -> tuple[str, ...]:
-    """The sorted, lower-case names of the headers a signer signs (all but :data:`UNSIGNED_HEADERS`)."""
-    return tuple(sorted({name.lower() for name, _ in _items(headers)} - UNSIGNED_HEADERS))
-
-
-def canonical_headers(headers: Headers, signed_headers: Sequence[str]) -> str:
-    """The canonical header block for ``signed_headers`` (lower-case names), each line ending in ``\\n``.
-
-    Values are trimmed and inner whitespace runs collapsed to one space (the spec's Trimall); a repeated
-    header's values are joined with ``,`` in the order received. A signed header that is absent raises
-    :class:`MalformedAuthorizationError` (a verifier must refuse to sign over a header it does not have).
-    """
-    wanted: dict[str, list[str]] = {name: [] for name in signed_headers}
-    for name, value in _items(headers):
-        bucket = wanted.get(name.lower())
-        if bucket is not None:
-            bucket.append(" ".join(value.split()))
-    lines = []
-    for name in sorted(wanted):
-        values = wanted[name]
-        if not values:
-            raise MalformedAuthorizationError(f"signed header {name!r} is not in the request")
-        lines.append(f"{name}:{','.join(values)}\n")
-    return "".join(lines)
-
-
-def payload_hash(body: bytes) -> str:
-    """hex(SHA256(body)), the last line of the canonical request."""
-    return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-
-
-def canonical_request(
-    method: str,
-    path: str,
-    query: str,
-    headers: Headers,
-    *,
-    signed_headers: Sequence[str],
-    body_sha256: str,
-) -> str:
-    """Step 1: the canonical request string."""
-    return "\n".join(
-        (
-            method.upper(),
-            canonical_uri(path),
-            canonical_query(query),
-            canonical_headers(headers, signed_headers),
-            ";".join(sorted(signed_headers)),
-            body_sha256,
-        )
-    )
+# -- step 1, the canonical request, is in attestation/_sigv4_canonical.py (names re-exported above) ------
 
 
 # -- step 2: string to sign ----------------------------------------------------------------------------------
