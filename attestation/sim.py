@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,6 +56,32 @@ def check_unix_path(path: Path) -> Path:
             f"(set {ENV_HOME} to a shorter directory)"
         )
     return path
+
+
+def remove_stale_socket(path: Path, *, holder: str) -> None:
+    """Make room to bind a Unix socket at ``path``: remove only a socket nobody listens on any more.
+
+    Anything but a socket is refused, and so is a live socket, found by connecting to it (a Unix socket,
+    never a network address): unlinking it would silently orphan the ``holder`` behind it. Raises
+    SimulationError with one line: "PATH exists and is not a socket", "PATH is in use by HOLDER".
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SimulationError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except ConnectionRefusedError:  # stale: its server is gone
+        path.unlink(missing_ok=True)
+        return
+    except OSError as exc:  # e.g. no permission: whether a server holds it cannot be told, so keep it
+        raise SimulationError(f"{path} cannot be checked for a listening server: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise SimulationError(f"{path} is in use by {holder}")
 
 
 def vsock_socket_path(cid: int, port: int, home: Path | None = None) -> Path:

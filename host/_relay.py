@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attestation.sim import PARENT_CID, vsock_socket_path
+from attestation.sim import PARENT_CID, remove_stale_socket, vsock_socket_path
 
 __all__ = ["RelayConfig", "RelayServer", "bind_vsock_listener", "check_timeouts"]
 
@@ -94,18 +94,7 @@ class RelayConfig:
 def _simulated_listener(port: int) -> socket.socket:
     path = vsock_socket_path(PARENT_CID, port)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise OSError(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale socket of a process that is gone
-        else:
-            raise OSError(f"another process is listening on {path}")
-        finally:
-            probe.close()
+    remove_stale_socket(path, holder="another vsock-proxy")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(str(path))

@@ -24,7 +24,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from attestation.errors import AttestationError
+from attestation.errors import AttestationError, SimulationError
 from attestation.nsm import BOOT_LOCKED_PCRS, NSM, PCR_BYTES
 from attestation.nsm_wire import (
     FRAME_HEADER_BYTES,
@@ -43,7 +42,7 @@ from attestation.nsm_wire import (
     frame_length,
 )
 from attestation.pki import MODULE_ID_RE, SimulatedPKI, new_module_id
-from attestation.sim import check_unix_path, sim_home
+from attestation.sim import check_unix_path, remove_stale_socket, sim_home
 
 PROG = "nsm-sim"
 #: Oversized frames up to this size are drained and answered; larger ones close the connection.
@@ -227,20 +226,9 @@ def _prepare_socket_path(path: Path) -> None:
     elif not path.parent.is_dir():
         raise UsageError(f"{path.parent} is not a directory")
     try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise UsageError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(os.fspath(path))
-    except OSError:
-        os.unlink(path)  # stale socket from a process that is gone
-    else:
-        raise UsageError(f"{path} is in use by another NSM device")
-    finally:
-        probe.close()
+        remove_stale_socket(path, holder="another NSM device")
+    except SimulationError as exc:  # the operator named a path that cannot be used: a usage error
+        raise UsageError(str(exc)) from None
 
 
 def serve(socket_path: Path, nsm: NSM, *, ready_line: bool = True) -> None:

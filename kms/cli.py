@@ -20,7 +20,6 @@ import os
 import shlex
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from attestation.errors import AttestationError
-from attestation.sim import check_unix_path, sim_home
+from attestation.sim import check_unix_path, remove_stale_socket, sim_home
 from kms.errors import KMSError
 from kms.keystores import CONNECTION_ERROR_CODES, STATES, KeyStores
 from kms.operations import list_entry
@@ -44,34 +43,11 @@ LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
 
 
-def _remove_stale_socket(path: Path) -> None:
-    """Make room to bind ``path``: remove only a socket nobody listens on any more.
-
-    A regular file (or anything but a socket) is refused, and so is a live socket, found by connecting to
-    it (a Unix socket on this machine): unlinking it would silently orphan the server behind it.
-    """
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ValueError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except ConnectionRefusedError:  # stale: its server is gone
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise ValueError(f"{path} is in use: a server is listening on it")
-
-
 def _bind(listen: str) -> tuple[socket.socket, str]:
     """Bind and listen; return the socket and the URL authority (``host:port`` or ``unix:PATH``)."""
     if listen.startswith("unix:"):
         path = check_unix_path(Path(listen[len("unix:") :]))
-        _remove_stale_socket(path)
+        remove_stale_socket(path, holder="another server")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
