@@ -57,12 +57,9 @@ from attestation._cms_der import (
     _tlv,
 )
 from attestation._cms_parse import (
-    _TEMPLATES,  # noqa: F401  (re-exported: tests/attestation/test_cms_templates.py reads cms._TEMPLATES)
     MAX_CIPHERTEXT_FOR_RECIPIENT_BYTES,
-    MAX_TEMPLATES,  # noqa: F401  (re-exported, as above)
     EnvelopeFields,
     _parse,
-    _walk,  # noqa: F401  (re-exported: the CMS tests read cms._walk)
 )
 from attestation.errors import DecryptionError
 

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation.cms import build_ciphertext_for_recipient
-from kms._document_text import TEXTS, decode_document_text, from_text_template
+from kms._document_text import decode_document_text
 from kms.errors import (
     CustomKeyStoreInvalidStateException,
     DependencyTimeoutException,
@@ -38,11 +38,6 @@ MAX_ATTESTATION_DOCUMENT_BYTES = 262144
 #: DescribeCustomKeyStores ``Limit``: 1..1000, default 1000 (``LimitType``).
 MAX_DESCRIBE_LIMIT = 1000
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
-
-# The Recipient document's decoder (kms._document_text), under the names tests/kms/test_document_text.py
-# reaches it by here.
-_TEXTS = TEXTS
-_from_text_template = from_text_template
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation import cms
+from attestation import _cms_parse, cms
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_build_equals_reference_encoding_of_its_own_fields(key_size: int, size: 
     plaintext = os.urandom(size)
     key_id = os.urandom(32)
     blob = cms.build_ciphertext_for_recipient(plaintext, key.public_key(), key_id=key_id)
-    fields = cms._walk(blob)[0]
+    fields = _cms_parse._walk(blob)[0]
     assert fields.key_id == key_id
     assert blob == cms._assemble(fields.key_id, fields.encrypted_key, fields.iv, fields.ciphertext)
     assert cms.decrypt_ciphertext_for_recipient(blob, key) == plaintext
@@ -76,7 +76,7 @@ def test_cek_and_iv_come_from_one_draw_split_in_order() -> None:
     with mock.patch.object(cms.os, "urandom", return_value=draw) as urandom:
         blob = cms.build_ciphertext_for_recipient(b"x", key.public_key())
     urandom.assert_called_once_with(cms.CEK_BYTES + cms.IV_BYTES)
-    fields = cms._walk(blob)[0]
+    fields = _cms_parse._walk(blob)[0]
     assert fields.iv == draw[32:]
     assert key.decrypt(fields.encrypted_key, cms._OAEP) == draw[:32]
 

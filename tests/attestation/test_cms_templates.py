@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation import cms
+from attestation import _cms_parse, cms
 from attestation.cms import EnvelopeFields, build_ciphertext_for_recipient, decrypt_ciphertext_for_recipient
 from attestation.errors import DecryptionError
 
@@ -27,23 +27,23 @@ def key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture(autouse=True)
 def _fresh_templates() -> Iterator[None]:
-    saved = dict(cms._TEMPLATES)
-    cms._TEMPLATES.clear()
+    saved = dict(_cms_parse._TEMPLATES)
+    _cms_parse._TEMPLATES.clear()
     yield
-    cms._TEMPLATES.clear()
-    cms._TEMPLATES.update(saved)
+    _cms_parse._TEMPLATES.clear()
+    _cms_parse._TEMPLATES.update(saved)
 
 
 def _walked(blob: bytes) -> EnvelopeFields | None:
     try:
-        return cms._walk(blob)[0]
+        return _cms_parse._walk(blob)[0]
     except Exception:
         return None
 
 
 def _parsed(blob: bytes) -> EnvelopeFields | None:
     try:
-        return cms._parse(blob)
+        return _cms_parse._parse(blob)
     except Exception:
         return None
 
@@ -56,26 +56,26 @@ def _blobs(vectors: Path, key: rsa.RSAPrivateKey) -> list[bytes]:
 
 def test_a_template_is_made_once_per_length_and_used(vectors: Path, key: rsa.RSAPrivateKey) -> None:
     blob = build_ciphertext_for_recipient(bytes(32), key.public_key())
-    first = cms._parse(blob)
-    assert set(cms._TEMPLATES) == {len(blob)}
+    first = _cms_parse._parse(blob)
+    assert set(_cms_parse._TEMPLATES) == {len(blob)}
     other = build_ciphertext_for_recipient(bytes(range(32)), key.public_key())  # new key, IV, ciphertext
     assert len(other) == len(blob)
-    assert cms._TEMPLATES[len(blob)].match(other) == cms._walk(other)[0] != first
+    assert _cms_parse._TEMPLATES[len(blob)].match(other) == _cms_parse._walk(other)[0] != first
     assert decrypt_ciphertext_for_recipient(other, key) == bytes(range(32))
 
 
 def test_a_chunked_ciphertext_makes_no_template(vectors: Path) -> None:
     blob = (vectors / "kms-cms" / "constructed.ber").read_bytes()
-    fields, regions = cms._walk(blob)
-    assert cms._parse(blob) == fields
-    assert (len(blob) in cms._TEMPLATES) == (regions is not None)
+    fields, regions = _cms_parse._walk(blob)
+    assert _cms_parse._parse(blob) == fields
+    assert (len(blob) in _cms_parse._TEMPLATES) == (regions is not None)
 
 
 def test_templates_are_bounded(key: rsa.RSAPrivateKey) -> None:
-    for n in range(1, 16 * (cms.MAX_TEMPLATES + 8), 16):  # a new length every time
+    for n in range(1, 16 * (_cms_parse.MAX_TEMPLATES + 8), 16):  # a new length every time
         blob = build_ciphertext_for_recipient(bytes(n % cms.MAX_PLAINTEXT_BYTES or 1), key.public_key())
-        assert cms._parse(blob) == cms._walk(blob)[0]
-    assert len(cms._TEMPLATES) <= cms.MAX_TEMPLATES
+        assert _cms_parse._parse(blob) == _cms_parse._walk(blob)[0]
+    assert len(_cms_parse._TEMPLATES) <= _cms_parse.MAX_TEMPLATES
 
 
 @settings(max_examples=300, deadline=None)
@@ -87,7 +87,7 @@ def test_mutated_blobs_parse_alike_on_both_paths(
     vectors: Path, key: rsa.RSAPrivateKey, which: int, changes: list[tuple[int, int]]
 ) -> None:
     blob = _blobs(vectors, key)[which]
-    assert cms._parse(blob) == cms._walk(blob)[0]  # makes the template (if the shape allows one)
+    assert _cms_parse._parse(blob) == _cms_parse._walk(blob)[0]  # makes the template if the shape allows
     mutated = bytearray(blob)
     for position, value in changes:
         mutated[position % len(blob)] = value
@@ -98,7 +98,7 @@ def test_mutated_blobs_parse_alike_on_both_paths(
 @given(st.integers(min_value=0), st.integers(min_value=1, max_value=255))
 def test_a_byte_flip_opens_or_fails_as_before(key: rsa.RSAPrivateKey, position: int, flip: int) -> None:
     blob = build_ciphertext_for_recipient(bytes(32), key.public_key())
-    cms._parse(blob)
+    _cms_parse._parse(blob)
     mutated = bytearray(blob)
     mutated[position % len(blob)] ^= flip
     expected = _walked(bytes(mutated))
@@ -106,4 +106,4 @@ def test_a_byte_flip_opens_or_fails_as_before(key: rsa.RSAPrivateKey, position: 
         with pytest.raises(DecryptionError, match=f"^{DecryptionError.MESSAGE}$"):
             decrypt_ciphertext_for_recipient(bytes(mutated), key)
     else:
-        assert cms._parse(bytes(mutated)) == expected
+        assert _cms_parse._parse(bytes(mutated)) == expected

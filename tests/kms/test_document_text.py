@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation.document import AttestationDocument, encode_document
-from kms import operations
+from kms import _document_text
 from kms.operations import KEY_ENCRYPTION_ALGORITHM, plain_generate_random
 
 _KEY = ec.generate_private_key(ec.SECP384R1())
@@ -51,24 +51,24 @@ def _members(text: str) -> dict[str, object] | None:
 
 @pytest.fixture(autouse=True)
 def _fresh() -> Iterator[None]:
-    operations._TEXTS.clear()
+    _document_text.TEXTS.clear()
     yield
-    operations._TEXTS.clear()
+    _document_text.TEXTS.clear()
 
 
 _PRIMED = _text(_BASE.timestamp)
 
 
 def _prime() -> None:
-    operations._TEXTS.clear()
+    _document_text.TEXTS.clear()
     assert _members(_PRIMED) is not None
-    assert len(operations._TEXTS) == 1
+    assert len(_document_text.TEXTS) == 1
 
 
 def test_a_new_document_of_the_same_enclave_is_decoded_from_the_template() -> None:
     _prime()
     text = _text(_BASE.timestamp + 4321)
-    fast = operations._from_text_template(text)
+    fast = _document_text.from_text_template(text)
     assert fast is not None
     assert fast == base64.b64decode(text, validate=True)
     members = _members(text)
@@ -102,7 +102,7 @@ def test_edited_texts_decode_as_the_strict_way(timestamp: int, edits: list[tuple
             else:
                 del text[at]
     edited = "".join(text)
-    fast = operations._from_text_template(edited)
+    fast = _document_text.from_text_template(edited)
     strict = _strict(edited)
     assert fast is None or fast == strict
     members = _members(edited)
@@ -118,17 +118,17 @@ def test_edited_texts_decode_as_the_strict_way(timestamp: int, edits: list[tuple
 def test_texts_ending_otherwise_decode_as_the_strict_way(tail: str, cut: int) -> None:
     _prime()
     for edited in (_PRIMED[: len(_PRIMED) - cut] + tail, _PRIMED[: len(_PRIMED) - 4 - cut % 4] + tail):
-        fast = operations._from_text_template(edited)
+        fast = _document_text.from_text_template(edited)
         assert fast is None or fast == _strict(edited)
 
 
 def test_padding_inside_the_text_is_refused_as_the_strict_way() -> None:
     _prime()
-    ((first, _, start, *_),) = operations._TEXTS.values()
+    ((first, _, start, *_),) = _document_text.TEXTS.values()
     text = _text(_BASE.timestamp + 1)
     for at in range(len(first), start, 4):  # each group between the remembered pieces
         for pad in ("==", "="):
             edited = text[: at + 4 - len(pad)] + pad + text[at + 4 :]
             assert _strict(edited) is None
-            assert operations._from_text_template(edited) is None
+            assert _document_text.from_text_template(edited) is None
             assert _members(edited) is None
