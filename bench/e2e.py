@@ -4,7 +4,10 @@ Sequential group (everything pinned to CPU 0, rounds interleaved A B C D A B C D
 - moto plain: boto3 -> ThreadedMotoServer (scenario 2's peer);
 - kms-sim plain: the same boto3 client -> ``kms-sim serve`` (scenario 2);
 - attested, N in sizes: SDK ``enclave.client("kms")`` -> ``vsock-proxy`` -> ``kms-sim``, NSM attestation
-  through ``nsm-sim`` (scenario 1, one sequential client).
+  through ``nsm-sim`` (scenario 1, one sequential client);
+- the topology floor (``bench.chain``): the same four processes doing only the four public-key operations
+  and the same socket I/O; with the in-process crypto floor, it splits what an attested call costs beyond
+  the crypto into what the four-process topology costs and what our programs' own work costs.
 Concurrency series (scenario 1, both cores, unpinned by design): 1, 4 and 16 SDK client processes against
 ``kms-sim serve --workers 2``, interleaved round by round.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import profile
+from bench import chain, profile
 from bench.clients import Series, Worker, interleave, quit_workers, run_round, start_workers
 from bench.floor import floor_round
 from bench.harness import Pinning, Settings
@@ -37,6 +40,7 @@ TITLE_2 = "Peer, same run: plain GenerateRandom via boto3, moto vs kms-sim"
 MOTO_CREDENTIALS = ("testing", "testing")
 MOTO = "moto plain (boto3)"
 FLOOR = "crypto floor (in-process, interleaved)"
+CHAIN = "topology floor (bench.chain)"
 PLAIN = "kms-sim plain (boto3)"
 
 
@@ -121,6 +125,11 @@ def run_sequential(
                 attested.append(name)
         except BenchError as e:
             out.s1.error = str(e)
+    if attested:
+        groups[CHAIN] = start_workers(
+            procs, pinning, kind="chain", count=1, cpu=SEQ_CPU, settings=settings,
+            args=chain.start(procs, pinning, home, cpu=SEQ_CPU),
+        )  # fmt: skip
     if not groups:
         out.s2.error = "neither moto nor kms-sim could be started"
         return
@@ -163,6 +172,14 @@ def _sequential_results(
             value=floor_s.rate, layout=pinning_layout_floor(layout))
     )  # fmt: skip
     out.s1.data["floor_interleaved_per_s"] = floor_s.rate.median
+    chain_s = series.pop(CHAIN, None)
+    if chain_s is not None:
+        out.s1.rows.append(_row(
+            "topology floor: the same four processes doing only the crypto and the socket I/O (bench.chain)",
+            chain_s, "calls/s", layout,
+        ))  # fmt: skip
+        out.s1.data["topology_floor_per_s"] = chain_s.rate.median
+        out.s1.data.setdefault("series", {})[CHAIN] = chain_s.as_dict()
     for name, s in series.items():
         (out.s1 if name in attested else out.s2).data.setdefault("series", {})[name] = s.as_dict()
         cpu = s.cpu_us_per_call()
@@ -196,6 +213,18 @@ def _sequential_results(
                 ),
             )
         )
+        if chain_s is not None:
+            out.s1.ratios.append(
+                Ratio(
+                    name="sequential N=32 / topology floor (same rounds)",
+                    value=rate / chain_s.rate.median,
+                    detail=(
+                        f"the topology floor ran {chain_s.rate.median:,.0f} calls/s: "
+                        f"{1e6 / chain_s.rate.median - 1e6 / floor_rate:,.0f} us per call above the crypto "
+                        "floor is what four Python processes on one core cost with no work of their own"
+                    ),
+                )
+            )
         if floors is not None:
             out.s1.ratios.append(
                 Ratio(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -28,7 +29,25 @@ RSA_BITS = 2048
 FLOOR_CPU = 0
 
 
-def _operations() -> dict[str, Callable[[], object]]:
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """The four operations, each ready to call (fresh keys, a document-sized message, a wrapped key)."""
+
+    sign: Callable[[], object]
+    verify: Callable[[], object]
+    encrypt: Callable[[], object]
+    decrypt: Callable[[], object]
+
+    def by_name(self) -> dict[str, Callable[[], object]]:
+        return {
+            "ECDSA P-384 sign (document)": self.sign,
+            "ECDSA P-384 verify": self.verify,
+            "RSA-2048 OAEP encrypt": self.encrypt,
+            "RSA-2048 OAEP decrypt": self.decrypt,
+        }
+
+
+def operations() -> Operations:
     ec_key = ec.generate_private_key(ec.SECP384R1())
     ec_pub = ec_key.public_key()
     message = os.urandom(SIGNED_BYTES)
@@ -38,27 +57,26 @@ def _operations() -> dict[str, Callable[[], object]]:
     oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     content_key = os.urandom(WRAPPED_KEY_BYTES)
     wrapped = rsa_pub.encrypt(content_key, oaep)
-
-    return {
-        "ECDSA P-384 sign (document)": lambda: ec_key.sign(message, ec.ECDSA(hashes.SHA384())),
-        "ECDSA P-384 verify": lambda: ec_pub.verify(signature, message, ec.ECDSA(hashes.SHA384())),
-        "RSA-2048 OAEP encrypt": lambda: rsa_pub.encrypt(content_key, oaep),
-        "RSA-2048 OAEP decrypt": lambda: rsa_key.decrypt(wrapped, oaep),
-    }
+    return Operations(
+        sign=lambda: ec_key.sign(message, ec.ECDSA(hashes.SHA384())),
+        verify=lambda: ec_pub.verify(signature, message, ec.ECDSA(hashes.SHA384())),
+        encrypt=lambda: rsa_pub.encrypt(content_key, oaep),
+        decrypt=lambda: rsa_key.decrypt(wrapped, oaep),
+    )
 
 
 def measure_ops(settings: Settings) -> dict[str, Summary]:
     """Median per-op microseconds of the four unavoidable operations."""
     return {
         name: time_op(fn, repeats=settings.op_rounds, seconds=settings.op_seconds)
-        for name, fn in _operations().items()
+        for name, fn in operations().by_name().items()
     }
 
 
 def floor_round(pinning: Pinning) -> Callable[[float], float]:
     """A floor "client" for interleaved rounds: for ``seconds``, all four operations back to back on
     FLOOR_CPU; returns the sets per second, i.e. the floor in round trips per second for that round."""
-    ops = list(_operations().values())
+    ops = list(operations().by_name().values())
 
     def run_round(seconds: float) -> float:
         with pinned_self(pinning, FLOOR_CPU):

@@ -11,7 +11,8 @@ Line protocol with the orchestrator (stdin -> commands, stdout -> one JSON objec
 Any failure prints {"error": "<one line>"} and exits 1. KINDs:
 - ``boto3``: plain GenerateRandom (no Recipient) through a boto3 KMS client at ``--endpoint``;
 - ``sdk``: attested GenerateRandom through ``enclave.client("kms")``: NSM attestation via the simulated
-  device (``NITRO_SIM_NSM``), SigV4, HTTP over the simulated vsock to the proxy, CMS decrypted here.
+  device (``NITRO_SIM_NSM``), SigV4, HTTP over the simulated vsock to the proxy, CMS decrypted here;
+- ``chain``: the topology floor's client (``bench.chain``): the same round trips and RSA decrypt only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.harness import now_ns
@@ -78,6 +80,12 @@ def _sdk_call(args: argparse.Namespace) -> Call:
     return call
 
 
+def _chain_call(args: argparse.Namespace) -> Call:
+    from bench.chain import ChainClient
+
+    return ChainClient(args.nsm_socket, args.proxy_socket)
+
+
 def _warm_up(call: Call, seconds: float) -> int:
     call()
     calls = 1
@@ -115,19 +123,21 @@ def _emit(obj: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("kind", choices=("boto3", "sdk"))
+    parser.add_argument("kind", choices=("boto3", "sdk", "chain"))
     parser.add_argument("--n", type=int, default=32, help="NumberOfBytes")
     parser.add_argument("--endpoint", help="boto3 endpoint_url")
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--access-key", required=True)
-    parser.add_argument("--secret-key", required=True)
+    parser.add_argument("--access-key", default="")
+    parser.add_argument("--secret-key", default="")
     parser.add_argument("--proxy-port", type=int, help="sdk: the vsock-proxy port on the parent (CID 3)")
+    parser.add_argument("--nsm-socket", type=Path, help="chain: the nsm stand-in's Unix socket")
+    parser.add_argument("--proxy-socket", type=Path, help="chain: the proxy stand-in's Unix socket")
     parser.add_argument("--warmup-s", type=float, default=0.5)
     parser.add_argument("--profile", help="write a cProfile of the measured runs to this file")
     args = parser.parse_args(argv)
     profiler = cProfile.Profile(time.thread_time) if args.profile else None  # CPU time, as bench.profiled
     try:
-        call = _boto3_call(args) if args.kind == "boto3" else _sdk_call(args)
+        call = {"boto3": _boto3_call, "sdk": _sdk_call, "chain": _chain_call}[args.kind](args)
         _emit({"ready": True, "warmup_calls": _warm_up(call, args.warmup_s)})
         for line in sys.stdin:
             words = line.split()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,36 @@ def test_end_to_end_and_peer_scenarios_measure_our_stack(
     assert {"client_cpu_us_per_request", "kms-sim_cpu_us_per_request", "nsm-sim_cpu_us_per_request"} <= set(
         profile
     )
+
+
+def test_topology_floor_runs_the_four_stand_ins(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s1 = _scenarios(out)["1"]
+    assert s1["data"]["topology_floor_per_s"] > 0  # type: ignore[index]
+    assert any(r["case"].startswith("topology floor") for r in s1["rows"])  # type: ignore[attr-defined]
+    assert any(r["name"] == "sequential N=32 / topology floor (same rounds)" for r in s1["ratios"])  # type: ignore[attr-defined]
+
+
+def test_chain_stand_ins_exchange_the_real_message_sizes(tmp_path: Path) -> None:
+    """bench.chain's servers, started as processes, answer the client with the sizes of a real call."""
+    from bench import chain
+    from bench.harness import Pinning
+    from bench.procs import Processes
+
+    with Processes(log_dir=tmp_path) as procs:
+        args = chain.start(procs, Pinning(enabled=False, reason="test"), tmp_path, cpu=None)
+        client = chain.ChainClient(Path(args[1]), Path(args[3]))
+        for _ in range(3):
+            client()
+        client.close()
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(args[1])
+        with raw:
+            raw.sendall(b"\0" * chain.NSM_REQUEST_BYTES)
+            buf = bytearray(chain.NSM_RESPONSE_BYTES)
+            chain.read_exactly(raw, chain.NSM_RESPONSE_BYTES, buf)
+            raw.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                raw.recv(1)  # exactly one document-sized answer per request
