@@ -21,8 +21,10 @@ import contextlib
 import os
 import select
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.floor import operations
@@ -120,18 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None) -> list[str]:
-    """Start the three stand-ins; returns the ``bench.worker chain`` arguments that reach them."""
+#: What each stand-in is the floor of, by the name the report gives our program.
+STANDS_IN_FOR = {"kms stand-in": "kms-sim", "nsm stand-in": "nsm-sim", "proxy stand-in": "vsock-proxy"}
+
+
+@dataclass(frozen=True, slots=True)
+class StandIns:
+    worker_args: list[str]  # what ``bench.worker chain`` needs to reach them
+    processes: dict[str, subprocess.Popen[str]]  # by the keys of STANDS_IN_FOR
+
+
+def start(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None) -> StandIns:
+    """Start the three stand-ins (pinned like the programs they stand in for)."""
     nsm, proxy = home / "chain-nsm.sock", home / "chain-proxy.sock"
+    started: dict[str, subprocess.Popen[str]] = {}
 
     def run(*args: str) -> str:
         cmd = pinning.wrap([sys.executable, "-m", "bench.chain", *args], cpu)
-        return read_line(procs.start(cmd, name=f"chain-{args[0]}")).strip()
+        proc = started[f"{args[0]} stand-in"] = procs.start(cmd, name=f"chain-{args[0]}")
+        return read_line(proc).strip()
 
     kms_port = run("kms")
     run("nsm", "--socket", str(nsm))
     run("proxy", "--socket", str(proxy), "--kms-port", kms_port)
-    return ["--nsm-socket", str(nsm), "--proxy-socket", str(proxy)]
+    return StandIns(["--nsm-socket", str(nsm), "--proxy-socket", str(proxy)], started)
 
 
 class ChainClient:

@@ -41,6 +41,8 @@ MOTO_CREDENTIALS = ("testing", "testing")
 MOTO = "moto plain (boto3)"
 FLOOR = "crypto floor (in-process, interleaved)"
 CHAIN = "topology floor (bench.chain)"
+#: A watched process charged less CPU than this per call of a configuration idled through its rounds.
+IDLE_US_PER_CALL = 1.0
 PLAIN = "kms-sim plain (boto3)"
 
 
@@ -126,9 +128,10 @@ def run_sequential(
         except BenchError as e:
             out.s1.error = str(e)
     if attested:
+        stand_ins = chain.start(procs, pinning, home, cpu=SEQ_CPU)
+        watch.update(stand_ins.processes)
         groups[CHAIN] = start_workers(
-            procs, pinning, kind="chain", count=1, cpu=SEQ_CPU, settings=settings,
-            args=chain.start(procs, pinning, home, cpu=SEQ_CPU),
+            procs, pinning, kind="chain", count=1, cpu=SEQ_CPU, settings=settings, args=stand_ins.worker_args,
         )  # fmt: skip
     if not groups:
         out.s2.error = "neither moto nor kms-sim could be started"
@@ -138,6 +141,11 @@ def run_sequential(
         quit_workers(procs, ws)
     procs.stop_all()
     _sequential_results(series, attested=attested, layout=layout, settings=settings, floors=floors, out=out)
+
+
+def _busy(cpu: dict[str, float]) -> dict[str, float]:
+    """CPU per call of the processes that worked for this configuration (the others idled through it)."""
+    return {k: v for k, v in cpu.items() if v >= IDLE_US_PER_CALL}
 
 
 def pinning_layout_floor(layout: str) -> str:
@@ -180,9 +188,13 @@ def _sequential_results(
         ))  # fmt: skip
         out.s1.data["topology_floor_per_s"] = chain_s.rate.median
         out.s1.data.setdefault("series", {})[CHAIN] = chain_s.as_dict()
+        chain_cpu = _busy(chain_s.cpu_us_per_call())
+        out.s1.data["topology_floor_cpu_us_per_call"] = chain_cpu
+        parts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(chain_cpu.items(), key=lambda kv: -kv[1]))
+        out.s1.notes.append(f"CPU per call, topology floor: {parts} us (/proc utime+stime over the rounds)")
     for name, s in series.items():
         (out.s1 if name in attested else out.s2).data.setdefault("series", {})[name] = s.as_dict()
-        cpu = s.cpu_us_per_call()
+        cpu = _busy(s.cpu_us_per_call())
         target = out.s1 if name in attested else out.s2
         target.data.setdefault("cpu_us_per_call", {})[name] = cpu
         busy = sum(cpu.values())

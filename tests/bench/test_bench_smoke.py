@@ -128,10 +128,13 @@ def test_end_to_end_and_peer_scenarios_measure_our_stack(
 def test_topology_floor_runs_the_four_stand_ins(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
+    from bench import chain
+
     _, out = quick_run
     s1 = _scenarios(out)["1"]
     assert s1["data"]["topology_floor_per_s"] > 0  # type: ignore[index]
     assert any(r["case"].startswith("topology floor") for r in s1["rows"])  # type: ignore[attr-defined]
+    assert set(s1["data"]["topology_floor_cpu_us_per_call"]) == {"client", *chain.STANDS_IN_FOR}  # type: ignore[index]
     assert any(r["name"] == "sequential N=32 / topology floor (same rounds)" for r in s1["ratios"])  # type: ignore[attr-defined]
 
 
@@ -142,7 +145,9 @@ def test_chain_stand_ins_exchange_the_real_message_sizes(tmp_path: Path) -> None
     from bench.procs import Processes
 
     with Processes(log_dir=tmp_path) as procs:
-        args = chain.start(procs, Pinning(enabled=False, reason="test"), tmp_path, cpu=None)
+        stand_ins = chain.start(procs, Pinning(enabled=False, reason="test"), tmp_path, cpu=None)
+        assert set(stand_ins.processes) == set(chain.STANDS_IN_FOR)
+        args = stand_ins.worker_args
         client = chain.ChainClient(Path(args[1]), Path(args[3]))
         for _ in range(3):
             client()
