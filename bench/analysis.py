@@ -59,7 +59,11 @@ def _budget(s1: ScenarioResult, s2: ScenarioResult, s3: ScenarioResult | None) -
     pairs = {**{prog: stand for stand, prog in STANDS_IN_FOR.items()}, "client": "client"}
     own = {p: ours_cpu[p] - floor_cpu[f] for p, f in pairs.items() if p in ours_cpu and f in floor_cpu}
     if own:
-        text += "; CPU per call beyond each stand-in: " + _cpu_line(own)
+        text += "; CPU per call beyond each stand-in: " + ", ".join(
+            f"{k} {v:,.0f}" for k, v in sorted(own.items(), key=lambda kv: -kv[1])
+        )
+        if min(own.values()) < 0:
+            text += " (a negative figure: that program used less CPU than its stand-in)"
     return text
 
 

@@ -32,6 +32,18 @@ from bench.harness import now_ns
 Call = Callable[[], object]
 
 
+def _generate_random(client: Any, n: int) -> Call:
+    """One GenerateRandom of ``n`` bytes per call (boto3's and our SDK's clients answer alike)."""
+
+    def call() -> object:
+        out = client.generate_random(NumberOfBytes=n)
+        if len(out["Plaintext"]) != n:
+            raise RuntimeError(f"asked for {n} bytes, got {len(out['Plaintext'])}")
+        return out
+
+    return call
+
+
 def _boto3_call(args: argparse.Namespace) -> Call:
     import boto3
     from botocore.config import Config
@@ -45,15 +57,7 @@ def _boto3_call(args: argparse.Namespace) -> Call:
         aws_secret_access_key=args.secret_key,
         config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
     )
-    n = args.n
-
-    def call() -> object:
-        out = client.generate_random(NumberOfBytes=n)
-        if len(out["Plaintext"]) != n:
-            raise RuntimeError(f"asked for {n} bytes, got {len(out['Plaintext'])}")
-        return out
-
-    return call
+    return _generate_random(client, args.n)
 
 
 def _sdk_call(args: argparse.Namespace) -> Call:
@@ -69,15 +73,7 @@ def _sdk_call(args: argparse.Namespace) -> Call:
     if args.proxy_port is not None:
         kwargs["proxy_port"] = args.proxy_port
     client = enclave.client("kms", **kwargs)
-    n = args.n
-
-    def call() -> object:
-        out = client.generate_random(NumberOfBytes=n)
-        if len(out["Plaintext"]) != n:
-            raise RuntimeError(f"asked for {n} bytes, got {len(out['Plaintext'])}")
-        return out
-
-    return call
+    return _generate_random(client, args.n)
 
 
 def _chain_call(args: argparse.Namespace) -> Call:
