@@ -41,6 +41,8 @@ MOTO_CREDENTIALS = ("testing", "testing")
 MOTO = "moto plain (boto3)"
 FLOOR = "crypto floor (in-process, interleaved)"
 CHAIN = "topology floor (bench.chain)"
+#: Above this spread of the interleaved crypto floor's rounds, the report calls the run noisy.
+NOISY_SPREAD_PCT = 5.0
 #: A watched process charged less CPU than this per call of a configuration idled through its rounds.
 IDLE_US_PER_CALL = 1.0
 PLAIN = "kms-sim plain (boto3)"
@@ -180,6 +182,13 @@ def _sequential_results(
             value=floor_s.rate, layout=pinning_layout_floor(layout))
     )  # fmt: skip
     out.s1.data["floor_interleaved_per_s"] = floor_s.rate.median
+    if floor_s.rate.spread_pct > NOISY_SPREAD_PCT:
+        out.s1.data["noise"] = (
+            f"**Noisy run**: the interleaved crypto floor, pure computation on one core, spread "
+            f"{floor_s.rate.spread_pct:.0f}% across its rounds (a quiet machine gives <= "
+            f"{NOISY_SPREAD_PCT:.0f}%): other work shared this machine. moto's rate suffers from it more "
+            "than ours, so the ratios against moto are not to be trusted; rerun `make bench` when quiet."
+        )
     chain_s = series.pop(CHAIN, None)
     if chain_s is not None:
         out.s1.rows.append(_row(

@@ -45,6 +45,9 @@ def markdown(
         f"{settings['warmup_seconds']} s warm-up; values are the median of the rounds, with min..max and "
         "the spread (max - min) / median. Every ratio compares numbers measured in this same run."
     )
+    noisy = _noisy(scenarios)
+    if noisy is not None:
+        out += ["", str(noisy.data["noise"])]
     ratios = [(s, r) for s in scenarios for r in s.ratios]
     if ratios:
         out += [
@@ -80,6 +83,10 @@ def markdown(
         out.extend(f"- {note}" for note in s.notes)
     out.append("")
     return "\n".join(out)
+
+
+def _noisy(scenarios: Sequence[ScenarioResult]) -> ScenarioResult | None:
+    return next((s for s in scenarios if "noise" in s.data), None)
 
 
 def write(
