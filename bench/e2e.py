@@ -164,13 +164,14 @@ def _sequential_results(
     out: E2EOutcome,
 ) -> None:
     moto_s, plain = series.get(MOTO), series.get(PLAIN)
+    noisy = series[FLOOR].rate.spread_pct > NOISY_SPREAD_PCT
     for label, s in (("moto plain, N=32", moto_s), ("kms-sim plain, N=32", plain)):
         if s is not None:
             out.s2.rows.append(_row(label, s, "req/s", layout))
             out.plot[f"{label} (boto3)"] = s.latencies_us
     if plain is not None and moto_s is not None:
         out.s2.ratios.append(
-            Ratio(name="ours plain / moto plain", value=plain.rate.median / moto_s.rate.median)
+            Ratio(name="ours plain / moto plain", value=plain.rate.median / moto_s.rate.median, noisy=noisy)
         )
     for name in attested:
         s = series[name]
@@ -182,7 +183,7 @@ def _sequential_results(
             value=floor_s.rate, layout=pinning_layout_floor(layout))
     )  # fmt: skip
     out.s1.data["floor_interleaved_per_s"] = floor_s.rate.median
-    if floor_s.rate.spread_pct > NOISY_SPREAD_PCT:
+    if noisy:
         out.s1.data["noise"] = (
             f"**Noisy run**: the interleaved crypto floor, pure computation on one core, spread "
             f"{floor_s.rate.spread_pct:.0f}% across its rounds (a quiet machine gives <= "
@@ -219,7 +220,10 @@ def _sequential_results(
         out.s1.data["sequential_n32_per_s"] = rate
         if moto_s is not None:
             ratio = Ratio(
-                name="ours attested (N=32) / moto plain", value=rate / moto_s.rate.median, target=2.0
+                name="ours attested (N=32) / moto plain",
+                value=rate / moto_s.rate.median,
+                target=2.0,
+                noisy=noisy,
             )
             out.s2.ratios.insert(0, ratio)
         floor_rate = floor_s.rate.median
@@ -228,6 +232,7 @@ def _sequential_results(
                 name="sequential N=32 / crypto floor (same rounds)",
                 value=rate / floor_rate,
                 target=0.6,
+                noisy=noisy,
                 detail=(
                     f"{rate:,.0f} req/s against a floor of {floor_rate:,.0f} sign+verify+encrypt+decrypt "
                     "sets/s measured on the same core in rounds interleaved with the end-to-end ones"
