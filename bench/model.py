@@ -50,7 +50,8 @@ class Ratio:
         if self.met:
             text = f"met (target >= {self.target:g})"
         else:
-            text = f"MISSED by {100.0 * (1 - self.value / self.target):.0f}% (target >= {self.target:g})"
+            short = 100.0 * (1 - self.value / self.target)
+            text = f"MISSED by {short:.{0 if short >= 1 else 1}f}% (target >= {self.target:g})"
         return f"{text}; noisy run, not to be trusted" if self.noisy else text
 
     def as_dict(self) -> dict[str, Any]:
