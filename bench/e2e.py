@@ -41,11 +41,17 @@ MOTO_CREDENTIALS = ("testing", "testing")
 MOTO = "moto plain (boto3)"
 FLOOR = "crypto floor (in-process, interleaved)"
 CHAIN = "topology floor (bench.chain)"
+PLAIN = "kms-sim plain (boto3)"
 #: Above this spread of the interleaved crypto floor's rounds, the report calls the run noisy.
 NOISY_SPREAD_PCT = 5.0
-#: A watched process charged less CPU than this per call of a configuration idled through its rounds.
-IDLE_US_PER_CALL = 1.0
-PLAIN = "kms-sim plain (boto3)"
+#: The server processes that work for each sequential configuration (besides its client); the other
+#: watched processes idle through its rounds, and their background timers are not charged to it.
+SERVERS = {
+    MOTO: frozenset({"moto"}),
+    PLAIN: frozenset({"kms-sim"}),
+    CHAIN: frozenset(chain.STANDS_IN_FOR),
+}
+ATTESTED_SERVERS = frozenset({"kms-sim", "nsm-sim", "vsock-proxy"})
 
 
 @dataclass(slots=True)
@@ -145,9 +151,10 @@ def run_sequential(
     _sequential_results(series, attested=attested, layout=layout, settings=settings, floors=floors, out=out)
 
 
-def _busy(cpu: dict[str, float]) -> dict[str, float]:
-    """CPU per call of the processes that worked for this configuration (the others idled through it)."""
-    return {k: v for k, v in cpu.items() if v >= IDLE_US_PER_CALL}
+def _own_cpu(name: str, series: Series) -> dict[str, float]:
+    """CPU per call of the client and the servers that worked for this configuration."""
+    servers = SERVERS.get(name, ATTESTED_SERVERS)
+    return {k: v for k, v in series.cpu_us_per_call().items() if k == "client" or k in servers}
 
 
 def pinning_layout_floor(layout: str) -> str:
@@ -198,13 +205,13 @@ def _sequential_results(
         ))  # fmt: skip
         out.s1.data["topology_floor_per_s"] = chain_s.rate.median
         out.s1.data.setdefault("series", {})[CHAIN] = chain_s.as_dict()
-        chain_cpu = _busy(chain_s.cpu_us_per_call())
+        chain_cpu = _own_cpu(CHAIN, chain_s)
         out.s1.data["topology_floor_cpu_us_per_call"] = chain_cpu
         parts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(chain_cpu.items(), key=lambda kv: -kv[1]))
         out.s1.notes.append(f"CPU per call, topology floor: {parts} us (/proc utime+stime over the rounds)")
     for name, s in series.items():
         (out.s1 if name in attested else out.s2).data.setdefault("series", {})[name] = s.as_dict()
-        cpu = _busy(s.cpu_us_per_call())
+        cpu = _own_cpu(name, s)
         target = out.s1 if name in attested else out.s2
         target.data.setdefault("cpu_us_per_call", {})[name] = cpu
         busy = sum(cpu.values())

@@ -134,7 +134,7 @@ def test_topology_floor_runs_the_four_stand_ins(
     s1 = _scenarios(out)["1"]
     assert s1["data"]["topology_floor_per_s"] > 0  # type: ignore[index]
     assert any(r["case"].startswith("topology floor") for r in s1["rows"])  # type: ignore[attr-defined]
-    # /proc counts CPU in 10 ms ticks: in a quick run an idle-ish stand-in may show none.
+    # /proc counts CPU in 10 ms ticks: in a quick run a stand-in may show none.
     assert set(s1["data"]["topology_floor_cpu_us_per_call"]) <= {"client", *chain.STANDS_IN_FOR}  # type: ignore[index]
     assert any(r["name"] == "sequential N=32 / topology floor (same rounds)" for r in s1["ratios"])  # type: ignore[attr-defined]
 
