@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from bench.floor import operations
 from bench.harness import Pinning
@@ -50,7 +51,7 @@ def read_exactly(sock: socket.socket, size: int, buffer: bytearray) -> None:
         got += n
 
 
-def _serve(listener: socket.socket, size_in: int, answer: bytes, work: Callable[[], object]) -> None:
+def _serve(listener: socket.socket, size_in: int, answer: bytes, work: Callable[[], object]) -> NoReturn:
     buffer = bytearray(size_in)
     while True:
         conn, _ = listener.accept()
@@ -77,7 +78,7 @@ def _pump(poller: select.poll, peer: dict[int, tuple[socket.socket, socket.socke
             dst.sendall(data)
 
 
-def _relay(listener: socket.socket, port: int) -> None:
+def _relay(listener: socket.socket, port: int) -> NoReturn:
     while True:
         front, _ = listener.accept()
         back = socket.create_connection(("127.0.0.1", port))
@@ -96,29 +97,38 @@ def _unix_listener(path: Path) -> socket.socket:
     return listener
 
 
+def _run(args: argparse.Namespace) -> NoReturn:
+    """Serve as the chosen stand-in until stopped (each server loops for ever)."""
+    if args.role == "kms":
+        ops = operations()
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        answer = os.urandom(KMS_RESPONSE_BYTES)
+        _serve(listener, KMS_REQUEST_BYTES, answer, lambda: (ops.verify(), ops.encrypt()))
+    listener = _unix_listener(args.socket)
+    print("ready", flush=True)
+    if args.role == "nsm":
+        _serve(listener, NSM_REQUEST_BYTES, os.urandom(NSM_RESPONSE_BYTES), operations().sign)
+    _relay(listener, args.kms_port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chain")
     parser.add_argument("role", choices=("nsm", "kms", "proxy"))
     parser.add_argument("--socket", type=Path, help="nsm, proxy: the Unix socket to listen on")
     parser.add_argument("--kms-port", type=int, help="proxy: the kms stand-in's port on 127.0.0.1")
     args = parser.parse_args(argv)
-    ops = operations()
+    if args.role != "kms" and args.socket is None:
+        parser.error(f"{args.role} needs --socket")
+    if args.role == "proxy" and args.kms_port is None:
+        parser.error("proxy needs --kms-port")
     try:
-        if args.role == "kms":
-            listener = socket.create_server(("127.0.0.1", 0))
-            print(listener.getsockname()[1], flush=True)
-            answer = os.urandom(KMS_RESPONSE_BYTES)
-            _serve(listener, KMS_REQUEST_BYTES, answer, lambda: (ops.verify(), ops.encrypt()))
-        elif args.role == "nsm":
-            listener = _unix_listener(args.socket)
-            print("ready", flush=True)
-            _serve(listener, NSM_REQUEST_BYTES, os.urandom(NSM_RESPONSE_BYTES), ops.sign)
-        else:
-            listener = _unix_listener(args.socket)
-            print("ready", flush=True)
-            _relay(listener, args.kms_port)
+        _run(args)
     except KeyboardInterrupt:
         pass
+    except OSError as e:  # one line for the orchestrator's log, never a traceback
+        print(f"bench.chain {args.role}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
