@@ -20,13 +20,14 @@ import os
 import shlex
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from attestation.errors import AttestationError
+from attestation.errors import AttestationError, SimulationError
 from attestation.sim import check_unix_path, remove_stale_socket, sim_home
 from kms.errors import KMSError
 from kms.keystores import CONNECTION_ERROR_CODES, STATES, KeyStores
@@ -41,6 +42,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 #: Listen backlog: enough for a benchmark's bursts of concurrent connections.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
+#: Largest ``--max-doc-age``: ten years (a timedelta of 1e300 s would not even be constructible).
+MAX_DOC_AGE_S = 10 * 365 * 24 * 3600.0
 
 
 def _bind(listen: str) -> tuple[socket.socket, str]:
@@ -57,7 +60,8 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
             raise
         return sock, f"unix:{path}"
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    # ASCII digits only: str.isdigit also takes "٣", which int() reads as 3 (a port nobody asked for).
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
     # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
     # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
@@ -105,6 +109,10 @@ def _positive(text: str) -> float:
 
 def _non_negative(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False)
+
+
+def _doc_age(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
 
 
 def _fault_rate(text: str) -> str:
@@ -209,7 +217,10 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_keystore(args: argparse.Namespace) -> int:
     home = ensure_home(sim_home())
-    stores = KeyStores(home.keystores)
+    try:
+        stores = KeyStores(home.keystores)
+    except sqlite3.Error as error:  # not a database, unreadable, locked: one line, as `serve` says it
+        raise SimulationError(f"cannot open kms-sim state in {home.root}: {error}") from None
     try:
         if args.keystore_command == "list":
             print(
@@ -218,9 +229,11 @@ def cmd_keystore(args: argparse.Namespace) -> int:
             return 0
         timeout = None if args.hsm_timeout is None else args.hsm_timeout == "on"
         stores.set_simulation(args.id, state=args.state, error_code=args.error_code, hsm_timeout=timeout)
-        return 0
+    except sqlite3.Error as error:
+        raise SimulationError(f"cannot use the key stores in {home.keystores}: {error}") from None
     finally:
         stores.close()
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-doc-age",
-        type=_non_negative,
+        type=_doc_age,
         default=300.0,
         metavar="S",
         help="max Recipient document age, s (300)",

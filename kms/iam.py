@@ -204,4 +204,6 @@ def load_policies(path: Path) -> IAMPolicies:
         document = json.loads(data)
     except ValueError as error:
         raise PolicyFileError(f"policy file {path} is not valid JSON: {error}") from None
+    except RecursionError:  # nesting deeper than the interpreter's stack: not a policy either
+        raise PolicyFileError(f"policy file {path} is not valid JSON: nested too deeply") from None
     return parse_policies(document, str(path))

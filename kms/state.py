@@ -151,7 +151,9 @@ def load_principals(path: Path) -> Mapping[str, Principal]:
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
     except (OSError, configparser.Error, UnicodeDecodeError) as error:
-        raise SimulationError(f"cannot read credentials file {path}: {error}") from None
+        # configparser's messages span lines (the offending line is quoted below): one line here.
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise SimulationError(f"cannot read credentials file {path}: {detail}") from None
     principals: dict[str, Principal] = {}
     for name in parser.sections()[:MAX_PRINCIPALS]:
         section = parser[name]
