@@ -115,9 +115,10 @@ def _pcr(value: str) -> tuple[int, bytes]:
 def _time(value: str) -> datetime:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        # An offset can carry a time past year 9999 or before year 1 in UTC (OverflowError).
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(f"--at wants an ISO 8601 time or 'document', got {value!r}") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _iso(t: datetime) -> str:
@@ -342,6 +343,8 @@ def cmd_simulate(args: argparse.Namespace, *, now: datetime) -> int:
         )
     except ValueError as exc:  # bad PCR index or module id, from the NSM's own checks
         raise UsageError(str(exc)) from None
+    except OverflowError:  # the certificates' validity would run past year 9999 or before year 1
+        raise UsageError(f"--at {args.at}: too far from today to issue certificates for") from None
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     try:
