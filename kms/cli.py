@@ -1,7 +1,8 @@
 """``kms-sim``: serve the simulated KMS, and operate its simulation.
 
     kms-sim serve [--listen HOST:PORT | --listen unix:PATH] [--tls] [--trust-root PEM ...]
-                  [--policy FILE] [--max-doc-age S] [--workers N] [--rate-limit R [--burst B]]
+                  [--policy FILE] [--max-doc-age S] [--workers N] [--request-timeout S]
+                  [--rate-limit R [--burst B]]
                   [--fault NAME:COUNT ...] [--fault-rate NAME:P ...]
     kms-sim env                      shell exports that point AWS SDKs and the AWS CLI at the home's files
     kms-sim keystore list            the custom key stores, as JSON
@@ -42,6 +43,9 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 #: Listen backlog: enough for a benchmark's bursts of concurrent connections.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
+#: The request deadline (``--request-timeout``; the default is kms/transport.py's) and its largest value.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+MAX_REQUEST_TIMEOUT_S = 3600.0
 #: Largest ``--max-doc-age``: ten years (a timedelta of 1e300 s would not even be constructible).
 MAX_DOC_AGE_S = 10 * 365 * 24 * 3600.0
 
@@ -111,6 +115,10 @@ def _non_negative(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False)
 
 
+def _request_timeout(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=True, maximum=MAX_REQUEST_TIMEOUT_S)
+
+
 def _doc_age(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
 
@@ -145,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
-    from kms.transport import CoalescingHttpToolsProtocol  # noqa: PLC0415 - imports uvicorn
+    from kms.transport import CoalescingHttpToolsProtocol, ServeConfig  # noqa: PLC0415 - imports uvicorn
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be 1..{MAX_WORKERS}")
@@ -176,8 +184,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(number, _exit_cleanly)
     print(url, flush=True)
     os.environ[SETTINGS_ENV] = settings.to_json()
-    config = uvicorn.Config(
+    config = ServeConfig(
         "kms.app:create_app",
+        request_timeout_s=args.request_timeout,
         factory=True,
         workers=args.workers,
         # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
@@ -190,7 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The audit log records the peer address; no client may rewrite it with X-Forwarded-For.
         proxy_headers=False,
         timeout_graceful_shutdown=5,
-        **ssl_options,  # type: ignore[arg-type]
+        **ssl_options,
     )
     try:
         if args.workers == 1:
@@ -258,6 +267,13 @@ def _parser() -> argparse.ArgumentParser:
         help="max Recipient document age, s (300)",
     )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
+    serve.add_argument(
+        "--request-timeout",
+        type=_request_timeout,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        metavar="S",
+        help=f"close a connection slower to send a whole request, s ({DEFAULT_REQUEST_TIMEOUT_S:g})",
+    )
     serve.add_argument(
         "--rate-limit", type=_positive, metavar="R", help="requests per second before throttling"
     )
