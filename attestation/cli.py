@@ -125,6 +125,18 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: What ``datetime.fromtimestamp`` raises for a timestamp past year 9999 (the CDDL allows up to 2^64-1 ms).
+_TIME_RANGE_ERRORS = (ValueError, OverflowError, OSError)
+
+
+def _issued(doc: AttestationDocument) -> str:
+    """The document's timestamp as ISO 8601, or a note that no calendar time holds it."""
+    try:
+        return _iso(doc.issued_at)
+    except _TIME_RANGE_ERRORS:
+        return "<past year 9999>"
+
+
 def _sim_root() -> bytes:
     # attestation/pki.py keeps the root alone, for relying parties, in pki/root.crt: read it, create nothing.
     path = sim_home() / "pki" / "root.crt"
@@ -195,7 +207,7 @@ def document_summary(doc: AttestationDocument) -> dict[str, Any]:
         "module_id": doc.module_id,
         "digest": doc.digest,
         "timestamp": doc.timestamp,
-        "issued_at": _iso(doc.issued_at),
+        "issued_at": _issued(doc),
         "debug_mode": doc.debug_mode,
         "pcrs": {str(i): v.hex() for i, v in doc.pcrs.items()},
         "certificate": _cert_info(doc.certificate),
@@ -292,10 +304,13 @@ def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
     except MalformedError as exc:
         print(f"FAILED at step decode: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except _TIME_RANGE_ERRORS:  # from issued_at, here or in the MaxAge policy (after the errors above)
+        print("FAILED at step timestamp: the document's timestamp is past year 9999", file=sys.stderr)
+        return EXIT_FAILED
     root = _chain_root(doc, roots)
     policy_text = ", ".join(checks) if checks else "none (authenticity only)"
     print(
-        f"OK: {doc.module_id} issued {_iso(doc.issued_at)}, verified at {_iso(at)}: chain to {root}, "
+        f"OK: {doc.module_id} issued {_issued(doc)}, verified at {_iso(at)}: chain to {root}, "
         f"ES384 signature, policy: {policy_text}"
     )
     return EXIT_OK

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from attestation.document import DocumentEncoder, encode_pcrs
 from attestation.errors import SimulationError
+from attestation.pki import SimulatedPKI, new_module_id
 from attestation.sigv4 import sign_request
 from kms.iam import PolicyFileError, load_policies
 from kms.state import load_principals
@@ -231,3 +233,39 @@ def test_request_timeout_does_not_cut_a_slow_answer_or_a_pipeline(
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "3601"])
 def test_bad_request_timeout_is_a_usage_error(aws_env: Path, value: str) -> None:
     _one_line_error(_kms_sim(aws_env, "serve", "--request-timeout", value), 2, "--request-timeout")
+
+
+# --- a validly signed document whose timestamp no datetime holds ------------------------------------------
+
+
+def _far_future_document(home: Path, spki: bytes, timestamp: int) -> bytes:
+    """A document signed by the home's simulated PKI (the server trusts it) with this ``timestamp``."""
+    now = datetime.now(UTC)
+    pki = SimulatedPKI.load_or_create(home, at=now)
+    signer = pki.issue_signer(at=now)
+    encoder = DocumentEncoder(
+        module_id=new_module_id(pki.instance_id, at=now),
+        certificate=signer.certificate,
+        cabundle=signer.cabundle,
+        signing_key=signer.private_key,
+    )
+    pcrs = encode_pcrs({index: bytes([index + 1]) * 48 for index in range(3)})
+    return encoder.sign(encoder.payload(timestamp=timestamp, pcrs_cbor=pcrs, public_key=spki))
+
+
+@pytest.mark.parametrize("timestamp", [253_402_300_800_000, 2**63, 2**64 - 1], ids=["y10000", "2^63", "max"])
+def test_signed_timestamp_past_year_9999_is_a_validation_error(
+    shared_server: Server, rsa_key: Any, spki_of: Callable[[Any], bytes], timestamp: int
+) -> None:
+    # datetime.fromtimestamp raised ValueError in the freshness check: HTTP 500 (and again on every reuse
+    # of the cached document).
+    client = shared_server.client()
+    document = _far_future_document(shared_server.home, spki_of(rsa_key), timestamp)
+    recipient = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
+    for _ in range(2):
+        with pytest.raises(client.exceptions.ClientError) as raised:
+            client.generate_random(NumberOfBytes=8, Recipient=recipient)
+        error = raised.value.response["Error"]
+        assert error["Code"] == "ValidationException"
+        assert "not a representable time" in error["Message"]
+    assert "internal error" not in shared_server.stderr
