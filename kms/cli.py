@@ -214,7 +214,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    home = ensure_home(sim_home())
+    # Absolute paths: the exports are used from other directories than a relative NITRO_SIM_HOME's.
+    home = ensure_home(sim_home().absolute())
     print(f"export AWS_SHARED_CREDENTIALS_FILE={shlex.quote(str(home.credentials))}")
     print(f"export AWS_CONFIG_FILE={shlex.quote(str(home.config))}")
     print(f"export AWS_PROFILE={shlex.quote(DEFAULT_PROFILE)}")

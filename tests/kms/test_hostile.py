@@ -269,3 +269,21 @@ def test_signed_timestamp_past_year_9999_is_a_validation_error(
         assert error["Code"] == "ValidationException"
         assert "not a representable time" in error["Message"]
     assert "internal error" not in shared_server.stderr
+
+
+def test_env_exports_absolute_paths_for_a_relative_home(tmp_path: Path) -> None:
+    # NITRO_SIM_HOME=relative/dir gave AWS_SHARED_CREDENTIALS_FILE=relative/dir/kms/credentials, which
+    # points elsewhere (or nowhere) once the exports are used from another directory.
+    result = subprocess.run(
+        [sys.executable, "-m", "kms.cli", "env"],
+        env={**os.environ, "NITRO_SIM_HOME": "rel/home"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
+    assert exports["AWS_SHARED_CREDENTIALS_FILE"] == str(tmp_path / "rel" / "home" / "kms" / "credentials")
+    assert Path(exports["AWS_CONFIG_FILE"]).is_absolute()
