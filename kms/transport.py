@@ -25,8 +25,12 @@ from typing import Any
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kms.errors import ValidationException
+from kms.protocol import CONTENT_TYPE, encode_error
+
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_S",
+    "MAX_REQUEST_HEAD_BYTES",
     "CoalescingHttpToolsProtocol",
     "ServeConfig",
     "TickCoalescingTransport",
@@ -118,6 +122,12 @@ class TickCoalescingTransport(asyncio.Transport):
 #: a response (``timeout_keep_alive``, reset by any byte), so a client sending a header a minute held its
 #: connection, and a descriptor, forever.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: Largest request head (request line and header section, as received) buffered before it is refused.
+#: The service refuses a header section over MAX_REQUEST_HEADER_BYTES (kms.protocol), but only once it is
+#: whole: httptools and uvicorn buffer a head without limit, so one that never ended grew the server's
+#: memory by what the client sent. Counted from the read after the one the head starts in, so a head may
+#: hold up to one read (uvloop: 256 KiB) more than this.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
 
 
 class ServeConfig(Config):
@@ -153,6 +163,39 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._request_timeout_s = getattr(self.config, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
         self._arm_deadline()
+        self._in_head = False
+        self._head_bytes = 0
+
+    # -- the request head's bound ----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        in_head = self._in_head
+        super().data_received(data)
+        if in_head and self._in_head and not self.transport.is_closing():  # all of ``data`` was head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Answer a head over the bound as the service answers oversized headers, and close."""
+        self._in_head = False
+        error = ValidationException(f"Request head is over the {MAX_REQUEST_HEAD_BYTES}-byte limit")
+        body = encode_error(error)
+        head = (
+            f"HTTP/1.1 400 Bad Request\r\ncontent-type: {CONTENT_TYPE}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
 
     # -- the request deadline -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import configparser
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from attestation.pki import SimulatedPKI, new_module_id
 from attestation.sigv4 import sign_request
 from kms.iam import PolicyFileError, load_policies
 from kms.state import load_principals
+from kms.transport import MAX_REQUEST_HEAD_BYTES
 
 Server = Any
 
@@ -287,3 +289,27 @@ def test_env_exports_absolute_paths_for_a_relative_home(tmp_path: Path) -> None:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
     assert exports["AWS_SHARED_CREDENTIALS_FILE"] == str(tmp_path / "rel" / "home" / "kms" / "credentials")
     assert Path(exports["AWS_CONFIG_FILE"]).is_absolute()
+
+
+def test_a_head_that_never_ends_is_refused_once_over_the_bound(shared_server: Server) -> None:
+    # httptools/uvicorn buffered a head without limit (96 MB of header lines grew the server by ~95 MB); now
+    # the connection is answered and closed once the head passes MAX_REQUEST_HEAD_BYTES (plus one read).
+    url = urlsplit(shared_server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    line = b"X-Filler: " + b"f" * 8000 + b"\r\n"
+    reply = b""
+    with socket.create_connection((url.hostname, url.port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: kms\r\n")
+        for _ in range(4 * (MAX_REQUEST_HEAD_BYTES + 256 * 1024) // len(line)):
+            sock.sendall(line)
+            readable, _, _ = select.select([sock], [], [], 0.01)
+            if readable:
+                break
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert reply.endswith(
+        b'{"__type":"ValidationException","message":"Request head is over the 65536-byte limit"}'
+    )
+    assert shared_server.client().generate_random(NumberOfBytes=4)["Plaintext"]
