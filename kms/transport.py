@@ -246,6 +246,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return True  # keep the transport open for writing the answers (TLS cannot half-close)
         return None  # nothing to answer, or a request that will never arrive whole: close
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn logged two lines per ``Upgrade:`` request, advising the operator to install a WebSocket
+        # library: advice a client could print at will. The request is served as plain HTTP, as before.
+        pass
+
     def send_400_response(self, msg: str) -> None:
         if not self._close_after_answers():
             super().send_400_response(msg)

@@ -313,3 +313,15 @@ def test_a_head_that_never_ends_is_refused_once_over_the_bound(shared_server: Se
         b'{"__type":"ValidationException","message":"Request head is over the 65536-byte limit"}'
     )
     assert shared_server.client().generate_random(NumberOfBytes=4)["Plaintext"]
+
+
+def test_upgrade_requests_are_answered_without_operator_advice_on_stderr(shared_server: Server) -> None:
+    upgrade = _signed_request(shared_server).replace(
+        b"\r\n\r\n", b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 1
+    )
+    reply = _exchange(shared_server, upgrade, half_close=True)
+    # httptools stops at an Upgrade head and never hands over the body: the signature over it fails.
+    assert _statuses(reply) == [b"HTTP/1.1 400 Bad Request"]
+    assert b"InvalidSignatureException" in reply
+    assert "WebSocket" not in shared_server.stderr
+    assert "upgrade" not in shared_server.stderr.lower()
