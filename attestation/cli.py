@@ -42,6 +42,8 @@ from attestation.verify import Verifier, aws_nitro_root, load_certificate
 PROG = "nitro-attest"
 #: Largest input file read (base64 text of the largest document, with slack for line breaks).
 MAX_INPUT_BYTES = 2 * MAX_DOCUMENT_BYTES + 4096
+#: Largest ``--root`` or ``--public-key`` file read (a root certificate is ~0.7 KB, an RSA-4096 PEM ~0.8 KB).
+MAX_KEY_FILE_BYTES = 64 * 1024
 #: Hex shown per optional field in the text summary (``--json`` always has all of it).
 SUMMARY_HEX_CHARS = 64
 #: Exit codes.
@@ -88,6 +90,18 @@ def read_document(path: str) -> bytes:
             return base64.b64decode(compact + b"=" * (-len(compact) % 4), altchars=_altchars(compact))
         except (ValueError, binascii.Error):
             raise UsageError(f"{path} is text but neither base64 nor hex") from None
+    return data
+
+
+def _read_small(path: str, what: str) -> bytes:
+    """A certificate or key file, read up to :data:`MAX_KEY_FILE_BYTES` (it may be /dev/zero or a FIFO)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise UsageError(f"{what} {path}: larger than {MAX_KEY_FILE_BYTES} bytes")
     return data
 
 
@@ -154,13 +168,7 @@ def _roots(values: Sequence[str]) -> list[x509.Certificate]:
         if value == "aws":
             roots.append(aws_nitro_root())
             continue
-        if value == "sim":
-            data = _sim_root()
-        else:
-            try:
-                data = Path(value).read_bytes()
-            except OSError as exc:
-                raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
+        data = _sim_root() if value == "sim" else _read_small(value, "--root")
         if b"PRIVATE KEY-----" in data:
             # Trust anchors are certificates; a file with a key in it is not one to pass around.
             raise UsageError(
@@ -328,10 +336,7 @@ def _chain_root(doc: AttestationDocument, roots: Sequence[x509.Certificate]) -> 
 
 
 def _public_key(path: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--public-key {path}: {exc.strerror or exc}") from None
+    data = _read_small(path, "--public-key")
     if not data.lstrip().startswith(b"-----BEGIN"):
         return data  # DER, passed through as the NSM does (it does not parse public_key)
     try:

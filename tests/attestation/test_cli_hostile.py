@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from attestation.cli import EXIT_USAGE, main
+from attestation.cli import EXIT_USAGE, MAX_KEY_FILE_BYTES, main
 from attestation.document import DocumentEncoder, encode_pcrs
 from attestation.pki import SimulatedPKI, new_module_id
 
@@ -119,3 +119,24 @@ def test_verify_without_a_time_policy_reports_the_far_timestamp(
     code, out, err = _run(capsys, "verify", str(path), "--root", "sim")
     assert (code, err) == (0, "")
     assert "issued <past year 9999>" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "DOC", "--root", "/dev/zero"],
+        ["simulate", "--out", "OUT", "--public-key", "/dev/zero"],
+    ],
+    ids=["root", "public-key"],
+)
+def test_endless_key_files_are_refused_at_a_bound(
+    capsys: pytest.CaptureFixture[str], document: Path, tmp_path: Path, argv: list[str]
+) -> None:
+    # Read whole: /dev/zero grew the process until a MemoryError traceback (or the machine's limit).
+    argv = [str(document) if a == "DOC" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    code, out, err = _run(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert err.startswith("nitro-attest: error: --")
+    assert f"larger than {MAX_KEY_FILE_BYTES} bytes" in err
+    assert err.count("\n") == 1
