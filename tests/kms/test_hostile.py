@@ -325,3 +325,22 @@ def test_upgrade_requests_are_answered_without_operator_advice_on_stderr(shared_
     assert b"InvalidSignatureException" in reply
     assert "WebSocket" not in shared_server.stderr
     assert "upgrade" not in shared_server.stderr.lower()
+
+
+def test_endless_policy_file_stops_serve_in_one_line(aws_env: Path) -> None:
+    # Read whole before its size was checked: /dev/zero grew the process without end.
+    _one_line_error(_kms_sim(aws_env, "serve", "--policy", "/dev/zero"), 1, "bytes")
+
+
+def test_oversized_credentials_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text("[p]\naws_access_key_id = AKIA\naws_secret_access_key = s\n" + "#" * 2_000_000 + "\n")
+    with pytest.raises(SimulationError, match="is over"):
+        load_principals(path)
+
+
+def test_credentials_with_crlf_line_ends_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_bytes(b"[p]\r\naws_access_key_id = AKIAX\r\naws_secret_access_key = s3cr3t\r\n")
+    principal = load_principals(path)["AKIAX"]
+    assert (principal.name, principal.secret_key) == ("p", "s3cr3t")
