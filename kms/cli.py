@@ -311,7 +311,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exited:  # --help (0), or a usage error argparse printed in one line (2)
+        return exited.code if isinstance(exited.code, int) else 0
     try:
         result: int = args.func(args)
     except (AttestationError, KMSError, ValueError, OSError) as error:

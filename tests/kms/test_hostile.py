@@ -26,6 +26,7 @@ from attestation.document import DocumentEncoder, encode_pcrs
 from attestation.errors import SimulationError
 from attestation.pki import SimulatedPKI, new_module_id
 from attestation.sigv4 import sign_request
+from kms.cli import main as kms_main
 from kms.iam import PolicyFileError, load_policies
 from kms.state import load_principals
 from kms.transport import MAX_REQUEST_HEAD_BYTES
@@ -344,3 +345,15 @@ def test_credentials_with_crlf_line_ends_still_load(tmp_path: Path) -> None:
     path.write_bytes(b"[p]\r\naws_access_key_id = AKIAX\r\naws_secret_access_key = s3cr3t\r\n")
     principal = load_principals(path)["AKIAX"]
     assert (principal.name, principal.secret_key) == ("p", "s3cr3t")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"), [(["--help"], 0), (["serve", "--workers", "x"], 2), (["bogus"], 2), ([], 2)]
+)
+def test_main_returns_the_exit_status_instead_of_raising(
+    aws_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int
+) -> None:
+    assert kms_main(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("\n") == (0 if code == 0 else 1)
