@@ -32,7 +32,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from attestation._chain import parse_certificate, subject
-from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
+from attestation.document import (
+    MAX_DOCUMENT_BYTES,
+    MAX_OPTIONAL_FIELD_BYTES,
+    MAX_PCRS,
+    AttestationDocument,
+    decode_document,
+)
 from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
 from attestation.nsm import simulate_document
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
@@ -286,8 +292,8 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
         names.append(f"age <= {args.max_age:g}s")
     if args.nonce is not None:
         nonce = _hex(args.nonce, "--nonce")
-        if not nonce:
-            raise UsageError("--nonce must not be empty")
+        if not 1 <= len(nonce) <= MAX_OPTIONAL_FIELD_BYTES:  # Nonce() raised ValueError: a traceback
+            raise UsageError(f"--nonce must be 1..{MAX_OPTIONAL_FIELD_BYTES} bytes, got {len(nonce)}")
         parts.append(Nonce(nonce))
         names.append("nonce")
     if args.require_rsa_key:

@@ -140,3 +140,14 @@ def test_endless_key_files_are_refused_at_a_bound(
     assert err.startswith("nitro-attest: error: --")
     assert f"larger than {MAX_KEY_FILE_BYTES} bytes" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("nonce", "size"), [("ab" * 1025, 1025), ("", 0)], ids=["over", "empty"])
+def test_verify_nonce_outside_its_bounds_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], document: Path, nonce: str, size: int
+) -> None:
+    # 1025 bytes reached Nonce(), whose ValueError escaped as a traceback.
+    code, out, err = _run(capsys, "verify", str(document), "--root", "sim", "--nonce", nonce)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert err == f"nitro-attest: error: --nonce must be 1..1024 bytes, got {size}\n"
