@@ -357,3 +357,20 @@ def test_main_returns_the_exit_status_instead_of_raising(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.count("\n") == (0 if code == 0 else 1)
+
+
+def test_model_patterns_take_ascii_digits_only(shared_server: Server) -> None:
+    # Java's \d (the KMS model's regex dialect) is [0-9]; Python's took "/kms/xks/v\u0661" as a version.
+    client = shared_server.client()
+    with pytest.raises(client.exceptions.ClientError) as raised:
+        client.create_custom_key_store(
+            CustomKeyStoreName="xks-arabic-digit",
+            CustomKeyStoreType="EXTERNAL_KEY_STORE",
+            XksProxyUriEndpoint="https://xks.example",
+            XksProxyUriPath="/kms/xks/v\u0661",
+            XksProxyConnectivity="PUBLIC_ENDPOINT",
+            XksProxyAuthenticationCredential={"AccessKeyId": "A" * 20, "RawSecretAccessKey": "a" * 43},
+        )
+    error = raised.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert "xksProxyUriPath" in error["Message"]
