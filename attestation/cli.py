@@ -32,7 +32,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from attestation._chain import parse_certificate, subject
-from attestation.document import MAX_DOCUMENT_BYTES, MAX_PCRS, AttestationDocument, decode_document
+from attestation.document import (
+    MAX_DOCUMENT_BYTES,
+    MAX_OPTIONAL_FIELD_BYTES,
+    MAX_PCRS,
+    AttestationDocument,
+    decode_document,
+)
 from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
 from attestation.nsm import simulate_document
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
@@ -42,6 +48,8 @@ from attestation.verify import Verifier, aws_nitro_root, load_certificate
 PROG = "nitro-attest"
 #: Largest input file read (base64 text of the largest document, with slack for line breaks).
 MAX_INPUT_BYTES = 2 * MAX_DOCUMENT_BYTES + 4096
+#: Largest ``--root`` or ``--public-key`` file read (a root certificate is ~0.7 KB, an RSA-4096 PEM ~0.8 KB).
+MAX_KEY_FILE_BYTES = 64 * 1024
 #: Hex shown per optional field in the text summary (``--json`` always has all of it).
 SUMMARY_HEX_CHARS = 64
 #: Exit codes.
@@ -91,6 +99,18 @@ def read_document(path: str) -> bytes:
     return data
 
 
+def _read_small(path: str, what: str) -> bytes:
+    """A certificate or key file, read up to :data:`MAX_KEY_FILE_BYTES` (it may be /dev/zero or a FIFO)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise UsageError(f"{what} {path}: larger than {MAX_KEY_FILE_BYTES} bytes")
+    return data
+
+
 def _altchars(text: bytes) -> bytes | None:
     return b"-_" if b"-" in text or b"_" in text else None
 
@@ -115,13 +135,26 @@ def _pcr(value: str) -> tuple[int, bytes]:
 def _time(value: str) -> datetime:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        # An offset can carry a time past year 9999 or before year 1 in UTC (OverflowError).
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(f"--at wants an ISO 8601 time or 'document', got {value!r}") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: What ``datetime.fromtimestamp`` raises for a timestamp past year 9999 (the CDDL allows up to 2^64-1 ms).
+_TIME_RANGE_ERRORS = (ValueError, OverflowError, OSError)
+
+
+def _issued(doc: AttestationDocument) -> str:
+    """The document's timestamp as ISO 8601, or a note that no calendar time holds it."""
+    try:
+        return _iso(doc.issued_at)
+    except _TIME_RANGE_ERRORS:
+        return "<past year 9999>"
 
 
 def _sim_root() -> bytes:
@@ -141,13 +174,7 @@ def _roots(values: Sequence[str]) -> list[x509.Certificate]:
         if value == "aws":
             roots.append(aws_nitro_root())
             continue
-        if value == "sim":
-            data = _sim_root()
-        else:
-            try:
-                data = Path(value).read_bytes()
-            except OSError as exc:
-                raise UsageError(f"--root {value}: {exc.strerror or exc}") from None
+        data = _sim_root() if value == "sim" else _read_small(value, "--root")
         if b"PRIVATE KEY-----" in data:
             # Trust anchors are certificates; a file with a key in it is not one to pass around.
             raise UsageError(
@@ -194,7 +221,7 @@ def document_summary(doc: AttestationDocument) -> dict[str, Any]:
         "module_id": doc.module_id,
         "digest": doc.digest,
         "timestamp": doc.timestamp,
-        "issued_at": _iso(doc.issued_at),
+        "issued_at": _issued(doc),
         "debug_mode": doc.debug_mode,
         "pcrs": {str(i): v.hex() for i, v in doc.pcrs.items()},
         "certificate": _cert_info(doc.certificate),
@@ -265,8 +292,8 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
         names.append(f"age <= {args.max_age:g}s")
     if args.nonce is not None:
         nonce = _hex(args.nonce, "--nonce")
-        if not nonce:
-            raise UsageError("--nonce must not be empty")
+        if not 1 <= len(nonce) <= MAX_OPTIONAL_FIELD_BYTES:  # Nonce() raised ValueError: a traceback
+            raise UsageError(f"--nonce must be 1..{MAX_OPTIONAL_FIELD_BYTES} bytes, got {len(nonce)}")
         parts.append(Nonce(nonce))
         names.append("nonce")
     if args.require_rsa_key:
@@ -291,10 +318,13 @@ def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
     except MalformedError as exc:
         print(f"FAILED at step decode: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except _TIME_RANGE_ERRORS:  # from issued_at, here or in the MaxAge policy (after the errors above)
+        print("FAILED at step timestamp: the document's timestamp is past year 9999", file=sys.stderr)
+        return EXIT_FAILED
     root = _chain_root(doc, roots)
     policy_text = ", ".join(checks) if checks else "none (authenticity only)"
     print(
-        f"OK: {doc.module_id} issued {_iso(doc.issued_at)}, verified at {_iso(at)}: chain to {root}, "
+        f"OK: {doc.module_id} issued {_issued(doc)}, verified at {_iso(at)}: chain to {root}, "
         f"ES384 signature, policy: {policy_text}"
     )
     return EXIT_OK
@@ -312,10 +342,7 @@ def _chain_root(doc: AttestationDocument, roots: Sequence[x509.Certificate]) -> 
 
 
 def _public_key(path: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--public-key {path}: {exc.strerror or exc}") from None
+    data = _read_small(path, "--public-key")
     if not data.lstrip().startswith(b"-----BEGIN"):
         return data  # DER, passed through as the NSM does (it does not parse public_key)
     try:
@@ -342,6 +369,8 @@ def cmd_simulate(args: argparse.Namespace, *, now: datetime) -> int:
         )
     except ValueError as exc:  # bad PCR index or module id, from the NSM's own checks
         raise UsageError(str(exc)) from None
+    except OverflowError:  # the certificates' validity would run past year 9999 or before year 1
+        raise UsageError(f"--at {args.at}: too far from today to issue certificates for") from None
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     try:

@@ -33,6 +33,8 @@ PROG = "kmstool_enclave_cli"
 DEFAULT_REGION = "us-east-1"
 #: The real tool seeds the kernel pool with 1024 NSM bytes at start ("relevant for TLS").
 SEED_BYTES = 1024
+#: Digits of a numeric option read (a 64-bit value has at most 20); more are not read.
+ATOI_MAX_DIGITS = 32
 
 _USAGE = f"""usage: {PROG} <command> [options]
 
@@ -75,7 +77,13 @@ def _atoi(text: str) -> int:
     count = 0
     while count < len(digits) and digits[count].isascii() and digits[count].isdigit():
         count += 1
-    return sign * int(digits[:count]) if count else 0
+    # C's atoi is undefined past INT_MAX; Python's int() refuses over 4300 digits (ValueError, a
+    # traceback here). A value of over ATOI_MAX_DIGITS significant digits is out of every range checked
+    # anyway, so it reads as 10**ATOI_MAX_DIGITS.
+    significant = digits[:count].lstrip("0")
+    if len(significant) > ATOI_MAX_DIGITS:
+        return sign * int(10**ATOI_MAX_DIGITS)
+    return sign * int(significant) if significant else 0
 
 
 def _parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:

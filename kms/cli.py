@@ -1,7 +1,8 @@
 """``kms-sim``: serve the simulated KMS, and operate its simulation.
 
     kms-sim serve [--listen HOST:PORT | --listen unix:PATH] [--tls] [--trust-root PEM ...]
-                  [--policy FILE] [--max-doc-age S] [--workers N] [--rate-limit R [--burst B]]
+                  [--policy FILE] [--max-doc-age S] [--workers N] [--request-timeout S]
+                  [--rate-limit R [--burst B]]
                   [--fault NAME:COUNT ...] [--fault-rate NAME:P ...]
     kms-sim env                      shell exports that point AWS SDKs and the AWS CLI at the home's files
     kms-sim keystore list            the custom key stores, as JSON
@@ -20,13 +21,14 @@ import os
 import shlex
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from attestation.errors import AttestationError
+from attestation.errors import AttestationError, SimulationError
 from attestation.sim import check_unix_path, remove_stale_socket, sim_home
 from kms.errors import KMSError
 from kms.keystores import CONNECTION_ERROR_CODES, STATES, KeyStores
@@ -41,6 +43,11 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 #: Listen backlog: enough for a benchmark's bursts of concurrent connections.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
+#: The request deadline (``--request-timeout``; the default is kms/transport.py's) and its largest value.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+MAX_REQUEST_TIMEOUT_S = 3600.0
+#: Largest ``--max-doc-age``: ten years (a timedelta of 1e300 s would not even be constructible).
+MAX_DOC_AGE_S = 10 * 365 * 24 * 3600.0
 
 
 def _bind(listen: str) -> tuple[socket.socket, str]:
@@ -57,7 +64,8 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
             raise
         return sock, f"unix:{path}"
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    # ASCII digits only: str.isdigit also takes "٣", which int() reads as 3 (a port nobody asked for).
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
     # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
     # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
@@ -107,6 +115,14 @@ def _non_negative(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False)
 
 
+def _request_timeout(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=True, maximum=MAX_REQUEST_TIMEOUT_S)
+
+
+def _doc_age(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
+
+
 def _fault_rate(text: str) -> str:
     """``NAME:P`` with P a probability (the name is checked with the others when the service is built)."""
     name, sep, number = text.partition(":")
@@ -137,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
-    from kms.transport import CoalescingHttpToolsProtocol  # noqa: PLC0415 - imports uvicorn
+    from kms.transport import CoalescingHttpToolsProtocol, ServeConfig  # noqa: PLC0415 - imports uvicorn
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be 1..{MAX_WORKERS}")
@@ -168,8 +184,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(number, _exit_cleanly)
     print(url, flush=True)
     os.environ[SETTINGS_ENV] = settings.to_json()
-    config = uvicorn.Config(
+    config = ServeConfig(
         "kms.app:create_app",
+        request_timeout_s=args.request_timeout,
         factory=True,
         workers=args.workers,
         # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
@@ -182,7 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The audit log records the peer address; no client may rewrite it with X-Forwarded-For.
         proxy_headers=False,
         timeout_graceful_shutdown=5,
-        **ssl_options,  # type: ignore[arg-type]
+        **ssl_options,
     )
     try:
         if args.workers == 1:
@@ -197,7 +214,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    home = ensure_home(sim_home())
+    # Absolute paths: the exports are used from other directories than a relative NITRO_SIM_HOME's.
+    home = ensure_home(sim_home().absolute())
     print(f"export AWS_SHARED_CREDENTIALS_FILE={shlex.quote(str(home.credentials))}")
     print(f"export AWS_CONFIG_FILE={shlex.quote(str(home.config))}")
     print(f"export AWS_PROFILE={shlex.quote(DEFAULT_PROFILE)}")
@@ -209,7 +227,10 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_keystore(args: argparse.Namespace) -> int:
     home = ensure_home(sim_home())
-    stores = KeyStores(home.keystores)
+    try:
+        stores = KeyStores(home.keystores)
+    except sqlite3.Error as error:  # not a database, unreadable, locked: one line, as `serve` says it
+        raise SimulationError(f"cannot open kms-sim state in {home.root}: {error}") from None
     try:
         if args.keystore_command == "list":
             print(
@@ -218,9 +239,11 @@ def cmd_keystore(args: argparse.Namespace) -> int:
             return 0
         timeout = None if args.hsm_timeout is None else args.hsm_timeout == "on"
         stores.set_simulation(args.id, state=args.state, error_code=args.error_code, hsm_timeout=timeout)
-        return 0
+    except sqlite3.Error as error:
+        raise SimulationError(f"cannot use the key stores in {home.keystores}: {error}") from None
     finally:
         stores.close()
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,12 +262,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-doc-age",
-        type=_non_negative,
+        type=_doc_age,
         default=300.0,
         metavar="S",
         help="max Recipient document age, s (300)",
     )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
+    serve.add_argument(
+        "--request-timeout",
+        type=_request_timeout,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        metavar="S",
+        help=f"close a connection slower to send a whole request, s ({DEFAULT_REQUEST_TIMEOUT_S:g})",
+    )
     serve.add_argument(
         "--rate-limit", type=_positive, metavar="R", help="requests per second before throttling"
     )
@@ -281,7 +311,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exited:  # --help (0), or a usage error argparse printed in one line (2)
+        return exited.code if isinstance(exited.code, int) else 0
     try:
         result: int = args.func(args)
     except (AttestationError, KMSError, ValueError, OSError) as error:

@@ -195,7 +195,8 @@ def parse_policies(document: object, source: str) -> IAMPolicies:
 def load_policies(path: Path) -> IAMPolicies:
     """Read and compile a policy file."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:  # bounded: the path may be /dev/zero or a FIFO
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
     except OSError as error:
         raise PolicyFileError(f"cannot read policy file {path}: {error.strerror}") from None
     if len(data) > MAX_POLICY_FILE_BYTES:
@@ -204,4 +205,6 @@ def load_policies(path: Path) -> IAMPolicies:
         document = json.loads(data)
     except ValueError as error:
         raise PolicyFileError(f"policy file {path} is not valid JSON: {error}") from None
+    except RecursionError:  # nesting deeper than the interpreter's stack: not a policy either
+        raise PolicyFileError(f"policy file {path} is not valid JSON: nested too deeply") from None
     return parse_policies(document, str(path))

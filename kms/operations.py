@@ -262,7 +262,9 @@ class Operations:
         start = 0
         if "Marker" in params:
             marker = params["Marker"]
-            if not marker.isdigit() or int(marker) > len(stores):
+            # Only markers we issue (ASCII decimal offsets); str.isdigit alone also takes "²" (int() refuses
+            # it: a 500) and "٣" (int() reads 3: a marker we never issued).
+            if not (marker.isascii() and marker.isdigit()) or int(marker) > len(stores):
                 raise InvalidMarkerException("The request was rejected because the marker is not valid.")
             start = int(marker)
         limit = params.get("Limit", MAX_DESCRIBE_LIMIT)

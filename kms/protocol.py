@@ -191,7 +191,12 @@ def _convert(spec: Field, value: object, path: str, errors: list[str]) -> object
                     _shown(spec, value), path, f"Member must satisfy enum value set: [{', '.join(spec.enum)}]"
                 )
             )
-        if spec.pattern is not None and isinstance(converted, str) and not re.search(spec.pattern, converted):
+        # re.ASCII: the model's patterns are Java regexes, whose \d is [0-9] (Python's also takes "٣").
+        if (
+            spec.pattern is not None
+            and isinstance(converted, str)
+            and not re.search(spec.pattern, converted, re.ASCII)
+        ):
             errors.append(
                 _violation(
                     _shown(spec, value),

@@ -31,6 +31,8 @@ from kms.state import ensure_home, load_principals
 __all__ = ["SETTINGS_ENV", "Settings", "build_service", "settings_from_environment", "trust_roots"]
 
 SETTINGS_ENV = "KMS_SIM_SETTINGS"
+#: Largest ``--trust-root`` file read (a PEM bundle of every public root CA is ~250 KB).
+MAX_TRUST_ROOT_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,13 +69,22 @@ def settings_from_environment() -> Settings:
     return Settings.from_json(text)
 
 
+def _read_bounded(path: str) -> bytes:
+    """A ``--trust-root`` file's bytes, read up to the bound (the path may be /dev/zero or a FIFO)."""
+    with Path(path).open("rb") as handle:
+        data = handle.read(MAX_TRUST_ROOT_FILE_BYTES + 1)
+    if len(data) > MAX_TRUST_ROOT_FILE_BYTES:
+        raise ValueError(f"over the {MAX_TRUST_ROOT_FILE_BYTES}-byte limit")
+    return data
+
+
 def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
     """The simulated root of the home (created if missing) plus every certificate in each ``--trust-root``."""
     pki = SimulatedPKI.load_or_create(Path(settings.sim_home), at=at)
     roots = [x509.load_der_x509_certificate(pki.root_der)]
     for path in settings.trust_roots:
         try:
-            roots.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+            roots.extend(x509.load_pem_x509_certificates(_read_bounded(path)))
         except (OSError, ValueError) as error:
             raise SimulationError(f"cannot load trust root {path}: {error}") from None
     return roots

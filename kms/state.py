@@ -42,6 +42,8 @@ DEFAULT_PROFILE = "nitro-sim"
 DEFAULT_REGION = "us-east-1"
 #: Bound on the number of principals (profiles) read from the credentials file.
 MAX_PRINCIPALS = 1000
+#: Bound on the credentials file's size (a profile is ~120 bytes: MAX_PRINCIPALS of them fit many times).
+MAX_CREDENTIALS_FILE_BYTES = 1024 * 1024
 
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
@@ -148,10 +150,15 @@ def load_principals(path: Path) -> Mapping[str, Principal]:
     """Every profile of a shared-credentials file, by access key ID; SimulationError if unusable."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
+        with path.open("rb") as handle:  # bounded: the path may be /dev/zero or a FIFO
+            data = handle.read(MAX_CREDENTIALS_FILE_BYTES + 1)
+        if len(data) > MAX_CREDENTIALS_FILE_BYTES:
+            raise SimulationError(f"credentials file {path} is over {MAX_CREDENTIALS_FILE_BYTES} bytes")
+        parser.read_string(data.decode("utf-8"), source=str(path))
     except (OSError, configparser.Error, UnicodeDecodeError) as error:
-        raise SimulationError(f"cannot read credentials file {path}: {error}") from None
+        # configparser's messages span lines (the offending line is quoted below): one line here.
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise SimulationError(f"cannot read credentials file {path}: {detail}") from None
     principals: dict[str, Principal] = {}
     for name in parser.sections()[:MAX_PRINCIPALS]:
         section = parser[name]

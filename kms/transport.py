@@ -22,9 +22,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "TickCoalescingTransport"]
+from kms.errors import ValidationException
+from kms.protocol import CONTENT_TYPE, encode_error
+
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "MAX_REQUEST_HEAD_BYTES",
+    "CoalescingHttpToolsProtocol",
+    "ServeConfig",
+    "TickCoalescingTransport",
+]
 
 
 class TickCoalescingTransport(asyncio.Transport):
@@ -107,8 +117,140 @@ class TickCoalescingTransport(asyncio.Transport):
         return self._transport.get_write_buffer_limits()
 
 
+#: How long a connection may take to deliver a whole request (head and body) while nothing of it is being
+#: answered; then it is closed (``kms-sim serve --request-timeout``). uvicorn bounds only the idle time after
+#: a response (``timeout_keep_alive``, reset by any byte), so a client sending a header a minute held its
+#: connection, and a descriptor, forever.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: Largest request head (request line and header section, as received) buffered before it is refused.
+#: The service refuses a header section over MAX_REQUEST_HEADER_BYTES (kms.protocol), but only once it is
+#: whole: httptools and uvicorn buffer a head without limit, so one that never ended grew the server's
+#: memory by what the client sent. Counted from the read after the one the head starts in, so a head may
+#: hold up to one read (uvloop: 256 KiB) more than this.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+
+
+class ServeConfig(Config):
+    """uvicorn's Config plus the request deadline that :class:`CoalescingHttpToolsProtocol` enforces (a
+    module-level class: it pickles to ``--workers`` processes with the rest of the config)."""
+
+    def __init__(
+        self, app: Any, *, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.request_timeout_s = request_timeout_s
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a :class:`TickCoalescingTransport` (one write per response)."""
+    """uvicorn's httptools protocol over a :class:`TickCoalescingTransport` (one write per response), with
+    three rules of its own for the connection's end:
+
+    - A request deadline: a connection gets ``ServeConfig.request_timeout_s`` to deliver each request
+      whole; when it runs out while no request is being answered (the client is still sending, or sends
+      nothing), the connection is closed. Time spent answering is not counted.
+    - Half-close: a client may shut down its sending side after its last request (HTTP/1.1 allows it;
+      ``nc -N`` does it). The loop closed the connection at once, dropping the answer of a request already
+      executed and audited (held for the tick by the coalescing transport, or not yet made); now the held
+      bytes are handed over first, answers still to come are sent, then the connection closes.
+    - Bad bytes after complete requests on one connection (pipelining): those requests are answered, then
+      the connection closes; uvicorn wrote its 400 at once, closed, and dropped their answers (the client
+      read the 400 as the answer to its first, valid request).
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(TickCoalescingTransport(transport, self.loop))
+        self._coalescing = TickCoalescingTransport(transport, self.loop)
+        super().connection_made(self._coalescing)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._request_timeout_s = getattr(self.config, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
+        self._arm_deadline()
+        self._in_head = False
+        self._head_bytes = 0
+
+    # -- the request head's bound ----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        in_head = self._in_head
+        super().data_received(data)
+        if in_head and self._in_head and not self.transport.is_closing():  # all of ``data`` was head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Answer a head over the bound as the service answers oversized headers, and close."""
+        self._in_head = False
+        error = ValidationException(f"Request head is over the {MAX_REQUEST_HEAD_BYTES}-byte limit")
+        body = encode_error(error)
+        head = (
+            f"HTTP/1.1 400 Bad Request\r\ncontent-type: {CONTENT_TYPE}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+    # -- the request deadline -------------------------------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self._request_timeout_s, self._deadline_passed)
+
+    def _answering(self) -> bool:
+        """Whether the newest request arrived whole and is still being answered (the server's time)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete and not cycle.more_body
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self._answering():
+            self._arm_deadline()  # the client is waiting for us: not its time
+        else:
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_deadline()  # a fresh period for the next request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    # -- the end of the client's bytes -----------------------------------------------------------------------
+
+    def _close_after_answers(self) -> bool:
+        """If requests are being answered: close once the newest is, and say so (True)."""
+        if not self._answering():
+            return False
+        self.cycle.keep_alive = False  # its answer closes the connection (queued ones are answered first)
+        return True
+
+    def eof_received(self) -> bool | None:  # type: ignore[override] # asyncio.Protocol's signature
+        # The loop closes the real transport when this returns None: what this tick wrote (a finished
+        # answer, held by the coalescing transport) must be handed over first, or it is dropped.
+        self._coalescing.flush()
+        if self.scheme == "http" and self._close_after_answers():
+            return True  # keep the transport open for writing the answers (TLS cannot half-close)
+        return None  # nothing to answer, or a request that will never arrive whole: close
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn logged two lines per ``Upgrade:`` request, advising the operator to install a WebSocket
+        # library: advice a client could print at will. The request is served as plain HTTP, as before.
+        pass
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._close_after_answers():
+            super().send_400_response(msg)

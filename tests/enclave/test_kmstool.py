@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.kmstool import main
+from enclave.kmstool import ATOI_MAX_DIGITS, _atoi, main
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,28 @@ def test_unreachable_proxy_fails_cleanly(
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("EndpointConnectionError: Could not connect to the endpoint URL")
     assert err[-1] == "Could not generate random bytes"
+
+
+@pytest.mark.parametrize(
+    ("length", "message"),
+    [
+        ("1" * 5000, "--length must be smaller or equal to 1024"),  # int() refuses > 4300 digits
+        ("-" + "9" * 5000, "--length must be greater than 0"),
+        ("0" * 5000, "--length must be greater than 0"),
+    ],
+    ids=["huge", "huge-negative", "many-zeros"],
+)
+def test_length_of_thousands_of_digits_is_checked_not_a_traceback(
+    length: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["genrandom", "--length", length]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [message]
+
+
+def test_atoi_reads_leading_zeros_and_bounds_huge_values() -> None:
+    assert _atoi("0" * 5000 + "32") == 32
+    assert _atoi("7" * 5000) == 10**ATOI_MAX_DIGITS
+    assert _atoi("-" + "7" * 5000) == -(10**ATOI_MAX_DIGITS)
+    assert _atoi(" 12abc") == 12
