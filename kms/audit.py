@@ -311,24 +311,52 @@ def event_line(
 
 
 class AuditLog:
-    """An append-only JSON-lines file."""
+    """An append-only JSON-lines file.
+
+    A record that cannot be written (a full disk, an I/O error) does not fail the request: KMS serves
+    while CloudTrail delivery lags, and so does the simulation. But the loss is never silent and never
+    floods stderr: the first failure says that records are being lost, and the next record that is
+    written says how many were. A partial write leaves a fragment without its newline; the next record
+    starts on a fresh line, so one torn record never spoils the one after it.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lost = 0  # records lost since the log last took one whole
+        self._torn = False  # the last write left a fragment without its newline
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one line; a failing disk is reported on stderr and never fails the request."""
-        try:
-            os.write(self._fd, (_ENCODER.encode(record) + "\n").encode())
-        except OSError as error:
-            print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
+        """Append one record (see the class for what a failing disk does)."""
+        self.write_line(_ENCODER.encode(record))
 
     def write_line(self, line: str) -> None:
-        """Append one line of already encoded JSON (from :func:`event_line`); errors as :meth:`write`."""
+        """Append one line of already encoded JSON (from :func:`event_line`)."""
+        data = ("\n" if self._torn else "") + line + "\n"
+        encoded = data.encode()
         try:
-            os.write(self._fd, (line + "\n").encode())
+            written = os.write(self._fd, encoded)
         except OSError as error:
-            print(f"kms-sim: cannot write the audit log: {error.strerror}", file=sys.stderr)
+            self._lose(error.strerror or type(error).__name__)
+            return
+        if written < len(encoded):
+            self._torn = True
+            self._lose("a partial write (the disk is full?)")
+            return
+        self._torn = False
+        if self._lost:
+            print(
+                f"kms-sim: the audit log is writable again; {self._lost} record(s) were lost",
+                file=sys.stderr,
+            )
+            self._lost = 0
+
+    def _lose(self, reason: str) -> None:
+        if not self._lost:
+            print(
+                f"kms-sim: cannot write the audit log ({reason}); records are lost until it can",
+                file=sys.stderr,
+            )
+        self._lost += 1
 
     def close(self) -> None:
         os.close(self._fd)

@@ -1,8 +1,8 @@
 """``kms-sim``: serve the simulated KMS, and operate its simulation.
 
     kms-sim serve [--listen HOST:PORT | --listen unix:PATH] [--tls] [--trust-root PEM ...]
-                  [--policy FILE] [--max-doc-age S] [--workers N] [--request-timeout S]
-                  [--rate-limit R [--burst B]]
+                  [--policy FILE] [--max-doc-age S] [--workers N] [--max-connections N]
+                  [--request-timeout S] [--rate-limit R [--burst B]]
                   [--fault NAME:COUNT ...] [--fault-rate NAME:P ...]
     kms-sim env                      shell exports that point AWS SDKs and the AWS CLI at the home's files
     kms-sim keystore list            the custom key stores, as JSON
@@ -46,6 +46,9 @@ MAX_WORKERS = 64
 #: The request deadline (``--request-timeout``; the default is kms/transport.py's) and its largest value.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 MAX_REQUEST_TIMEOUT_S = 3600.0
+#: The default open-connection bound per server process (kms/transport.py's) and the largest allowed.
+DEFAULT_MAX_CONNECTIONS = 1000
+MAX_MAX_CONNECTIONS = 65536
 #: Largest ``--max-doc-age``: ten years (a timedelta of 1e300 s would not even be constructible).
 MAX_DOC_AGE_S = 10 * 365 * 24 * 3600.0
 
@@ -119,6 +122,16 @@ def _request_timeout(text: str) -> float:
     return _finite(text, minimum=0.0, strict=True, maximum=MAX_REQUEST_TIMEOUT_S)
 
 
+def _max_connections(text: str) -> int:
+    # ASCII digits, few of them: int() also reads "٣" and refuses over 4,300 digits with a ValueError.
+    digits = text.isascii() and text.isdigit() and len(text) <= 6
+    if not digits or not 1 <= int(text) <= MAX_MAX_CONNECTIONS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number 1..{MAX_MAX_CONNECTIONS}, got {text[:32]!r}"
+        )
+    return int(text)
+
+
 def _doc_age(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
 
@@ -187,6 +200,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         "kms.app:create_app",
         request_timeout_s=args.request_timeout,
+        max_connections=args.max_connections,
         factory=True,
         workers=args.workers,
         # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
@@ -268,6 +282,13 @@ def _parser() -> argparse.ArgumentParser:
         help="max Recipient document age, s (300)",
     )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
+    serve.add_argument(
+        "--max-connections",
+        type=_max_connections,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections per worker; more are closed unread ({DEFAULT_MAX_CONNECTIONS})",
+    )
     serve.add_argument(
         "--request-timeout",
         type=_request_timeout,

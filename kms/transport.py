@@ -20,6 +20,9 @@ server; only ``kms-sim serve`` picks this protocol.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn import Config
@@ -30,8 +33,11 @@ from kms.protocol import CONTENT_TYPE, encode_error
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_S",
+    "INVALID_REQUEST_REPORT_S",
+    "MAX_CONNECTIONS",
     "MAX_REQUEST_HEAD_BYTES",
     "CoalescingHttpToolsProtocol",
+    "InvalidRequestReports",
     "ServeConfig",
     "TickCoalescingTransport",
 ]
@@ -128,23 +134,73 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 #: memory by what the client sent. Counted from the read after the one the head starts in, so a head may
 #: hold up to one read (uvloop: 256 KiB) more than this.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+#: Open connections one server process keeps by default (``kms-sim serve --max-connections``); a
+#: connection past it is closed as soon as it is accepted,
+#: before any byte is read. Without it, idle or slow clients could hold every descriptor the process may
+#: open (then accept fails for everyone until they go). Below the usual soft limit of 1,024 descriptors,
+#: leaving room for the listening socket, the key-store database and the audit log.
+MAX_CONNECTIONS = 1000
+#: Least time between two stderr lines saying that malformed HTTP arrived (any client can send it at will).
+INVALID_REQUEST_REPORT_S = 60.0
+
+
+class InvalidRequestReports(logging.Filter):
+    """Let uvicorn's "Invalid HTTP request received." through once per :data:`INVALID_REQUEST_REPORT_S`.
+
+    uvicorn logs one warning per malformed request, so a client could grow the operator's stderr at will.
+    The first one of a period is logged, with how many were held back since the last one logged; every
+    other record passes untouched. Installed on uvicorn's error logger when this module is imported, which
+    happens in every worker process (the protocol class travels to them by reference).
+    """
+
+    MESSAGE = "Invalid HTTP request received."
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._last: float | None = None
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = self._clock()
+        if self._last is not None and now - self._last < INVALID_REQUEST_REPORT_S:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{self.MESSAGE} ({self._held} more since the last report)"
+        self._last = now
+        self._held = 0
+        return True
+
+
+logging.getLogger("uvicorn.error").addFilter(InvalidRequestReports())
 
 
 class ServeConfig(Config):
-    """uvicorn's Config plus the request deadline that :class:`CoalescingHttpToolsProtocol` enforces (a
-    module-level class: it pickles to ``--workers`` processes with the rest of the config)."""
+    """uvicorn's Config plus the request deadline and the connection bound that
+    :class:`CoalescingHttpToolsProtocol` enforces (a module-level class: it pickles to ``--workers``
+    processes with the rest of the config)."""
 
     def __init__(
-        self, app: Any, *, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, **kwargs: Any
+        self,
+        app: Any,
+        *,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.request_timeout_s = request_timeout_s
+        self.max_connections = max_connections
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a :class:`TickCoalescingTransport` (one write per response), with
-    three rules of its own for the connection's end:
+    four rules of its own for the connection's life:
 
+    - At most ``ServeConfig.max_connections`` open at once per process; one past it is closed unread.
     - A request deadline: a connection gets ``ServeConfig.request_timeout_s`` to deliver each request
       whole; when it runs out while no request is being answered (the client is still sending, or sends
       nothing), the connection is closed. Time spent answering is not counted.
@@ -165,6 +221,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._arm_deadline()
         self._in_head = False
         self._head_bytes = 0
+        # This connection included: over the bound, it is closed before any byte of it is read.
+        if len(self.connections) > getattr(self.config, "max_connections", MAX_CONNECTIONS):
+            self.transport.close()
 
     # -- the request head's bound ----------------------------------------------------------------------------
 
