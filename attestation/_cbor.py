@@ -2,12 +2,18 @@
 
 cbor2 accepts duplicate map keys (last wins) and ignores trailing bytes by default; both would let two
 parties read one document differently, so every decode here forbids them (deps-and-costs.md §2.1).
+
+Back-references are refused too: value sharing (tags 28/29, "shareable"/"sharedref") and string references
+(tags 256/25). None of the formats we read uses them (nsm-api, COSE_Sign1, the NSM payload), and value
+sharing turns a few hundred bytes into a DAG whose tree is exponentially large: a map key built that way
+costs an exponential ``hash`` (one C call holding the GIL: the whole process freezes), and so does any
+``==`` or ``repr`` of such a value.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, NoReturn
 
 import cbor2
 
@@ -15,6 +21,15 @@ from attestation.errors import MalformedError
 
 #: Deepest nesting any of our CBOR messages needs (COSE array → payload map → pcrs map) plus headroom.
 MAX_CBOR_DEPTH = 16
+#: Reference tags refused: stringref (25) and its namespace (256), shareable (28) and sharedref (29).
+REFUSED_TAGS = (25, 28, 29, 256)
+
+
+def _refuse_reference(*_: object) -> NoReturn:
+    raise cbor2.CBORDecodeError("back-references (tags 25, 28, 29, 256) are not allowed")
+
+
+_REFUSE = dict.fromkeys(REFUSED_TAGS, _refuse_reference)
 
 
 def strict_loads(data: bytes, *, what: str, error: type[MalformedError]) -> Any:
@@ -25,7 +40,10 @@ def strict_loads(data: bytes, *, what: str, error: type[MalformedError]) -> Any:
         raise error(f"{what}: empty input")
     fp = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(fp, allow_duplicate_keys=False, max_depth=MAX_CBOR_DEPTH).decode()
+        decoder = cbor2.CBORDecoder(
+            fp, allow_duplicate_keys=False, max_depth=MAX_CBOR_DEPTH, semantic_decoders=_REFUSE
+        )
+        value = decoder.decode()
     except Exception as exc:  # cbor2 raises CBORDecodeError, ValueError, TypeError, OverflowError, ...
         raise error(f"{what}: invalid CBOR ({_reason(exc)})") from None
     if fp.tell() != len(data):

@@ -362,3 +362,33 @@ def test_socket_directory_is_created_only_inside_the_home(
     assert main(["--socket", str(outside / "x.sock")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert not outside.parent.exists()
+
+
+def _shared_dag_key_map(levels: int, width: int) -> bytes:
+    """``{DAG: 1}`` where DAG is nested shareable arrays (tag 28) of sharedrefs (tag 29) to the next level:
+    ``width ** (levels - 1)`` leaves. tests/attestation/test_adversarial_cbor.py explains the attack."""
+
+    def ref(index: int) -> bytes:
+        return b"\xd8\x1d" + (bytes([index]) if index < 24 else bytes([0x18, index]))
+
+    item = b"\xd8\x1c\x81\x00"
+    for level in range(1, levels):
+        head = bytes([0x80 + width]) if width < 24 else bytes([0x98, width])
+        item = b"\xd8\x1c" + head + item + ref(levels - level) * (width - 1)
+    return b"\xa1" + item + b"\x01"
+
+
+def test_a_back_reference_bomb_is_refused_and_does_not_freeze_the_device(device: Path) -> None:
+    # 732 bytes that cbor2 would spend ~4e9 hashes on, holding the GIL (every client froze): now refused.
+    bomb = _shared_dag_key_map(7, 40)
+    assert len(bomb) < MAX_REQUEST_BYTES
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as attacker:
+        attacker.settimeout(30)
+        attacker.connect(str(device))
+        attacker.sendall(encode_frame(bomb))
+        with NSMClient(SimulatedDeviceTransport(device)) as nsm:
+            assert len(nsm.get_random()) == 256
+        header = _recv(attacker, 4)
+        answer = decode_response(_recv(attacker, int.from_bytes(header, "big")))
+        assert answer.code == "InvalidArgument"  # type: ignore[union-attr]
+        assert raw_exchange(attacker, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
