@@ -151,17 +151,32 @@ def test_disallowed_destination_refuses_to_start(sim_home: Path, vectors: Path) 
         (["-w", "x", "8000", "127.0.0.1", "1"], "Number of workers is not valid"),
         (["80x", "127.0.0.1", "1"], "Local port is not valid"),
         (["8000", "127.0.0.1", "70000"], "Remote port is not valid"),
+        (["1" * 5000, "127.0.0.1", "1"], "Local port is not valid"),
+        (["8000", "127.0.0.1", "9" * 5000], "Remote port is not valid"),
+        (["-w", "7" * 5000, "8000", "127.0.0.1", "1"], "Number of workers is not valid"),
         (
             ["--config", "/nonexistent/allow.yaml", "8000", "127.0.0.1", "1"],
             "Error at checking the allowlist: Could not open the file",
         ),
     ],
-    ids=["zero-workers", "bad-workers", "bad-local-port", "bad-remote-port", "no-config"],
+    ids=[
+        "zero-workers",
+        "bad-workers",
+        "bad-local-port",
+        "bad-remote-port",
+        "huge-local-port",  # over int()'s 4300 digits: was a ValueError traceback
+        "huge-remote-port",
+        "huge-workers",
+        "no-config",
+    ],
 )
-def test_startup_errors(sim_home: Path, args: list[str], message: str) -> None:
+def test_startup_errors(
+    sim_home: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from host.vsock_proxy import main
 
     assert main(args) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f'Error: "{message}"'
 
 
 def test_startup_error_text(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
