@@ -187,6 +187,9 @@ KMS_ERROR_CODES = (
 )
 #: Bound on the length of an error name we turn into a class.
 MAX_ERROR_CODE_CHARS = 128
+#: Bound on the classes made for error names (KMS's own names are created first): an endpoint answering a
+#: new name on every call must not grow this table without end; past it, unknown names raise ClientError.
+MAX_ERROR_CLASSES = 256
 
 _ERROR_CLASSES: dict[str, type[ClientError]] = {}
 
@@ -195,7 +198,11 @@ def error_class(code: str) -> type[ClientError]:
     """The ClientError subclass for error name ``code`` (one class per name, created once)."""
     cls = _ERROR_CLASSES.get(code)
     if cls is None:
-        if not code.isidentifier() or len(code) > MAX_ERROR_CODE_CHARS:
+        if (
+            not code.isidentifier()
+            or len(code) > MAX_ERROR_CODE_CHARS
+            or len(_ERROR_CLASSES) >= MAX_ERROR_CLASSES
+        ):
             return ClientError
         cls = type(code, (ClientError,), {"__module__": "enclave.errors", "__doc__": f"KMS error {code}."})
         _ERROR_CLASSES[code] = cls
