@@ -19,6 +19,8 @@ import cbor2
 
 from attestation.errors import MalformedError
 
+#: Longest rendering of a decoded value in an error message (see :func:`shown`).
+MAX_SHOWN_CHARS = 80
 #: Deepest nesting any of our CBOR messages needs (COSE array → payload map → pcrs map) plus headroom.
 MAX_CBOR_DEPTH = 16
 #: Reference tags refused: stringref (25) and its namespace (256), shareable (28) and sharedref (29).
@@ -49,6 +51,22 @@ def strict_loads(data: bytes, *, what: str, error: type[MalformedError]) -> Any:
     if fp.tell() != len(data):
         raise error(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
     return value
+
+
+def shown(value: object) -> str:
+    """A short ``repr`` of a decoded (hostile) value, safe to put in an error message.
+
+    An integer past 64 bits is described by its size: a CBOR bignum decodes to any size, and ``repr`` of an
+    int of over 4300 digits raises ValueError (so did every message that showed one). Anything else whose
+    ``repr`` fails is named by its type; long renderings are cut to :data:`MAX_SHOWN_CHARS`.
+    """
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cbor2
 import pytest
 
-from attestation._cbor import MAX_CBOR_DEPTH, REFUSED_TAGS, strict_loads
+from attestation._cbor import MAX_CBOR_DEPTH, MAX_SHOWN_CHARS, REFUSED_TAGS, shown, strict_loads
 from attestation.document import decode_document, decode_payload
 from attestation.errors import MalformedDocumentError, MalformedError, MalformedNSMMessageError
 from attestation.nsm_wire import MAX_REQUEST_BYTES, decode_request, decode_response
@@ -89,3 +89,78 @@ def test_documents_with_a_dag_bomb_are_malformed() -> None:
             decode_document(document)
     with pytest.raises(MalformedDocumentError):
         decode_payload(bomb)
+
+
+# -- bignums in error messages -------------------------------------------------------------------------------
+
+#: A CBOR bignum (tag 2) of 2000 bytes: ~4800 decimal digits, past int()'s 4300-digit str/repr limit.
+_BIG = 1 << (8 * 2000)
+_PAYLOAD = {
+    "module_id": "i-0",
+    "digest": "SHA384",
+    "timestamp": 1,
+    "pcrs": {0: bytes(48)},
+    "certificate": b"c",
+    "cabundle": [b"c"],
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": _BIG},
+        {"timestamp": -_BIG},
+        {"pcrs": {_BIG: bytes(48)}},
+        {"digest": [_BIG]},
+        {_BIG: 1},
+    ],
+    ids=["timestamp", "negative-timestamp", "pcr-index", "digest", "unknown-field"],
+)
+def test_a_bignum_in_a_payload_is_malformed_not_a_value_error(change: dict[object, object]) -> None:
+    # Before the fix each message's f-string raised ValueError (kms-sim answered 500 to such a Recipient).
+    payload = cbor2.dumps({**_PAYLOAD, **change})
+    with pytest.raises(MalformedDocumentError) as info:
+        decode_payload(payload)
+    assert len(str(info.value)) < 200
+    document = (
+        b"\x84" + cbor2.dumps(cbor2.dumps({1: -35})) + b"\xa0" + cbor2.dumps(payload) + cbor2.dumps(bytes(96))
+    )
+    with pytest.raises(MalformedDocumentError):
+        decode_document(document)
+
+
+def test_a_bignum_in_a_protected_header_is_malformed() -> None:
+    document = (
+        b"\x84"
+        + cbor2.dumps(cbor2.dumps({1: _BIG}))
+        + b"\xa0"
+        + cbor2.dumps(b"\xa0")
+        + cbor2.dumps(bytes(96))
+    )
+    with pytest.raises(MalformedDocumentError, match=r"\(ES384\), got <dict>$"):
+        decode_document(document)
+
+
+@pytest.mark.parametrize(
+    ("decode", "message"),
+    [
+        (decode_request, {"ExtendPCR": {_BIG: 1}}),
+        (decode_response, {"ExtendPCR": {_BIG: 1}}),
+        (decode_response, {"Error": _BIG}),
+        (decode_response, {"Error": [_BIG]}),
+    ],
+    ids=["request-field", "response-field", "error-code", "error-code-in-array"],
+)
+def test_a_bignum_in_an_nsm_message_is_malformed_not_a_value_error(decode: object, message: object) -> None:
+    with pytest.raises(MalformedNSMMessageError) as info:
+        decode(cbor2.dumps(message))  # type: ignore[operator]
+    assert len(str(info.value)) < 200
+
+
+def test_shown_is_short_and_never_raises() -> None:
+    assert shown("module_id") == "'module_id'"
+    assert shown(2**64 - 1) == str(2**64 - 1)
+    assert shown(_BIG) == "<integer of 16001 bits>"
+    assert shown([_BIG]) == "<list>"
+    assert shown("x" * 500) == repr("x" * 500)[: MAX_SHOWN_CHARS - 3] + "..."
+    assert len(shown(b"\x00" * 500)) == MAX_SHOWN_CHARS

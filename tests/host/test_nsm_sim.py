@@ -392,3 +392,23 @@ def test_a_back_reference_bomb_is_refused_and_does_not_freeze_the_device(device:
         answer = decode_response(_recv(attacker, int.from_bytes(header, "big")))
         assert answer.code == "InvalidArgument"  # type: ignore[union-attr]
         assert raw_exchange(attacker, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+
+
+def test_a_bignum_field_name_is_invalid_argument_not_internal_error(sim_home: Path) -> None:
+    # {"ExtendPCR": {<2000-byte bignum>: 1}}: its error message raised ValueError (repr of an int past 4300
+    # digits), so the device answered InternalError and logged an internal error; it is a bad request.
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            request = cbor2.dumps({"ExtendPCR": {1 << (8 * 2000): 1}})
+            assert len(request) < MAX_REQUEST_BYTES
+            assert raw_exchange(sock, request).code == "InvalidArgument"  # type: ignore[attr-defined]
+            assert raw_exchange(sock, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "internal error" not in err
+    assert "Traceback" not in err
