@@ -412,3 +412,92 @@ def test_a_bignum_field_name_is_invalid_argument_not_internal_error(sim_home: Pa
         _, err = proc.communicate(timeout=10)
     assert "internal error" not in err
     assert "Traceback" not in err
+
+
+_CBOR_BOMBS = {
+    "indefinite-map-never-ended": b"\xbf" + b"\x61a\x01" * 10,
+    "indefinite-bytes-never-ended": b"\x5f" + b"\x41a" * 10,
+    "declared-2**64-byte-string": b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff",
+    "declared-2**56-item-array": b"\x9b\x00\xff\xff\xff\xff\xff\xff\xff",
+    "declared-2**56-entry-map": b"\xbb\x00\xff\xff\xff\xff\xff\xff\xff",
+    "nested-3000-arrays": b"\x81" * 3000 + b"\x00",
+    "nested-2000-tags": b"\xc6" * 2000 + b"\x00",
+    "bigfloat-huge-exponent": cbor2.dumps(cbor2.CBORTag(5, [10**18, 1])),
+    "epoch-out-of-range": b"\xc1\x1b\xff\xff\xff\xff\xff\xff\xff\xff",
+    "regex-tag": cbor2.dumps(cbor2.CBORTag(35, "(a+)+$")),
+    "invalid-utf8-text": b"\x62\xff\xfe",
+    "index-2**64": cbor2.dumps({"ExtendPCR": {"index": 2**64, "data": b"x"}}),
+    "variant-not-text": cbor2.dumps({1: {"index": 1}}),
+    "stringref": bytes.fromhex("d901008363616263d81900d81900"),
+}
+
+
+def test_cbor_bombs_are_invalid_argument_and_the_device_serves_on(sim_home: Path) -> None:
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            codes = {name: raw_exchange(sock, bomb).code for name, bomb in _CBOR_BOMBS.items()}  # type: ignore[attr-defined]
+            assert raw_exchange(sock, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+        # Clients that leave mid-header, mid-body, or half-close after a request: only they end.
+        for partial in (b"\x00\x00", b"\x00\x00\x01\x00" + b"\xa1" * 50):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(str(path))
+                sock.sendall(partial)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(encode_frame(cbor2.dumps("DescribeNSM")))
+            sock.shutdown(socket.SHUT_WR)
+            header = _recv(sock, 4)
+            assert decode_response(_recv(sock, int.from_bytes(header, "big"))).max_pcrs == 32  # type: ignore[union-attr]
+            assert sock.recv(1) == b""
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            assert nsm.describe_nsm().max_pcrs == 32
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert codes == dict.fromkeys(_CBOR_BOMBS, "InvalidArgument")
+    assert "Traceback" not in err
+    assert "internal error" not in err
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_connections_past_the_bound_are_closed_and_slots_come_back(sim_home: Path) -> None:
+    from host.nsm_sim import MAX_CONNECTIONS
+
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))  # blocking: waits in the backlog rather than failing with EAGAIN
+            sock.settimeout(10)
+            socks.append(sock)
+        served = refused = 0
+        for sock in socks:
+            try:
+                raw_exchange(sock, cbor2.dumps("DescribeNSM"))
+            except (ConnectionError, OSError):
+                refused += 1
+            else:
+                served += 1
+        assert (served, refused) == (MAX_CONNECTIONS, 20)
+        assert _threads(proc.pid) <= MAX_CONNECTIONS + 1  # one per connection, plus the accept loop
+    finally:
+        for sock in socks:
+            sock.close()
+    try:
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            assert nsm.describe_nsm().max_pcrs == 32
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
