@@ -10,7 +10,7 @@
     │   ├── ReadTimeoutError            the answer took longer than ``read_timeout``
     │   └── ProtocolError               the bytes that came back are not an HTTP/1.1 response we accept
     ├── ResponseError                   a 200 answer that breaks the contract (no CiphertextForRecipient,
-    │                                   wrong plaintext length, bad JSON)
+    │                                   bad JSON, bad base64)
     ├── CredentialsError                no usable credentials were configured ("Unable to locate
     │   │                               credentials")
     │   ├── ProfileNotFound             ``AWS_PROFILE`` names a profile no file has
@@ -19,7 +19,8 @@
     └── EntropyError                    seeding the kernel entropy pool failed
 
 Errors of the attestation core pass through unchanged: ``attestation.errors.DecryptionError`` when
-CiphertextForRecipient does not open (one message for every cause), ``NSMError`` from the NSM device.
+CiphertextForRecipient does not open or opens to the wrong number of bytes (one message for every cause),
+``NSMError`` from the NSM device.
 Names follow botocore's (``botocore.exceptions``) so code written for boto3 reads the same.
 """
 

@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 import enclave
+from attestation.cms import _assemble, build_ciphertext_for_recipient, parse_ciphertext_for_recipient
 from attestation.errors import DecryptionError
 from attestation.sim import PARENT_CID, vsock_socket_path
 from enclave import Config, errors
@@ -232,3 +235,37 @@ def test_error_names_make_a_bounded_number_of_classes(
         finally:
             peer.close()
         assert info.value.code == json.loads(body)["__type"]
+
+
+def test_edited_blocks_of_an_earlier_blob_are_no_padding_oracle(kms: enclave.KMSClient) -> None:
+    # The host replays a blob it saw, cut to one block, with each of the 256 values of the IV's last byte:
+    # the one whose padding comes out valid (plaintext 15 bytes) was a ResponseError ("returned 15 random
+    # bytes"), every other a DecryptionError: which one told the host the block's last plaintext byte.
+    # Every outcome is now the one DecryptionError.
+    public_key = load_der_public_key(kms.public_key_der)
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    fields = parse_ciphertext_for_recipient(build_ciphertext_for_recipient(bytes(range(32)), public_key))
+    blobs = iter(
+        _assemble(
+            fields.key_id,
+            fields.encrypted_key,
+            fields.iv[:15] + bytes([fields.iv[15] ^ x]),
+            fields.ciphertext[:16],
+        )
+        for x in range(256)
+    )
+
+    def replay(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(_ok({"CiphertextForRecipient": base64.b64encode(next(blobs)).decode()}))
+
+    peer = CannedPeer(replay)
+    outcomes: set[tuple[type[Exception], str]] = set()
+    try:
+        for _ in range(256):
+            try:
+                kms.generate_random(NumberOfBytes=32)
+            except Exception as error:  # every kind is collected and compared below
+                outcomes.add((type(error), str(error)))
+    finally:
+        peer.close()
+    assert outcomes == {(DecryptionError, DecryptionError.MESSAGE)}
