@@ -62,11 +62,16 @@ class UsageError(Exception):
 def parse_pcr(text: str) -> tuple[int, bytes]:
     """``N=HEX`` with N a boot PCR (0-15) and HEX 48 bytes."""
     index_text, sep, hex_text = text.partition("=")
-    if not sep or not index_text.strip().isdigit():
-        raise UsageError(f"--pcr must be N=HEX, got {text!r}")
-    index = int(index_text)
-    if not 0 <= index < BOOT_LOCKED_PCRS:
-        raise UsageError(f"--pcr index must be a boot PCR in 0..{BOOT_LOCKED_PCRS - 1}, got {index}")
+    index_text = index_text.strip()
+    # ASCII digits only: str.isdigit() also takes e.g. "²", which int() refuses (as it does >4300 digits).
+    if not sep or not index_text.isascii() or not index_text.isdigit():
+        raise UsageError(f"--pcr must be N=HEX, got {text[:40]!r}")
+    significant = index_text.lstrip("0") or "0"
+    if len(significant) > 2 or not 0 <= int(significant) < BOOT_LOCKED_PCRS:
+        raise UsageError(
+            f"--pcr index must be a boot PCR in 0..{BOOT_LOCKED_PCRS - 1}, got {index_text[:20]}"
+        )
+    index = int(significant)
     try:
         value = bytes.fromhex(hex_text.strip())
     except ValueError:

@@ -236,6 +236,9 @@ def test_stale_socket_is_replaced_and_live_one_refused(sim_home: Path) -> None:
         (["--pcr", "0=zz"], "not hexadecimal"),
         (["--pcr", "0=00"], "48 bytes"),
         (["--pcr", "zero"], "N=HEX"),
+        (["--pcr", "\u00b2=" + "00" * 48], "N=HEX"),  # "²": isdigit() but not int(); was exit 1, int's text
+        (["--pcr", "1" * 5000 + "=" + "00" * 48], "boot PCR in 0..15"),  # past int()'s 4300 digits
+        (["--pcr", "0" * 5000 + "7=" + "00" * 48 + "ff"], "48 bytes"),
         (["--module-id", "enclave-1"], "--module-id must be"),
     ],
 )
