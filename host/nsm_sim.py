@@ -227,7 +227,10 @@ def _prepare_socket_path(path: Path) -> None:
     # Create directories only inside the simulation's home (e.g. its vsock/<cid>/ tree); elsewhere the
     # directory must already exist, as for any server socket.
     if path.parent.resolve().is_relative_to(sim_home().resolve()):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file where a directory should be
+            raise UsageError(f"{path.parent} is not a directory") from None
     elif not path.parent.is_dir():
         raise UsageError(f"{path.parent} is not a directory")
     try:

@@ -365,6 +365,12 @@ def test_socket_directory_is_created_only_inside_the_home(
     assert main(["--socket", str(outside / "x.sock")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert not outside.parent.exists()
+    # Inside the home, a file where the directory should be: the same usage error (was errno 17's text).
+    (sim_home / "file").write_text("x")
+    for parent in (sim_home / "file", sim_home / "file" / "deeper"):
+        assert main(["--socket", str(parent / "x.sock")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"nsm-sim: error: {parent} is not a directory\n"
 
 
 def _shared_dag_key_map(levels: int, width: int) -> bytes:
