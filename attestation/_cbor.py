@@ -8,6 +8,10 @@ Back-references are refused too: value sharing (tags 28/29, "shareable"/"sharedr
 sharing turns a few hundred bytes into a DAG whose tree is exponentially large: a map key built that way
 costs an exponential ``hash`` (one C call holding the GIL: the whole process freezes), and so does any
 ``==`` or ``repr`` of such a value.
+
+So is tag 261 (IP network), in no format of ours either: when its content holds an integer past 4300 digits,
+cbor2's decoder fails to format its own error message and writes that failure to stderr as an "Exception
+ignored" traceback (before raising), so a hostile request put a traceback in a server's log.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ from attestation.errors import MalformedError
 MAX_SHOWN_CHARS = 80
 #: Deepest nesting any of our CBOR messages needs (COSE array → payload map → pcrs map) plus headroom.
 MAX_CBOR_DEPTH = 16
-#: Reference tags refused: stringref (25) and its namespace (256), shareable (28) and sharedref (29).
-REFUSED_TAGS = (25, 28, 29, 256)
+#: Tags refused: the back-references stringref (25) and its namespace (256), shareable (28) and sharedref
+#: (29); and IP network (261), whose cbor2 decoder can print a traceback (see the module docstring).
+REFUSED_TAGS = (25, 28, 29, 256, 261)
 
 
 def _refuse_reference(*_: object) -> NoReturn:
     raise cbor2.CBORDecodeError("back-references (tags 25, 28, 29, 256) are not allowed")
 
 
-_REFUSE = dict.fromkeys(REFUSED_TAGS, _refuse_reference)
+def _refuse_ip_network(*_: object) -> NoReturn:
+    raise cbor2.CBORDecodeError("IP network (tag 261) is not allowed")
+
+
+_REFUSE = {**dict.fromkeys(REFUSED_TAGS[:4], _refuse_reference), 261: _refuse_ip_network}
 
 
 def strict_loads(data: bytes, *, what: str, error: type[MalformedError]) -> Any:

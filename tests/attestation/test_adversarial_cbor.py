@@ -65,7 +65,7 @@ def test_the_bomb_is_valid_cbor_within_our_bounds() -> None:
 def test_back_references_are_malformed(data: bytes) -> None:
     with pytest.raises(MalformedError, match="back-references"):
         strict_loads(data, what="x", error=MalformedError)
-    assert set(REFUSED_TAGS) == {25, 28, 29, 256}
+    assert set(REFUSED_TAGS) == {25, 28, 29, 256, 261}
 
 
 def test_nsm_messages_with_a_dag_bomb_are_malformed() -> None:
@@ -164,3 +164,18 @@ def test_shown_is_short_and_never_raises() -> None:
     assert shown([_BIG]) == "<list>"
     assert shown("x" * 500) == repr("x" * 500)[: MAX_SHOWN_CHARS - 3] + "..."
     assert len(shown(b"\x00" * 500)) == MAX_SHOWN_CHARS
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xa1\x61x\x81" + cbor2.dumps(_BIG), b"\xa1\x44\x7f\x00\x00\x01\xa1" + cbor2.dumps(_BIG) + b"\x00"],
+    ids=["mask-list", "mask-map"],
+)
+def test_an_ip_network_tag_is_refused_without_a_traceback_on_stderr(
+    content: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # cbor2's tag-261 decoder wrote "Exception ignored in: <object repr() failed> Traceback ... ValueError" to
+    # stderr for these (its error message showed the bignum), then raised; the server's log got a traceback.
+    with pytest.raises(MalformedError, match="IP network"):
+        strict_loads(b"\xd9\x01\x05" + content, what="x", error=MalformedError)
+    assert capfd.readouterr().err == ""

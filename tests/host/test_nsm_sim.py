@@ -438,6 +438,8 @@ _CBOR_BOMBS = {
     "index-2**64": cbor2.dumps({"ExtendPCR": {"index": 2**64, "data": b"x"}}),
     "variant-not-text": cbor2.dumps({1: {"index": 1}}),
     "stringref": bytes.fromhex("d901008363616263d81900d81900"),
+    # cbor2's tag-261 decoder printed "Exception ignored ... Traceback" to the device's stderr for this one.
+    "ip-network-holding-a-bignum": b"\xd9\x01\x05\xa1\x61x\x81" + cbor2.dumps(1 << (8 * 2000)),
 }
 
 
