@@ -15,6 +15,7 @@ from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
 
+from attestation._cbor import shown
 from attestation.errors import MalformedDocumentError
 
 # -- Named bounds (attestation_process.md "Validation" and the CDDL; nsm-api) ------------------------------
@@ -182,17 +183,17 @@ def check_fields_strictly(doc: AttestationDocument) -> None:
     if len(doc.module_id.encode()) > MAX_MODULE_ID_BYTES:
         raise fail(f"module_id is longer than {MAX_MODULE_ID_BYTES} bytes")
     if doc.digest != DIGEST:
-        raise fail(f"digest must be {DIGEST!r}, got {doc.digest!r}")
+        raise fail(f"digest must be {DIGEST!r}, got {shown(doc.digest)}")
     # "timestamp: uint .size 8" and "timestamp > 0".
     if isinstance(doc.timestamp, bool) or not isinstance(doc.timestamp, int):
         raise fail("timestamp must be an unsigned integer")
     if not 0 < doc.timestamp <= MAX_U64:
-        raise fail(f"timestamp must be in 1..2^64-1, got {doc.timestamp}")
+        raise fail(f"timestamp must be in 1..2^64-1, got {shown(doc.timestamp)}")
     if not isinstance(doc.pcrs, Mapping) or not 1 <= len(doc.pcrs) <= MAX_PCRS:
         raise fail(f"pcrs must be a map of 1..{MAX_PCRS} entries")
     for index, value in doc.pcrs.items():
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_PCRS:
-            raise fail(f"pcrs key {index!r} is not an index in 0..{MAX_PCRS - 1}")
+            raise fail(f"pcrs key {shown(index)} is not an index in 0..{MAX_PCRS - 1}")
         if not isinstance(value, bytes) or len(value) not in PCR_SIZES:
             size = len(value) if isinstance(value, bytes) else type(value).__name__
             raise fail(f"pcrs[{index}] must be 32, 48 or 64 bytes, got {size}")

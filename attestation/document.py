@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from attestation._cbor import strict_loads
+from attestation._cbor import shown, strict_loads
 from attestation._model import (
     DIGEST,
     FIELD_ORDER,
@@ -166,7 +166,7 @@ def _check_protected(protected: bytes) -> None:
         or dict(header) != {1: COSE_ALG_ES384}
         or any(type(k) is not int or type(v) is not int for k, v in header.items())
     ):
-        raise fail(f"COSE protected header must be {{1: -35}} (ES384), got {header!r}")
+        raise fail(f"COSE protected header must be {{1: -35}} (ES384), got {shown(header)}")
 
 
 def decode_payload(payload: bytes) -> AttestationDocument:
@@ -228,7 +228,7 @@ def _check_payload_shape(fields: object) -> None:
         raise fail("attestation payload must be a CBOR map")
     unknown = [k for k in fields if k not in FIELD_ORDER]
     if unknown:
-        raise fail(f"attestation payload has unknown field {unknown[0]!r}")
+        raise fail(f"attestation payload has unknown field {shown(unknown[0])}")
     missing = sorted(REQUIRED_FIELDS - set(fields))
     if missing:
         raise fail(f"attestation payload lacks required field {missing[0]!r}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import cbor2
 
-from attestation._cbor import strict_loads
+from attestation._cbor import shown, strict_loads
 from attestation._nsm_fast import (
     _ATTESTATION_REQUEST_PARTS,
     _ATTESTATION_RESPONSE_HEAD,
@@ -224,7 +224,7 @@ def _fields(
         raise _fail(f"{variant}: fields must be a map")
     unknown = [k for k in body if k not in required and k not in optional]
     if unknown:
-        raise _fail(f"{variant}: unknown field {unknown[0]!r}")
+        raise _fail(f"{variant}: unknown field {shown(unknown[0])}")
     missing = [k for k in required if k not in body]
     if missing:
         raise _fail(f"{variant}: missing field {missing[0]!r}")
@@ -296,7 +296,7 @@ def decode_response(data: bytes) -> Response:
         raise _fail(f"unknown NSM response {variant!r}")
     if variant == "Error":
         if not isinstance(body, str) or body not in ERROR_CODES:
-            raise _fail(f"Error: unknown error code {body!r}")
+            raise _fail(f"Error: unknown error code {shown(body)}")
         return ErrorResponse(code=body)
     if variant == "DescribePCR":
         f = _fields(variant, body, ("lock", "data"))

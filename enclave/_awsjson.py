@@ -6,6 +6,8 @@ client signs and sends the body, retries on the error code, and decrypts the Cip
 
 - Body (aws-facts §1): ``{"NumberOfBytes": n, ["CustomKeyStoreId": s,] "Recipient":
   {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": <base64>}}``.
+- Bodies that do not decode (not JSON, not UTF-8, nested past the ``json`` module's recursion limit) are
+  "not JSON": a ResponseError on success, the HTTP status and reason on an error.
 - Error answers: ``(code, message)`` as botocore's JSON parser reads them (``__type`` or ``code``, the
   part after ``#`` and before ``:``); without a code, the HTTP status and reason.
 - A success must carry a non-empty base64 ``CiphertextForRecipient``; a ``Plaintext`` is never read.
@@ -57,7 +59,7 @@ def error_code(response: Response) -> tuple[str, str]:
     """``(code, message)`` of an error answer, as botocore's JSON parser reads them."""
     try:
         body = json.loads(response.body) if response.body else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         body = {}
     if not isinstance(body, dict):
         body = {}
@@ -74,7 +76,7 @@ def ciphertext_for_recipient(response: Response) -> bytes:
     """The CiphertextForRecipient of a GenerateRandom success, base64-decoded; ResponseError otherwise."""
     try:
         body = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise ResponseError("KMS answered GenerateRandom with a body that is not JSON") from None
     blob64 = body.get("CiphertextForRecipient") if isinstance(body, dict) else None
     if not isinstance(blob64, str) or not blob64:

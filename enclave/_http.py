@@ -7,7 +7,10 @@ What the reader accepts:
 - header fields ``name: value`` (obs-fold is refused, as RFC 9112 §5.2 allows a client to);
 - a body framed by ``Transfer-Encoding: chunked`` (which wins, §6.3), else ``Content-Length`` (one value,
   or identical repeats), else by the connection closing (and then the connection is not reused);
-- every size within :data:`MAX_HEAD_BYTES` / :data:`MAX_BODY_BYTES`.
+- every size within :data:`MAX_HEAD_BYTES` / :data:`MAX_BODY_BYTES` (the trailer section, too, within
+  :data:`MAX_HEAD_BYTES`), and at most :data:`MAX_INTERIM_RESPONSES` interim responses;
+- sizes in ASCII digits only: ``Content-Length = 1*DIGIT``, ``chunk-size = 1*HEXDIG`` (RFC 9112 §6.2, §7.1;
+  no ``0x``, sign or ``_`` that ``int()`` would take).
 
 Anything else raises :class:`enclave.errors.ProtocolError` and the connection must be dropped.
 """
@@ -37,10 +40,14 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_FIELDS = 100
 #: Bound on a chunk-size line (hex digits plus extensions).
 MAX_CHUNK_LINE_BYTES = 1024
+#: Bound on interim (1xx) responses before the final one (KMS sends none: we never send ``Expect``).
+MAX_INTERIM_RESPONSES = 8
 
 _CRLF = b"\r\n"
 #: What ``bytes.strip()`` removes (ASCII whitespace); ``str.strip()`` would also remove e.g. U+0085, U+00A0.
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+_DIGITS = frozenset("0123456789")
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def encode_header_fields(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -83,7 +90,17 @@ class ResponseReader:
     Explicit state, fail closed: after a ProtocolError the reader stays failed.
     """
 
-    __slots__ = ("_body", "_buf", "_chunk_left", "_failed", "_framing", "_head", "_length")
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_chunk_left",
+        "_failed",
+        "_framing",
+        "_head",
+        "_interim",
+        "_length",
+        "_trailer_bytes",
+    )
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -93,6 +110,8 @@ class ResponseReader:
         self._body = bytearray()
         self._chunk_left = -1  # -1: expecting a chunk-size line
         self._failed = False
+        self._interim = 0  # interim (1xx) responses skipped so far
+        self._trailer_bytes = 0  # trailer section bytes skipped so far
 
     def _fail(self, message: str) -> ProtocolError:
         self._failed = True
@@ -116,6 +135,10 @@ class ResponseReader:
             parsed = self._parse_head(head)
             if parsed is not None:
                 self._head = parsed
+            else:
+                self._interim += 1
+                if self._interim > MAX_INTERIM_RESPONSES:
+                    raise self._fail(f"response has over {MAX_INTERIM_RESPONSES} interim (1xx) responses")
         return self._body_progress()
 
     def eof(self) -> Response | None:
@@ -167,11 +190,11 @@ class ResponseReader:
             text = value.strip(" \t")
             headers.append((field, text))
             if field == "content-length":
-                lengths.add(text.strip())
+                lengths.add(text)  # already OWS-stripped; str.strip() would also take "\x85", "\xa0"
             elif field == "connection":
                 connection.append(text)
             elif field == "transfer-encoding":
-                encodings.extend(v.strip().lower() for v in text.split(","))
+                encodings.extend(v.strip(" \t").lower() for v in text.split(","))
         if 100 <= status < 200:
             return None  # interim response (e.g. 100 Continue): the real one follows
         http10 = parts[0] == b"HTTP/1.0"
@@ -185,10 +208,16 @@ class ResponseReader:
             if len(lengths) != 1:
                 raise self._fail("response has conflicting Content-Length values")
             (length_text,) = lengths
-            if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+            significant = length_text.lstrip("0") or "0"
+            if (
+                not length_text
+                or not _DIGITS.issuperset(length_text)  # str.isdigit() takes e.g. "\xb2" ("²")
+                or len(significant) > len(str(MAX_BODY_BYTES))  # int() refuses over 4300 digits
+                or int(significant) > MAX_BODY_BYTES
+            ):
                 raise self._fail(f"response Content-Length is invalid or over {MAX_BODY_BYTES}")
             self._framing = "length"
-            self._length = int(length_text)
+            self._length = int(significant)
         elif status in (204, 304):
             self._framing = "length"
             self._length = 0
@@ -222,12 +251,13 @@ class ResponseReader:
                     if len(self._buf) > MAX_CHUNK_LINE_BYTES:
                         raise self._fail("chunk-size line is too long")
                     return None
+                if end > MAX_CHUNK_LINE_BYTES:
+                    raise self._fail("chunk-size line is too long")
                 size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise self._fail("chunk size is not hexadecimal") from None
-                if size < 0 or len(self._body) + size > MAX_BODY_BYTES:
+                if not size_text or not _HEXDIGITS.issuperset(size_text):
+                    raise self._fail("chunk size is not hexadecimal")
+                size = int(size_text, 16)
+                if len(self._body) + size > MAX_BODY_BYTES:
                     raise self._fail(f"response body is over {MAX_BODY_BYTES} bytes")
                 del self._buf[: end + 2]
                 if size == 0:
@@ -237,9 +267,14 @@ class ResponseReader:
             if self._chunk_left == -2:
                 end = self._buf.find(_CRLF)
                 while end > 0:  # skip trailer fields
+                    self._trailer_bytes += end + 2
+                    if self._trailer_bytes > MAX_HEAD_BYTES:
+                        raise self._fail(f"response trailer section is over {MAX_HEAD_BYTES} bytes")
                     del self._buf[: end + 2]
                     end = self._buf.find(_CRLF)
                 if end < 0:
+                    if self._trailer_bytes + len(self._buf) > MAX_HEAD_BYTES:
+                        raise self._fail(f"response trailer section is over {MAX_HEAD_BYTES} bytes")
                     return None
                 del self._buf[:2]
                 if self._buf:
@@ -267,4 +302,6 @@ class ResponseReader:
         self._head = None
         self._body = bytearray()
         self._chunk_left = -1
+        self._interim = 0
+        self._trailer_bytes = 0
         return response

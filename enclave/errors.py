@@ -10,7 +10,7 @@
     │   ├── ReadTimeoutError            the answer took longer than ``read_timeout``
     │   └── ProtocolError               the bytes that came back are not an HTTP/1.1 response we accept
     ├── ResponseError                   a 200 answer that breaks the contract (no CiphertextForRecipient,
-    │                                   wrong plaintext length, bad JSON)
+    │                                   bad JSON, bad base64)
     ├── CredentialsError                no usable credentials were configured ("Unable to locate
     │   │                               credentials")
     │   ├── ProfileNotFound             ``AWS_PROFILE`` names a profile no file has
@@ -19,7 +19,8 @@
     └── EntropyError                    seeding the kernel entropy pool failed
 
 Errors of the attestation core pass through unchanged: ``attestation.errors.DecryptionError`` when
-CiphertextForRecipient does not open (one message for every cause), ``NSMError`` from the NSM device.
+CiphertextForRecipient does not open or opens to the wrong number of bytes (one message for every cause),
+``NSMError`` from the NSM device.
 Names follow botocore's (``botocore.exceptions``) so code written for boto3 reads the same.
 """
 
@@ -187,6 +188,9 @@ KMS_ERROR_CODES = (
 )
 #: Bound on the length of an error name we turn into a class.
 MAX_ERROR_CODE_CHARS = 128
+#: Bound on the classes made for error names (KMS's own names are created first): an endpoint answering a
+#: new name on every call must not grow this table without end; past it, unknown names raise ClientError.
+MAX_ERROR_CLASSES = 256
 
 _ERROR_CLASSES: dict[str, type[ClientError]] = {}
 
@@ -195,7 +199,11 @@ def error_class(code: str) -> type[ClientError]:
     """The ClientError subclass for error name ``code`` (one class per name, created once)."""
     cls = _ERROR_CLASSES.get(code)
     if cls is None:
-        if not code.isidentifier() or len(code) > MAX_ERROR_CODE_CHARS:
+        if (
+            not code.isidentifier()
+            or len(code) > MAX_ERROR_CODE_CHARS
+            or len(_ERROR_CLASSES) >= MAX_ERROR_CLASSES
+        ):
             return ClientError
         cls = type(code, (ClientError,), {"__module__": "enclave.errors", "__doc__": f"KMS error {code}."})
         _ERROR_CLASSES[code] = cls

@@ -10,8 +10,10 @@ Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-fac
    "AttestationDocument": <base64>}}``, SigV4-signed for service ``kms``, on one persistent connection.
 3. Retries as botocore's standard mode (:mod:`enclave._retry`); KMS errors raise ``client.exceptions.<Name>``.
 4. ``CiphertextForRecipient`` is decrypted inside the enclave (:func:`attestation.cms`); its length must
-   equal ``NumberOfBytes``. A ``Plaintext`` that crossed the host is never accepted: without
-   CiphertextForRecipient the call fails.
+   equal ``NumberOfBytes``, and a wrong length is the same :class:`DecryptionError` as every other
+   decryption failure: under CBC without a MAC, "padding valid but length wrong" apart from "padding
+   invalid" would be a padding oracle for a host that replays an earlier blob with edited blocks. A
+   ``Plaintext`` that crossed the host is never accepted: without CiphertextForRecipient the call fails.
 
 The RSA key pair is made once per client (2048 bits by default; 3072/4096 selectable) and never leaves it.
 
@@ -45,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation import sigv4
 from attestation.cms import decrypt_ciphertext_for_recipient
+from attestation.errors import DecryptionError
 from enclave import vsock
 from enclave._awsjson import ciphertext_for_recipient, error_code, generate_random_body, response_metadata
 from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
@@ -58,7 +61,6 @@ from enclave.errors import (
     ConnectTimeoutError,
     ParamValidationError,
     ReadTimeoutError,
-    ResponseError,
     TransportError,
     error_class,
 )
@@ -283,7 +285,7 @@ class KMSClient:
         blob = ciphertext_for_recipient(response)
         plaintext = decrypt_ciphertext_for_recipient(blob, self._key)
         if len(plaintext) != n:
-            raise ResponseError(f"KMS returned {len(plaintext)} random bytes, {n} were requested")
+            raise DecryptionError()
         return plaintext
 
 

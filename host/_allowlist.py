@@ -46,12 +46,28 @@ MAX_RESOLVED_ENTRIES = 128
 Resolver = Callable[[str, int], list[str]]
 
 
+class _AllowlistLoader(yaml.SafeLoader):
+    """``SafeLoader`` without implicit timestamps: the real proxy's YAML (yaml-rust, YAML 1.2 core schema)
+    reads ``2001-02-03`` as a string, and PyYAML's implicit date conversion raised ValueError (a traceback) on
+    a date-shaped string that is not a date, e.g. ``2001-13-45``."""
+
+
+_AllowlistLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class AllowlistError(Exception):
     """The allowlist check failed; the message is the real vsock-proxy's text."""
 
 
 def system_resolve(host: str, family: int) -> list[str]:
     """Resolve ``host`` (name or IP literal) with the system resolver, like the real ``dns::resolve``."""
+    if "\0" in host:
+        # getaddrinfo would look up the name cut at the NUL ("127.0.0.1\0x" resolves as 127.0.0.1); the real
+        # proxy cannot pass such a name to its resolver at all.
+        raise AllowlistError("DNS lookup failed!")
     try:
         infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
     except (OSError, UnicodeError):
@@ -94,8 +110,10 @@ def check_allowlist(
     except UnicodeDecodeError:
         raise AllowlistError("Could not read the file") from None
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
+        document = yaml.load(text, Loader=_AllowlistLoader)  # noqa: S506 (a SafeLoader subclass)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        # ValueError: an explicit "!!timestamp 2001-13-45", an integer past int()'s 4300 digits;
+        # RecursionError: nesting deeper than PyYAML's recursive composer can go.
         raise AllowlistError("Bad yaml format") from None
     services = document.get("allowlist") if isinstance(document, dict) else None
     if not isinstance(services, list):

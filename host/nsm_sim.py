@@ -62,11 +62,16 @@ class UsageError(Exception):
 def parse_pcr(text: str) -> tuple[int, bytes]:
     """``N=HEX`` with N a boot PCR (0-15) and HEX 48 bytes."""
     index_text, sep, hex_text = text.partition("=")
-    if not sep or not index_text.strip().isdigit():
-        raise UsageError(f"--pcr must be N=HEX, got {text!r}")
-    index = int(index_text)
-    if not 0 <= index < BOOT_LOCKED_PCRS:
-        raise UsageError(f"--pcr index must be a boot PCR in 0..{BOOT_LOCKED_PCRS - 1}, got {index}")
+    index_text = index_text.strip()
+    # ASCII digits only: str.isdigit() also takes e.g. "²", which int() refuses (as it does >4300 digits).
+    if not sep or not index_text.isascii() or not index_text.isdigit():
+        raise UsageError(f"--pcr must be N=HEX, got {text[:40]!r}")
+    significant = index_text.lstrip("0") or "0"
+    if len(significant) > 2 or not 0 <= int(significant) < BOOT_LOCKED_PCRS:
+        raise UsageError(
+            f"--pcr index must be a boot PCR in 0..{BOOT_LOCKED_PCRS - 1}, got {index_text[:20]}"
+        )
+    index = int(significant)
     try:
         value = bytes.fromhex(hex_text.strip())
     except ValueError:
@@ -222,7 +227,10 @@ def _prepare_socket_path(path: Path) -> None:
     # Create directories only inside the simulation's home (e.g. its vsock/<cid>/ tree); elsewhere the
     # directory must already exist, as for any server socket.
     if path.parent.resolve().is_relative_to(sim_home().resolve()):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file where a directory should be
+            raise UsageError(f"{path.parent} is not a directory") from None
     elif not path.parent.is_dir():
         raise UsageError(f"{path.parent} is not a directory")
     try:

@@ -91,11 +91,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parse_int(text: str, limit: int, message: str) -> int:
-    # Rust's str::parse::<uN> accepts an optional '+' and ASCII digits only.
+    # Rust's str::parse::<uN> accepts an optional '+' and ASCII digits only (leading zeros too). The length
+    # check comes first: int() refuses strings of over 4300 digits with a ValueError.
     digits = text[1:] if text.startswith("+") else text
-    if not digits.isascii() or not digits.isdigit() or int(digits) > limit:
+    if not digits.isascii() or not digits.isdigit():
         raise _FatalError(message)
-    return int(digits)
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)) or int(significant) > limit:
+        raise _FatalError(message)
+    return int(significant)
 
 
 def _setup_logging() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave._http import MAX_HEAD_BYTES, ResponseReader, encode_request_head
+from enclave._http import MAX_HEAD_BYTES, MAX_INTERIM_RESPONSES, ResponseReader, encode_request_head
 from enclave.errors import ProtocolError
 
 OK = (
@@ -153,3 +153,107 @@ def test_valid_responses_survive_any_split(body: bytes, step: int) -> None:
     )
     for data in (raw, chunked) if body else (raw,):
         assert _feed_all(data, step).body == body
+
+
+# -- hostile peers: sizes in non-ASCII or overlong digits, lenient chunk sizes, unbounded trailers / 1xx ----
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",  # latin-1 "²": str.isdigit() but not int()
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb9\xb3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",  # past int()'s 4300 digits
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\xa0\r\n\r\nab",  # str.strip() took U+00A0
+        b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0_2\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n\r\n",
+    ],
+    ids=[
+        "length-superscript",
+        "length-superscripts",
+        "length-overlong",
+        "length-nbsp",
+        "length-empty",
+        "chunk-0x",
+        "chunk-underscore",
+        "chunk-plus",
+        "chunk-minus-zero",
+        "chunk-empty",
+    ],
+)
+def test_sizes_are_ascii_digits_only(data: bytes) -> None:
+    # Before the fix the first three escaped as ValueError (not ProtocolError); the chunk sizes were taken.
+    for step in (None, 1):
+        with pytest.raises(ProtocolError):
+            _feed_all(data, step)
+
+
+def test_leading_zeros_in_content_length_are_still_a_number() -> None:
+    assert _feed_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0002\r\n\r\nab").body == b"ab"
+    # Past int()'s 4300 digits (a ValueError before the fix), still the number 1.
+    assert _feed_all(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 5000 + b"1\r\n\r\na").body == b"a"
+
+
+def _feed_forever(first: bytes, again: bytes) -> None:
+    """Feed ``first``, then ``again`` over and over: a peer that never ends. Returns only if a (wrong)
+    response completes; a bounded reader raises long before the loop's own bound."""
+    reader = ResponseReader()
+    reader.feed(first)
+    for _ in range(MAX_HEAD_BYTES + 1):
+        assert reader.feed(again) is None
+
+
+def test_trailer_section_is_bounded() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+    # One endless trailer line (no CRLF): refused once over the bound, not buffered without end.
+    with pytest.raises(ProtocolError, match="trailer"):
+        _feed_forever(head, b"X" * 1024)
+    # Endless short trailer fields: refused the same way.
+    with pytest.raises(ProtocolError, match="trailer"):
+        _feed_forever(head, b"T: 1\r\n")
+    # Within the bound, trailers are skipped.
+    assert _feed_all(head + b"T: 1\r\n" * 100 + b"\r\n").body == b"ab"
+
+
+def test_interim_responses_are_bounded() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert _feed_all(interim * MAX_INTERIM_RESPONSES + final).status == 200
+    with pytest.raises(ProtocolError, match="interim"):
+        _feed_forever(b"", interim)
+
+
+_header_values = st.text(
+    st.characters(min_codepoint=0, max_codepoint=255, exclude_characters="\r\n"), max_size=12
+)
+_framing_names = st.sampled_from(["Content-Length", "Transfer-Encoding", "Connection", "X"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    st.sampled_from([OK, CHUNKED]),
+    st.lists(st.tuples(_framing_names, _header_values), max_size=4),
+    st.integers(min_value=0, max_value=200),
+    st.binary(max_size=8),
+    st.sampled_from([0, 1, 3]),
+)
+def test_mutated_valid_responses_parse_or_raise_protocol_error(
+    base: bytes, extra: list[tuple[str, str]], at: int, junk: bytes, step: int
+) -> None:
+    # Hostile framing headers (any latin-1 value) spliced into a valid answer, junk inserted anywhere.
+    status_line, _, rest = base.partition(b"\r\n")
+    fields = b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in extra)
+    data = status_line + b"\r\n" + fields + rest
+    data = data[:at] + junk + data[at:]
+    step = step or len(data)
+    reader = ResponseReader()
+    try:
+        for i in range(0, len(data), step):
+            reader.feed(data[i : i + step])
+        reader.eof()
+    except ProtocolError:
+        pass

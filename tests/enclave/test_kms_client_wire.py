@@ -365,10 +365,14 @@ def test_success_decrypts_inside_and_reports_metadata(peer_factory: Callable[...
     assert set(result) == {"Plaintext", "ResponseMetadata"}
 
 
-def test_wrong_length_is_refused(peer_factory: Callable[..., ScriptedPeer]) -> None:
+def test_wrong_length_is_refused_as_the_one_decryption_error(
+    peer_factory: Callable[..., ScriptedPeer],
+) -> None:
+    from attestation.errors import DecryptionError
+
     kms = make_client()
     peer_factory([_cms_reply(kms, b"x" * 31)])
-    with pytest.raises(ResponseError, match="returned 31 random bytes, 32 were requested"):
+    with pytest.raises(DecryptionError, match=f"^{DecryptionError.MESSAGE}$"):
         kms.generate_random(NumberOfBytes=32)
 
 

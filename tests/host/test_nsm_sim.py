@@ -236,6 +236,9 @@ def test_stale_socket_is_replaced_and_live_one_refused(sim_home: Path) -> None:
         (["--pcr", "0=zz"], "not hexadecimal"),
         (["--pcr", "0=00"], "48 bytes"),
         (["--pcr", "zero"], "N=HEX"),
+        (["--pcr", "\u00b2=" + "00" * 48], "N=HEX"),  # "²": isdigit() but not int(); was exit 1, int's text
+        (["--pcr", "1" * 5000 + "=" + "00" * 48], "boot PCR in 0..15"),  # past int()'s 4300 digits
+        (["--pcr", "0" * 5000 + "7=" + "00" * 48 + "ff"], "48 bytes"),
         (["--module-id", "enclave-1"], "--module-id must be"),
     ],
 )
@@ -362,3 +365,150 @@ def test_socket_directory_is_created_only_inside_the_home(
     assert main(["--socket", str(outside / "x.sock")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert not outside.parent.exists()
+    # Inside the home, a file where the directory should be: the same usage error (was errno 17's text).
+    (sim_home / "file").write_text("x")
+    for parent in (sim_home / "file", sim_home / "file" / "deeper"):
+        assert main(["--socket", str(parent / "x.sock")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"nsm-sim: error: {parent} is not a directory\n"
+
+
+def _shared_dag_key_map(levels: int, width: int) -> bytes:
+    """``{DAG: 1}`` where DAG is nested shareable arrays (tag 28) of sharedrefs (tag 29) to the next level:
+    ``width ** (levels - 1)`` leaves. tests/attestation/test_adversarial_cbor.py explains the attack."""
+
+    def ref(index: int) -> bytes:
+        return b"\xd8\x1d" + (bytes([index]) if index < 24 else bytes([0x18, index]))
+
+    item = b"\xd8\x1c\x81\x00"
+    for level in range(1, levels):
+        head = bytes([0x80 + width]) if width < 24 else bytes([0x98, width])
+        item = b"\xd8\x1c" + head + item + ref(levels - level) * (width - 1)
+    return b"\xa1" + item + b"\x01"
+
+
+def test_a_back_reference_bomb_is_refused_and_does_not_freeze_the_device(device: Path) -> None:
+    # 732 bytes that cbor2 would spend ~4e9 hashes on, holding the GIL (every client froze): now refused.
+    bomb = _shared_dag_key_map(7, 40)
+    assert len(bomb) < MAX_REQUEST_BYTES
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as attacker:
+        attacker.settimeout(30)
+        attacker.connect(str(device))
+        attacker.sendall(encode_frame(bomb))
+        with NSMClient(SimulatedDeviceTransport(device)) as nsm:
+            assert len(nsm.get_random()) == 256
+        header = _recv(attacker, 4)
+        answer = decode_response(_recv(attacker, int.from_bytes(header, "big")))
+        assert answer.code == "InvalidArgument"  # type: ignore[union-attr]
+        assert raw_exchange(attacker, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+
+
+def test_a_bignum_field_name_is_invalid_argument_not_internal_error(sim_home: Path) -> None:
+    # {"ExtendPCR": {<2000-byte bignum>: 1}}: its error message raised ValueError (repr of an int past 4300
+    # digits), so the device answered InternalError and logged an internal error; it is a bad request.
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            request = cbor2.dumps({"ExtendPCR": {1 << (8 * 2000): 1}})
+            assert len(request) < MAX_REQUEST_BYTES
+            assert raw_exchange(sock, request).code == "InvalidArgument"  # type: ignore[attr-defined]
+            assert raw_exchange(sock, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "internal error" not in err
+    assert "Traceback" not in err
+
+
+_CBOR_BOMBS = {
+    "indefinite-map-never-ended": b"\xbf" + b"\x61a\x01" * 10,
+    "indefinite-bytes-never-ended": b"\x5f" + b"\x41a" * 10,
+    "declared-2**64-byte-string": b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff",
+    "declared-2**56-item-array": b"\x9b\x00\xff\xff\xff\xff\xff\xff\xff",
+    "declared-2**56-entry-map": b"\xbb\x00\xff\xff\xff\xff\xff\xff\xff",
+    "nested-3000-arrays": b"\x81" * 3000 + b"\x00",
+    "nested-2000-tags": b"\xc6" * 2000 + b"\x00",
+    "bigfloat-huge-exponent": cbor2.dumps(cbor2.CBORTag(5, [10**18, 1])),
+    "epoch-out-of-range": b"\xc1\x1b\xff\xff\xff\xff\xff\xff\xff\xff",
+    "regex-tag": cbor2.dumps(cbor2.CBORTag(35, "(a+)+$")),
+    "invalid-utf8-text": b"\x62\xff\xfe",
+    "index-2**64": cbor2.dumps({"ExtendPCR": {"index": 2**64, "data": b"x"}}),
+    "variant-not-text": cbor2.dumps({1: {"index": 1}}),
+    "stringref": bytes.fromhex("d901008363616263d81900d81900"),
+    # cbor2's tag-261 decoder printed "Exception ignored ... Traceback" to the device's stderr for this one.
+    "ip-network-holding-a-bignum": b"\xd9\x01\x05\xa1\x61x\x81" + cbor2.dumps(1 << (8 * 2000)),
+}
+
+
+def test_cbor_bombs_are_invalid_argument_and_the_device_serves_on(sim_home: Path) -> None:
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            codes = {name: raw_exchange(sock, bomb).code for name, bomb in _CBOR_BOMBS.items()}  # type: ignore[attr-defined]
+            assert raw_exchange(sock, cbor2.dumps("GetRandom")).random  # type: ignore[attr-defined]
+        # Clients that leave mid-header, mid-body, or half-close after a request: only they end.
+        for partial in (b"\x00\x00", b"\x00\x00\x01\x00" + b"\xa1" * 50):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(str(path))
+                sock.sendall(partial)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(encode_frame(cbor2.dumps("DescribeNSM")))
+            sock.shutdown(socket.SHUT_WR)
+            header = _recv(sock, 4)
+            assert decode_response(_recv(sock, int.from_bytes(header, "big"))).max_pcrs == 32  # type: ignore[union-attr]
+            assert sock.recv(1) == b""
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            assert nsm.describe_nsm().max_pcrs == 32
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert codes == dict.fromkeys(_CBOR_BOMBS, "InvalidArgument")
+    assert "Traceback" not in err
+    assert "internal error" not in err
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_connections_past_the_bound_are_closed_and_slots_come_back(sim_home: Path) -> None:
+    from host.nsm_sim import MAX_CONNECTIONS
+
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))  # blocking: waits in the backlog rather than failing with EAGAIN
+            sock.settimeout(10)
+            socks.append(sock)
+        served = refused = 0
+        for sock in socks:
+            try:
+                raw_exchange(sock, cbor2.dumps("DescribeNSM"))
+            except (ConnectionError, OSError):
+                refused += 1
+            else:
+                served += 1
+        assert (served, refused) == (MAX_CONNECTIONS, 20)
+        assert _threads(proc.pid) <= MAX_CONNECTIONS + 1  # one per connection, plus the accept loop
+    finally:
+        for sock in socks:
+            sock.close()
+    try:
+        with NSMClient(SimulatedDeviceTransport(path)) as nsm:
+            assert nsm.describe_nsm().max_pcrs == 32
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err

@@ -125,3 +125,50 @@ def test_two_passes_keep_the_real_outcome(tmp_path: Path) -> None:
     )
     with pytest.raises(AllowlistError, match=r"^No address field$"):
         check_allowlist("127.0.0.1", 9, after, resolve=loopback)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("allowlist: " + "[" * 5000 + "]" * 5000 + "\n", "Bad yaml format"),
+        ("allowlist: [{address: 127.0.0.1, port: 9}]\nx: !!timestamp 2001-13-45\n", "Bad yaml format"),
+        ("allowlist:\n- {address: 127.0.0.1, port: " + "9" * 5000 + "}\n", "Bad yaml format"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nallowlist: [*b]\n",
+            "No address field",
+        ),
+        ("allowlist: !!python/object/apply:os.system ['true']\n", "Bad yaml format"),
+    ],
+    ids=["deep-nesting", "explicit-bad-timestamp", "integer-past-int-limit", "alias-fan-out", "python-tag"],
+)
+def test_hostile_files_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    # Before the fix the first three escaped as RecursionError / ValueError tracebacks.
+    with pytest.raises(AllowlistError) as info:
+        check_allowlist("127.0.0.1", 9, _write(tmp_path, text), resolve=_no_dns)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("date", ["2001-13-45", "2001-02-30", "2001-02-03"])
+def test_date_shaped_strings_are_strings_as_in_the_real_proxy(tmp_path: Path, date: str) -> None:
+    # yaml-rust (YAML 1.2 core) has no timestamps; PyYAML's implicit ones raised ValueError on a bad date.
+    text = f"allowlist:\n- {{address: {date}, port: 9}}\n- {{address: 127.0.0.1, port: 9}}\nnote: {date}\n"
+    asked: list[str] = []
+
+    def loopback(host: str, family: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.3"] if host == date else ["127.0.0.1"]
+
+    assert check_allowlist("127.0.0.1", 9, _write(tmp_path, text), resolve=loopback) == "127.0.0.1"
+    assert asked == ["127.0.0.1"]  # the exact match wins in the first pass: the date entry was a string
+
+
+def test_a_name_with_a_nul_does_not_resolve() -> None:
+    # getaddrinfo would resolve "127.0.0.1\0anything" as 127.0.0.1 (the C string ends at the NUL).
+    with pytest.raises(AllowlistError, match=r"^DNS lookup failed!$"):
+        system_resolve("127.0.0.1\0.example", socket.AF_INET)
+
+
+def test_an_entry_with_a_nul_is_not_the_name_before_it(tmp_path: Path) -> None:
+    allow = _write(tmp_path, 'allowlist:\n- {address: "127.0.0.1\\0.example", port: 9}\n')
+    with pytest.raises(AllowlistError, match=r"^The given address and port are not allowed$"):
+        check_allowlist("127.0.0.1", 9, allow)

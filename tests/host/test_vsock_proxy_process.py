@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -151,17 +153,32 @@ def test_disallowed_destination_refuses_to_start(sim_home: Path, vectors: Path) 
         (["-w", "x", "8000", "127.0.0.1", "1"], "Number of workers is not valid"),
         (["80x", "127.0.0.1", "1"], "Local port is not valid"),
         (["8000", "127.0.0.1", "70000"], "Remote port is not valid"),
+        (["1" * 5000, "127.0.0.1", "1"], "Local port is not valid"),
+        (["8000", "127.0.0.1", "9" * 5000], "Remote port is not valid"),
+        (["-w", "7" * 5000, "8000", "127.0.0.1", "1"], "Number of workers is not valid"),
         (
             ["--config", "/nonexistent/allow.yaml", "8000", "127.0.0.1", "1"],
             "Error at checking the allowlist: Could not open the file",
         ),
     ],
-    ids=["zero-workers", "bad-workers", "bad-local-port", "bad-remote-port", "no-config"],
+    ids=[
+        "zero-workers",
+        "bad-workers",
+        "bad-local-port",
+        "bad-remote-port",
+        "huge-local-port",  # over int()'s 4300 digits: was a ValueError traceback
+        "huge-remote-port",
+        "huge-workers",
+        "no-config",
+    ],
 )
-def test_startup_errors(sim_home: Path, args: list[str], message: str) -> None:
+def test_startup_errors(
+    sim_home: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from host.vsock_proxy import main
 
     assert main(args) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f'Error: "{message}"'
 
 
 def test_startup_error_text(sim_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,3 +328,95 @@ def test_timeouts_must_be_finite_and_in_range(
     assert main([f"{flag}={value}", "--config", "/nonexistent/allow.yaml", "8000", "127.0.0.1", "1"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == f'Error: "{message}"'
     assert not vsock_socket_path(PARENT_CID, 8000, sim_home).exists()
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def test_hostile_peers_on_either_side_leave_the_proxy_bounded_and_serving(
+    sim_home: Path, tmp_path: Path
+) -> None:
+    # The remote answers by its first byte: F streams without end, R resets mid-stream, E echoes.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+    cut_off = threading.Semaphore(0)  # released when the proxy cut a firehose off
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            mode = conn.recv(1)
+            if mode == b"F":
+                try:
+                    while not stop.is_set():
+                        conn.sendall(bytes(1 << 16))
+                finally:
+                    cut_off.release()
+            elif mode == b"R":
+                conn.sendall(bytes(1 << 16))
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            elif mode == b"E":
+                while data := conn.recv(1 << 16):
+                    conn.sendall(data)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    proc = _start(
+        sim_home,
+        "-w",
+        "8",
+        "--idle-timeout",
+        "0.5",
+        "--config",
+        str(_allowlist(tmp_path, port)),
+        "8004",
+        "127.0.0.1",
+        str(port),
+    )
+    path = vsock_socket_path(PARENT_CID, 8004, sim_home)
+    try:
+        _wait_listening(proc, path)
+        start_rss = _rss_kib(proc.pid)
+        # Clients that never read a remote that never stops: the proxy stalls, then closes each one.
+        readers = [_connect(path) for _ in range(4)]
+        for sock in readers:
+            sock.sendall(b"F")
+        for _ in readers:  # the proxy gives up on each after the idle timeout (bounded wait)
+            assert cut_off.acquire(timeout=STARTUP_SECONDS)
+        for sock in readers:
+            got = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):  # read only now: whatever was buffered, then EOF
+                    got += len(chunk)
+            assert got < 64 << 20  # bounded by the socket buffers on the way, not by the remote
+            sock.close()
+        # A remote that resets mid-stream, and a client that leaves mid-stream.
+        for _ in range(5):
+            with _connect(path) as sock:
+                sock.sendall(b"R")
+                with contextlib.suppress(ConnectionResetError):
+                    while sock.recv(1 << 16):
+                        pass
+            with _connect(path) as sock:
+                sock.sendall(b"E" + bytes(100_000))
+        # Memory stayed bounded and the proxy still relays.
+        assert _rss_kib(proc.pid) - start_rss < 64 * 1024
+        with _connect(path) as sock:
+            sock.sendall(b"E")
+            assert _roundtrip(sock, b"hello") == b"hello"
+    finally:
+        stop.set()
+        listener.close()
+        code, err = _stop(proc)
+    assert code == 0, err
+    assert "Traceback" not in err
