@@ -195,7 +195,7 @@ _TIME_MARK = "\x00time\x00"
 _ID_MARK = "\x00id\x00"
 _TIME_JSON = _ENCODER.encode(_TIME_MARK)[1:-1]
 _ID_JSON = _ENCODER.encode(_ID_MARK)[1:-1]
-#: JSON-neutral request IDs (``_new_request_id``'s form): their JSON text is themselves.
+#: JSON-neutral request IDs (``new_request_id``'s form): their JSON text is themselves.
 _PLAIN_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 #: Record texts by everything but time and request ID: four pieces around the three per-request values,
 #: or None where a caller-controlled string held a stand-in (then the record is encoded whole).

@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kms.errors import ValidationException
 from kms.protocol import CONTENT_TYPE, encode_error
+from kms.service import new_request_id
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_S",
@@ -251,6 +252,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         body = encode_error(error)
         head = (
             f"HTTP/1.1 400 Bad Request\r\ncontent-type: {CONTENT_TYPE}\r\n"
+            f"x-amzn-requestid: {new_request_id()}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)

@@ -313,6 +313,7 @@ def test_a_head_that_never_ends_is_refused_once_over_the_bound(shared_server: Se
     assert reply.endswith(
         b'{"__type":"ValidationException","message":"Request head is over the 65536-byte limit"}'
     )
+    assert re.search(rb"\r\nx-amzn-requestid: [0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\r\n", reply)
     assert shared_server.client().generate_random(NumberOfBytes=4)["Plaintext"]
 
 
