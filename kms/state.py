@@ -146,6 +146,26 @@ def ensure_home(sim_home: Path) -> KMSHome:
     return home
 
 
+def _unreadable(error: Exception) -> str:
+    """Why a credentials file did not load, in one line that never quotes the file.
+
+    configparser's own messages quote the offending line, and in a credentials file that line may hold a
+    secret access key: the line number is all this says of where.
+    """
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {error.start})"
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno} comes before any [profile] header"
+    if isinstance(error, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _ in error.errors[:5])
+        return f"not 'name = value' at line(s) {lines}"
+    if isinstance(error, configparser.DuplicateSectionError | configparser.DuplicateOptionError):
+        return f"something is defined twice (line {error.lineno})"
+    return "not a shared-credentials (INI) file"
+
+
 def load_principals(path: Path) -> Mapping[str, Principal]:
     """Every profile of a shared-credentials file, by access key ID; SimulationError if unusable."""
     parser = configparser.ConfigParser(interpolation=None)
@@ -156,9 +176,7 @@ def load_principals(path: Path) -> Mapping[str, Principal]:
             raise SimulationError(f"credentials file {path} is over {MAX_CREDENTIALS_FILE_BYTES} bytes")
         parser.read_string(data.decode("utf-8"), source=str(path))
     except (OSError, configparser.Error, UnicodeDecodeError) as error:
-        # configparser's messages span lines (the offending line is quoted below): one line here.
-        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise SimulationError(f"cannot read credentials file {path}: {detail}") from None
+        raise SimulationError(f"cannot read credentials file {path}: {_unreadable(error)}") from None
     principals: dict[str, Principal] = {}
     for name in parser.sections()[:MAX_PRINCIPALS]:
         section = parser[name]

@@ -95,13 +95,37 @@ def test_credentials_file_without_sections_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SimulationError) as raised:
         load_principals(path)
     assert "\n" not in str(raised.value)
-    assert "no section headers" in str(raised.value)
+    assert "line 1 comes before any [profile] header" in str(raised.value)
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f"aws_secret_access_key = {SECRET}\n", "line 1 comes before any [profile] header"),
+        (f"[p]\naws_access_key_id = A\naws_secret_access_key {SECRET}\n", "not 'name = value' at line(s) 3"),
+        (f"[p]\naws_secret_access_key = {SECRET}\naws_secret_access_key = x\n", "defined twice (line 3)"),
+        (f"[p]\naws_secret_access_key = {SECRET}\n[p]\n", "defined twice (line 3)"),
+    ],
+    ids=["before-any-section", "no-equals", "duplicate-option", "duplicate-section"],
+)
+def test_a_bad_credentials_file_is_refused_without_quoting_it(tmp_path: Path, text: str, where: str) -> None:
+    # configparser's messages quote the offending line: here, a secret access key, on stderr.
+    path = tmp_path / "credentials"
+    path.write_text(text)
+    with pytest.raises(SimulationError) as raised:
+        load_principals(path)
+    assert where in str(raised.value)
+    assert SECRET not in str(raised.value)
+    assert "EXAMPLEKEY" not in str(raised.value)
 
 
 def test_credentials_file_without_sections_stops_serve_in_one_line(aws_env: Path) -> None:
     (aws_env / "kms").mkdir(parents=True, exist_ok=True)
     (aws_env / "kms" / "credentials").write_text("not an ini file\n")
-    _one_line_error(_kms_sim(aws_env, "serve", "--listen", "127.0.0.1:0"), 1, "no section headers")
+    _one_line_error(_kms_sim(aws_env, "serve", "--listen", "127.0.0.1:0"), 1, "before any [profile] header")
 
 
 def test_trust_root_that_never_ends_is_refused(aws_env: Path) -> None:
