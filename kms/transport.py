@@ -129,11 +129,11 @@ class TickCoalescingTransport(asyncio.Transport):
 #: a response (``timeout_keep_alive``, reset by any byte), so a client sending a header a minute held its
 #: connection, and a descriptor, forever.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-#: Largest request head (request line and header section, as received) buffered before it is refused.
-#: The service refuses a header section over MAX_REQUEST_HEADER_BYTES (kms.protocol), but only once it is
-#: whole: httptools and uvicorn buffer a head without limit, so one that never ended grew the server's
-#: memory by what the client sent. Counted from the read after the one the head starts in, so a head may
-#: hold up to one read (uvloop: 256 KiB) more than this.
+#: Largest request head (request line and header fields, trailer fields included) taken before the request
+#: is refused, and the most bytes a connection may send that complete nothing in the parser (one field
+#: that never ends). The service refuses a header section over MAX_REQUEST_HEADER_BYTES (kms.protocol),
+#: but only once it is whole: httptools and uvicorn buffer fields without limit, so a head or a trailer
+#: section that never ended grew the server's memory by what the client sent.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
 #: Open connections one server process keeps by default (``kms-sim serve --max-connections``); a
 #: connection past it is closed as soon as it is accepted,
@@ -204,7 +204,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     - At most ``ServeConfig.max_connections`` open at once per process; one past it is closed unread.
     - A request deadline: a connection gets ``ServeConfig.request_timeout_s`` to deliver each request
       whole; when it runs out while no request is being answered (the client is still sending, or sends
-      nothing), the connection is closed. Time spent answering is not counted.
+      nothing), the connection is closed. Time spent answering is not counted, but time an answer waits
+      for a client that does not read is: then the connection is dropped with what it holds.
     - Half-close: a client may shut down its sending side after its last request (HTTP/1.1 allows it;
       ``nc -N`` does it). The loop closed the connection at once, dropping the answer of a request already
       executed and audited (held for the tick by the coalescing transport, or not yet made); now the held
@@ -220,34 +221,69 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._request_timeout_s = getattr(self.config, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
         self._arm_deadline()
-        self._in_head = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # this message's request line and fields so far
+        self._unparsed = 0  # bytes of consecutive reads that completed nothing
+        self._progress = False  # whether the read being parsed completed anything
+        self._refused = False
         # This connection included: over the bound, it is closed before any byte of it is read.
         if len(self.connections) > getattr(self.config, "max_connections", MAX_CONNECTIONS):
             self.transport.close()
 
     # -- the request head's bound ----------------------------------------------------------------------------
+    #
+    # Two counts, each bounded by MAX_REQUEST_HEAD_BYTES:
+    # - the bytes of the current message's request line and header fields, trailer fields included, as the
+    #   parser hands them over (uvicorn keeps every field, trailers too, in the request's header list);
+    # - the bytes of consecutive reads in which the parser completed nothing at all (no field, no body
+    #   byte): one field that never ends, held inside httptools until it does.
+    # Exact per message, so a read holding many small pipelined requests counts each on its own.
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._progress = True
         self._head_bytes = 0
 
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        super().on_headers_complete()
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._progress = True
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._progress = True
+        self._head_bytes += len(name) + len(value) + 4  # "name: value\r\n" as sent, near enough
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._progress = True
 
     def data_received(self, data: bytes) -> None:
-        in_head = self._in_head
+        if self._refused:  # the connection is closing: nothing more of it is parsed
+            return
+        self._progress = False
         super().data_received(data)
-        if in_head and self._in_head and not self.transport.is_closing():  # all of ``data`` was head
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+        if self.transport.is_closing():
+            return
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self._refuse_head()
+        elif self._progress:
+            self._unparsed = 0
+        else:
+            self._unparsed += len(data)
+            if self._unparsed > MAX_REQUEST_HEAD_BYTES:
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
-        """Answer a head over the bound as the service answers oversized headers, and close."""
-        self._in_head = False
+        """Answer a head over the bound as the service answers oversized headers, and close.
+
+        If earlier requests on this connection are still being answered, they are answered first and the
+        connection then closes, as for other bad bytes after good requests (a 400 now would be read as the
+        answer to the first of them).
+        """
+        self._refused = True
+        self.transport.pause_reading()
+        if self._close_after_answers():
+            return
         error = ValidationException(f"Request head is over the {MAX_REQUEST_HEAD_BYTES}-byte limit")
         body = encode_error(error)
         head = (
@@ -274,8 +310,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self._answering():
+        if self._answering() and not self.flow.write_paused:
             self._arm_deadline()  # the client is waiting for us: not its time
+        elif self.flow.write_paused:
+            # An answer waits for the client to read, and it has not for a whole period: drop what is
+            # buffered (close would wait for a reader that never comes, holding the descriptor).
+            self.transport.abort()
         else:
             self.transport.close()
 

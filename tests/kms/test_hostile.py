@@ -7,6 +7,7 @@ called directly.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,8 @@ import select
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -399,3 +402,80 @@ def test_model_patterns_take_ascii_digits_only(shared_server: Server) -> None:
     error = raised.value.response["Error"]
     assert error["Code"] == "ValidationException"
     assert "xksProxyUriPath" in error["Message"]
+
+
+def test_endless_trailer_fields_are_refused_once_over_the_bound(shared_server: Server) -> None:
+    # After the head, llhttp hands trailer fields to uvicorn, which keeps them all: one connection sending
+    # them without end grew the server by gigabytes. They count toward the head's bound.
+    url = urlsplit(shared_server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    line = b"X-Trailer: " + b"t" * 8000 + b"\r\n"
+    with socket.create_connection((url.hostname, url.port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: kms\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(4 * (MAX_REQUEST_HEAD_BYTES + 256 * 1024) // len(line)):
+                sock.sendall(line)
+                readable, _, _ = select.select([sock], [], [], 0.01)
+                if readable:
+                    break
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert reply.endswith(b'"message":"Request head is over the 65536-byte limit"}')
+    assert shared_server.client().generate_random(NumberOfBytes=4)["Plaintext"]
+
+
+def test_many_small_pipelined_requests_are_all_answered(shared_server: Server) -> None:
+    # The head bound once counted a whole read whenever a head was in progress at both its ends, so a read
+    # of many ordinary pipelined requests got one false "Request head is over ..." and nothing else.
+    pad = b"X-Pad: " + b"p" * 120 + b"\r\n"
+    request = b"POST / HTTP/1.1\r\nHost: kms\r\nContent-Length: 2\r\n" + pad + b"\r\n{}"
+    reply = _exchange(shared_server, request * 3000, half_close=True)
+    assert reply.count(b"MissingAuthenticationTokenException") == 3000
+    assert b"Request head is over" not in reply
+
+
+def _server_side_open(server_port: int, client_port: int) -> bool:
+    """Whether the kernel still has the server's end of this loopback connection (Linux /proc/net/tcp)."""
+    wanted = (f":{server_port:04X}", f":{client_port:04X}")
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = row.split()[1:3]
+        if local.endswith(wanted[0]) and remote.endswith(wanted[1]):
+            return True
+    return False
+
+
+def test_a_client_that_never_reads_is_dropped_at_the_deadline(start_server: Callable[..., Server]) -> None:
+    # Answers waiting for a reader counted as the server's time, so the deadline re-armed for ever: the
+    # connection and megabytes of buffered answers stayed. Now that time is the client's.
+    server = start_server("--request-timeout", "1")
+    url = urlsplit(server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    request = b"POST / HTTP/1.1\r\nHost: kms\r\nContent-Length: 2\r\n\r\n{}"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname, url.port))
+    sender = threading.Thread(target=_send_until_refused, args=(sock, request * 1000), daemon=True)
+    try:
+        sender.start()
+        client_port = sock.getsockname()[1]
+        for _ in range(1200):  # the server drops it about a second after its writes stall
+            if not _server_side_open(url.port, client_port):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server still holds the connection of a client that never reads")
+        assert "Traceback" not in server.stderr
+    finally:
+        sock.close()
+        sender.join(timeout=WAIT_S)
+
+
+def _send_until_refused(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            sock.sendall(data)
