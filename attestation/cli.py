@@ -310,16 +310,17 @@ def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
     try:
         if args.at == "document":
             # The document's own claim of time (unverified until the chain holds at it); for old documents.
-            at = decode_document(data).document.issued_at
+            try:
+                at = decode_document(data).document.issued_at
+            except _TIME_RANGE_ERRORS:  # no datetime holds a timestamp past year 9999
+                print("FAILED at step timestamp: the document's timestamp is past year 9999", file=sys.stderr)
+                return EXIT_FAILED
         doc = Verifier(roots=roots, chain_cache=False).verify(data, at=at, policy=policy)
     except VerificationError as exc:
         print(f"FAILED at step {exc.step}: {exc.detail}", file=sys.stderr)
         return EXIT_FAILED
     except MalformedError as exc:
         print(f"FAILED at step decode: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except _TIME_RANGE_ERRORS:  # from issued_at, here or in the MaxAge policy (after the errors above)
-        print("FAILED at step timestamp: the document's timestamp is past year 9999", file=sys.stderr)
         return EXIT_FAILED
     root = _chain_root(doc, roots)
     policy_text = ", ".join(checks) if checks else "none (authenticity only)"

@@ -17,7 +17,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
@@ -105,6 +105,10 @@ class RejectDebug:
             raise PolicyError("pcrs: the enclave runs in debug mode (PCR0, PCR1 and PCR2 are zero)")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 @dataclass(frozen=True, slots=True)
 class MaxAge:
     """``timestamp`` is at most ``max_age`` before ``at``, and at most :data:`CLOCK_SKEW` after it."""
@@ -117,16 +121,17 @@ class MaxAge:
             raise ValueError("max_age and skew must not be negative")
 
     def check(self, doc: AttestationDocument, *, at: datetime) -> None:
-        issued = doc.issued_at
-        age = at - issued
-        if age > self.max_age:
+        # In integer microseconds: exact, and a timestamp past year 9999 (the CDDL allows up to 2^64-1 ms),
+        # which no datetime holds, is simply far after ``at``.
+        age_us = (at - _EPOCH) // _MICROSECOND - doc.timestamp * 1000
+        if age_us > self.max_age // _MICROSECOND:
             raise PolicyError(
-                f"timestamp: the document is {age.total_seconds():.3f} s old, "
+                f"timestamp: the document is {age_us / 1e6:.3f} s old, "
                 f"over the maximum age of {self.max_age.total_seconds():g} s"
             )
-        if -age > self.skew:
+        if -age_us > self.skew // _MICROSECOND:
             raise PolicyError(
-                f"timestamp: the document is dated {(-age).total_seconds():.3f} s after the "
+                f"timestamp: the document is dated {-age_us / 1e6:.3f} s after the "
                 f"verification time (allowed skew {self.skew.total_seconds():g} s)"
             )
 

@@ -195,14 +195,20 @@ MAX_ERROR_CLASSES = 256
 _ERROR_CLASSES: dict[str, type[ClientError]] = {}
 
 
-def error_class(code: str) -> type[ClientError]:
-    """The ClientError subclass for error name ``code`` (one class per name, created once)."""
+def error_class(code: str, *, bounded: bool = True) -> type[ClientError]:
+    """The ClientError subclass for error name ``code`` (one class per name, created once).
+
+    Names from answers (``bounded``) make new classes only while fewer than :data:`MAX_ERROR_CLASSES`
+    exist; past that, an unknown name raises plain ClientError. A name the program itself asks for
+    (``client.exceptions.Name``) always gets its own class: if it got ClientError, an
+    ``except client.exceptions.Name`` would catch every error once a hostile peer had filled the table.
+    """
     cls = _ERROR_CLASSES.get(code)
     if cls is None:
         if (
             not code.isidentifier()
             or len(code) > MAX_ERROR_CODE_CHARS
-            or len(_ERROR_CLASSES) >= MAX_ERROR_CLASSES
+            or (bounded and len(_ERROR_CLASSES) >= MAX_ERROR_CLASSES)
         ):
             return ClientError
         cls = type(code, (ClientError,), {"__module__": "enclave.errors", "__doc__": f"KMS error {code}."})
@@ -223,9 +229,9 @@ class ClientExceptions:
     ClientError: _ClientErrorType = ClientError
 
     def __getattr__(self, name: str) -> _ClientErrorType:
-        if name.startswith("_") or not name.isidentifier():
+        if name.startswith("_") or not name.isidentifier() or len(name) > MAX_ERROR_CODE_CHARS:
             raise AttributeError(name)
-        return error_class(name)
+        return error_class(name, bounded=False)
 
     def from_code(self, code: str) -> _ClientErrorType:
         """The class raised for error name ``code``."""

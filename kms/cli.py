@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -49,6 +50,9 @@ MAX_REQUEST_TIMEOUT_S = 3600.0
 #: The default open-connection bound per server process (kms/transport.py's) and the largest allowed.
 DEFAULT_MAX_CONNECTIONS = 1000
 MAX_MAX_CONNECTIONS = 65536
+#: Descriptors a server process needs besides its connections: the listening socket, the key-store
+#: database, the audit log, the event loop's own, standard streams.
+DESCRIPTOR_RESERVE = 64
 #: Largest ``--max-doc-age``: ten years (a timedelta of 1e300 s would not even be constructible).
 MAX_DOC_AGE_S = 10 * 365 * 24 * 3600.0
 
@@ -68,7 +72,8 @@ def _bind(listen: str) -> tuple[socket.socket, str]:
         return sock, f"unix:{path}"
     host, sep, port_text = listen.rpartition(":")
     # ASCII digits only: str.isdigit also takes "٣", which int() reads as 3 (a port nobody asked for).
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+    port_ok = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not sep or not host or not port_ok or int(port_text) > 65535:
         raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
     # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (base_events.
     # _set_nodelay); with proto 0, Nagle + delayed ACK stall every two-write response by ~40 ms.
@@ -162,6 +167,29 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _descriptors_for(asked: int | None) -> int:
+    """The connection bound this process can keep, with the descriptors it needs made available.
+
+    Raises the soft RLIMIT_NOFILE as far as needed (the usual soft limit, 1,024, is just under what the
+    default bound needs); workers inherit it. Otherwise accept would fail with EMFILE, logged by the event
+    loop on every try, before the bound ever applied. Under a lower hard limit, the default bound shrinks
+    to fit it, and an explicit ``--max-connections`` over it is a usage error.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    connections = DEFAULT_MAX_CONNECTIONS if asked is None else asked
+    if hard != resource.RLIM_INFINITY and hard < connections + DESCRIPTOR_RESERVE:
+        if asked is not None or hard <= DESCRIPTOR_RESERVE:
+            raise ValueError(
+                f"--max-connections {connections} needs {connections + DESCRIPTOR_RESERVE} file "
+                f"descriptors; this process may open {hard}"
+            )
+        connections = hard - DESCRIPTOR_RESERVE
+    needed = connections + DESCRIPTOR_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return connections
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
@@ -189,6 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         files = ensure_tls(ensure_home(Path(settings.sim_home)).tls, at=datetime.now(UTC))
         ssl_options = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
         scheme = "https"
+    max_connections = _descriptors_for(args.max_connections)
     sock, authority = _bind(args.listen)
     url = authority if authority.startswith("unix:") else f"{scheme}://{authority}"
     # From the moment the URL is out, SIGTERM/SIGINT mean a clean stop with exit status 0: before uvicorn
@@ -200,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         "kms.app:create_app",
         request_timeout_s=args.request_timeout,
-        max_connections=args.max_connections,
+        max_connections=max_connections,
         factory=True,
         workers=args.workers,
         # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
@@ -285,9 +314,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-connections",
         type=_max_connections,
-        default=DEFAULT_MAX_CONNECTIONS,
+        default=None,
         metavar="N",
-        help=f"open connections per worker; more are closed unread ({DEFAULT_MAX_CONNECTIONS})",
+        help=f"open connections per worker; more are closed unread ({DEFAULT_MAX_CONNECTIONS}, or "
+        "what the descriptor limit allows)",
     )
     serve.add_argument(
         "--request-timeout",

@@ -101,15 +101,25 @@ def test_inspect_shows_a_timestamp_past_year_9999_without_a_traceback(
     assert '"issued_at": "<past year 9999>"' in out
 
 
-@pytest.mark.parametrize("extra", [["--max-age", "5"], ["--at", "document"]], ids=["max-age", "at-document"])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        # The freshness policy counts in integer time: the far timestamp is simply after the verification.
+        (["--max-age", "5"], "FAILED at step policy: timestamp: the document is dated "),
+        # No datetime holds the document's own time.
+        (["--at", "document"], "FAILED at step timestamp: the document's timestamp is past year 9999\n"),
+    ],
+    ids=["max-age", "at-document"],
+)
 def test_verify_of_a_timestamp_past_year_9999_fails_in_one_line(
-    capsys: pytest.CaptureFixture[str], sim_home: Path, tmp_path: Path, extra: list[str]
+    capsys: pytest.CaptureFixture[str], sim_home: Path, tmp_path: Path, extra: list[str], expected: str
 ) -> None:
     path = _signed_far_future(sim_home, tmp_path / "far.cbor")
     code, out, err = _run(capsys, "verify", str(path), "--root", "sim", *extra)
     assert code == 1
     assert out == ""
-    assert err == "FAILED at step timestamp: the document's timestamp is past year 9999\n"
+    assert err.count("\n") == 1
+    assert err.startswith(expected)
 
 
 def test_verify_without_a_time_policy_reports_the_far_timestamp(

@@ -235,6 +235,12 @@ def test_error_names_make_a_bounded_number_of_classes(
         finally:
             peer.close()
         assert info.value.code == json.loads(body)["__type"]
+    # A name the program asks for still gets a class of its own: if it got ClientError, an
+    # ``except kms.exceptions.ProgramsOwnException`` would catch every error.
+    own = kms.exceptions.ProgramsOwnException
+    assert own is not ClientError
+    assert issubclass(own, ClientError)
+    assert kms.exceptions.ProgramsOwnException is own
 
 
 def test_edited_blocks_of_an_earlier_blob_are_no_padding_oracle(kms: enclave.KMSClient) -> None:
