@@ -15,8 +15,6 @@ import select
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -442,49 +440,6 @@ def test_many_small_pipelined_requests_are_all_answered(shared_server: Server) -
     reply = _exchange(shared_server, request * 3000, half_close=True)
     assert reply.count(b"MissingAuthenticationTokenException") == 3000
     assert b"Request head is over" not in reply
-
-
-def _server_side_open(server_port: int, client_port: int) -> bool:
-    """Whether the kernel still has the server's end of this loopback connection (Linux /proc/net/tcp)."""
-    wanted = (f":{server_port:04X}", f":{client_port:04X}")
-    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, remote = row.split()[1:3]
-        if local.endswith(wanted[0]) and remote.endswith(wanted[1]):
-            return True
-    return False
-
-
-def test_a_client_that_never_reads_is_dropped_at_the_deadline(start_server: Callable[..., Server]) -> None:
-    # Answers waiting for a reader counted as the server's time, so the deadline re-armed for ever: the
-    # connection and megabytes of buffered answers stayed. Now that time is the client's.
-    server = start_server("--request-timeout", "1")
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
-    request = b"POST / HTTP/1.1\r\nHost: kms\r\nContent-Length: 2\r\n\r\n{}"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((url.hostname, url.port))
-    sender = threading.Thread(target=_send_until_refused, args=(sock, request * 1000), daemon=True)
-    try:
-        sender.start()
-        client_port = sock.getsockname()[1]
-        for _ in range(1200):  # the server drops it about a second after its writes stall
-            if not _server_side_open(url.port, client_port):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the server still holds the connection of a client that never reads")
-        assert "Traceback" not in server.stderr
-    finally:
-        sock.close()
-        sender.join(timeout=WAIT_S)
-
-
-def _send_until_refused(sock: socket.socket, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        while True:
-            sock.sendall(data)
 
 
 def test_the_command_line_defaults_are_the_transports() -> None:
