@@ -44,10 +44,16 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 #: Listen backlog: enough for a benchmark's bursts of concurrent connections.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
-#: The request deadline (``--request-timeout``; the default is kms/transport.py's) and its largest value.
+#: How long a connection may take to deliver a whole request (head and body) while nothing of it is being
+#: answered; then it is closed (``--request-timeout``, enforced by kms/transport.py, which takes its
+#: defaults from here: this module must not import uvicorn). uvicorn bounds only the idle time after a
+#: response (``timeout_keep_alive``, reset by any byte), so a client sending a header a minute held its
+#: connection, and a descriptor, forever.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 MAX_REQUEST_TIMEOUT_S = 3600.0
-#: The default open-connection bound per server process (kms/transport.py's) and the largest allowed.
+#: Open connections one server process keeps by default (``--max-connections``); one past it is closed
+#: as soon as it is accepted, before any byte is read. Without it, idle or slow clients could hold every
+#: descriptor the process may open (then accept fails for everyone until they go).
 DEFAULT_MAX_CONNECTIONS = 1000
 MAX_MAX_CONNECTIONS = 65536
 #: Descriptors a server process needs besides its connections: the listening socket, the key-store

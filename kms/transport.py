@@ -28,6 +28,8 @@ from typing import Any
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kms.cli import DEFAULT_MAX_CONNECTIONS as MAX_CONNECTIONS
+from kms.cli import DEFAULT_REQUEST_TIMEOUT_S
 from kms.errors import ValidationException
 from kms.protocol import CONTENT_TYPE, encode_error
 from kms.service import new_request_id
@@ -124,23 +126,12 @@ class TickCoalescingTransport(asyncio.Transport):
         return self._transport.get_write_buffer_limits()
 
 
-#: How long a connection may take to deliver a whole request (head and body) while nothing of it is being
-#: answered; then it is closed (``kms-sim serve --request-timeout``). uvicorn bounds only the idle time after
-#: a response (``timeout_keep_alive``, reset by any byte), so a client sending a header a minute held its
-#: connection, and a descriptor, forever.
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
 #: Largest request head (request line and header fields, trailer fields included) taken before the request
 #: is refused, and the most bytes a connection may send that complete nothing in the parser (one field
 #: that never ends). The service refuses a header section over MAX_REQUEST_HEADER_BYTES (kms.protocol),
 #: but only once it is whole: httptools and uvicorn buffer fields without limit, so a head or a trailer
 #: section that never ended grew the server's memory by what the client sent.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
-#: Open connections one server process keeps by default (``kms-sim serve --max-connections``); a
-#: connection past it is closed as soon as it is accepted,
-#: before any byte is read. Without it, idle or slow clients could hold every descriptor the process may
-#: open (then accept fails for everyone until they go). Below the usual soft limit of 1,024 descriptors,
-#: leaving room for the listening socket, the key-store database and the audit log.
-MAX_CONNECTIONS = 1000
 #: Least time between two stderr lines saying that malformed HTTP arrived (any client can send it at will).
 INVALID_REQUEST_REPORT_S = 60.0
 

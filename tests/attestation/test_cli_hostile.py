@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from attestation.cli import EXIT_USAGE, MAX_KEY_FILE_BYTES, main
-from attestation.document import DocumentEncoder, encode_pcrs
-from attestation.pki import SimulatedPKI, new_module_id
 
 #: How long a test waits for a process it started.
 WAIT_S = 60
@@ -73,26 +71,18 @@ def test_simulate_far_future_as_a_process_has_no_traceback(sim_home: Path, tmp_p
     assert result.stderr.count("\n") == 1
 
 
-def _signed_far_future(home: Path, path: Path) -> Path:
-    """A document signed by the simulated PKI in ``home`` whose timestamp is past year 9999."""
-    now = datetime.now(UTC)
-    pki = SimulatedPKI.load_or_create(home, at=now)
-    signer = pki.issue_signer(at=now)
-    encoder = DocumentEncoder(
-        module_id=new_module_id(pki.instance_id, at=now),
-        certificate=signer.certificate,
-        cabundle=signer.cabundle,
-        signing_key=signer.private_key,
-    )
-    pcrs = encode_pcrs({index: bytes([index + 1]) * 48 for index in range(3)})
-    path.write_bytes(encoder.sign(encoder.payload(timestamp=2**64 - 1, pcrs_cbor=pcrs)))
+@pytest.fixture
+def far_document(sim_home: Path, tmp_path: Path, sign_at_timestamp: Any) -> Path:
+    """A document signed by the simulated PKI in ``sim_home`` whose timestamp is past year 9999."""
+    path = tmp_path / "far.cbor"
+    path.write_bytes(sign_at_timestamp(sim_home, 2**64 - 1))
     return path
 
 
 def test_inspect_shows_a_timestamp_past_year_9999_without_a_traceback(
-    capsys: pytest.CaptureFixture[str], sim_home: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], far_document: Path
 ) -> None:
-    path = _signed_far_future(sim_home, tmp_path / "far.cbor")
+    path = far_document
     code, out, err = _run(capsys, "inspect", str(path))
     assert (code, err) == (0, "")
     assert f"timestamp    {2**64 - 1} (<past year 9999>)" in out
@@ -112,9 +102,9 @@ def test_inspect_shows_a_timestamp_past_year_9999_without_a_traceback(
     ids=["max-age", "at-document"],
 )
 def test_verify_of_a_timestamp_past_year_9999_fails_in_one_line(
-    capsys: pytest.CaptureFixture[str], sim_home: Path, tmp_path: Path, extra: list[str], expected: str
+    capsys: pytest.CaptureFixture[str], far_document: Path, extra: list[str], expected: str
 ) -> None:
-    path = _signed_far_future(sim_home, tmp_path / "far.cbor")
+    path = far_document
     code, out, err = _run(capsys, "verify", str(path), "--root", "sim", *extra)
     assert code == 1
     assert out == ""
@@ -123,9 +113,9 @@ def test_verify_of_a_timestamp_past_year_9999_fails_in_one_line(
 
 
 def test_verify_without_a_time_policy_reports_the_far_timestamp(
-    capsys: pytest.CaptureFixture[str], sim_home: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], far_document: Path
 ) -> None:
-    path = _signed_far_future(sim_home, tmp_path / "far.cbor")
+    path = far_document
     code, out, err = _run(capsys, "verify", str(path), "--root", "sim")
     assert (code, err) == (0, "")
     assert "issued <past year 9999>" in out

@@ -23,9 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from attestation.document import DocumentEncoder, encode_pcrs
 from attestation.errors import SimulationError
-from attestation.pki import SimulatedPKI, new_module_id
 from attestation.sigv4 import sign_request
 from kms.cli import main as kms_main
 from kms.iam import PolicyFileError, load_policies
@@ -269,29 +267,18 @@ def test_bad_request_timeout_is_a_usage_error(aws_env: Path, value: str) -> None
 # --- a validly signed document whose timestamp no datetime holds ------------------------------------------
 
 
-def _far_future_document(home: Path, spki: bytes, timestamp: int) -> bytes:
-    """A document signed by the home's simulated PKI (the server trusts it) with this ``timestamp``."""
-    now = datetime.now(UTC)
-    pki = SimulatedPKI.load_or_create(home, at=now)
-    signer = pki.issue_signer(at=now)
-    encoder = DocumentEncoder(
-        module_id=new_module_id(pki.instance_id, at=now),
-        certificate=signer.certificate,
-        cabundle=signer.cabundle,
-        signing_key=signer.private_key,
-    )
-    pcrs = encode_pcrs({index: bytes([index + 1]) * 48 for index in range(3)})
-    return encoder.sign(encoder.payload(timestamp=timestamp, pcrs_cbor=pcrs, public_key=spki))
-
-
 @pytest.mark.parametrize("timestamp", [253_402_300_800_000, 2**63, 2**64 - 1], ids=["y10000", "2^63", "max"])
 def test_signed_timestamp_past_year_9999_is_a_validation_error(
-    shared_server: Server, rsa_key: Any, spki_of: Callable[[Any], bytes], timestamp: int
+    shared_server: Server,
+    rsa_key: Any,
+    spki_of: Callable[[Any], bytes],
+    sign_at_timestamp: Any,
+    timestamp: int,
 ) -> None:
     # datetime.fromtimestamp raised ValueError in the freshness check: HTTP 500 (and again on every reuse
     # of the cached document). The check now counts in integer time: such a document is dated after now.
     client = shared_server.client()
-    document = _far_future_document(shared_server.home, spki_of(rsa_key), timestamp)
+    document = sign_at_timestamp(shared_server.home, timestamp, spki_of(rsa_key))
     recipient = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
     for _ in range(2):
         with pytest.raises(client.exceptions.ClientError) as raised:
@@ -443,7 +430,7 @@ def test_many_small_pipelined_requests_are_all_answered(shared_server: Server) -
 
 
 def test_the_command_line_defaults_are_the_transports() -> None:
-    # kms/cli.py keeps its own copies (importing kms.transport means importing uvicorn): they must agree.
+    # One source: kms/cli.py (which must not import uvicorn); the transport takes its defaults from there.
     from kms import cli, transport
 
     assert cli.DEFAULT_REQUEST_TIMEOUT_S == transport.DEFAULT_REQUEST_TIMEOUT_S
