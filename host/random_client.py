@@ -1,0 +1,395 @@
+"""``attested-random``: fetch random bytes from an enclave's provider, and verify where they come from.
+
+    attested-random fetch --enclave-cid CID [--port P] [--bytes N] (--pcr0 HEX | --eif-path F.eif)
+                          [--root sim|aws|PEM] [--encrypt] [--json]
+
+The parent instance's side of :mod:`attestation.provider_wire` (the protocol, its bounds and the default
+port 5005 are stated there). It connects to vsock ``(CID, P)``: in simulation (``attestation.sim``'s rule,
+any ``NITRO_SIM_*`` set) the Unix socket :func:`attestation.sim.vsock_socket_path` names, otherwise a real
+``AF_VSOCK`` socket. It sends a fresh random nonce of :data:`NONCE_BYTES` and, with ``--encrypt``, the
+public half of an RSA-2048 key pair made for this one request, and accepts the answer only after every
+step of :func:`verify_answer` holds:
+
+    (1) the answer is of the kind asked for (ciphertext exactly when we sent a key)
+    (2) the document is authentic: COSE ES384 signature and certificate chain to a pinned root, at the time
+        the command started (attestation.verify.Verifier)
+    (3) PCR0 equals the expected one: ``--pcr0``, or the image's PCR0 from ``--eif-path`` (attestation.eif)
+    (4) the document's nonce is ours
+    (5) its user_data is the SHA-384 of the payload exactly as received (attestation.provider_wire)
+    (6) with ``--encrypt``: the CiphertextForRecipient opens with our key (attestation.cms)
+    and the payload is exactly the number of bytes asked for.
+
+Roots (``--root``, the rules of ``nitro-attest verify``): ``sim`` is the simulated root in
+``$NITRO_SIM_HOME/pki/root.crt``, ``aws`` the AWS Nitro Enclaves Root-G1, anything else a PEM or DER file.
+The default is ``sim`` in simulation and ``aws`` otherwise.
+
+Output: the bytes (base64 and hex) and what was verified (module id, PCR0, timestamp, nonce, digest), or
+with ``--json`` one JSON object. Exit status 0 when verified; 1 when refused (the line names the failed
+check), when the provider answers an error (its name, e.g. ``AccessDeniedException``) or cannot be
+reached; 2 for a usage error. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from attestation.cli import UsageError as _RootError
+from attestation.cli import _roots as load_roots  # nitro-attest verify's --root rules, shared
+from attestation.cms import decrypt_ciphertext_for_recipient
+from attestation.document import AttestationDocument
+from attestation.eif import MAX_EIF_BYTES, EifError, read_eif
+from attestation.errors import AttestationError, DecryptionError, MalformedError, VerificationError
+from attestation.policy import Nonce, image_sha384
+from attestation.provider_wire import (
+    DEFAULT_PORT,
+    MAX_ANSWER_BODY_BYTES,
+    MAX_RANDOM_BYTES,
+    Answer,
+    ErrorAnswer,
+    FrameReader,
+    PayloadDigest,
+    RandomRequest,
+    decode_answer,
+    encode_frame,
+    encode_request,
+)
+from attestation.sim import MAX_VSOCK_U32, is_simulated, vsock_socket_path
+from attestation.verify import Verifier
+
+__all__ = ["Fetched", "ProviderError", "RefusedError", "fetch", "main", "verify_answer"]
+
+PROG = "attested-random"
+#: Bytes asked for when ``--bytes`` is not given.
+DEFAULT_BYTES = 32
+#: Our freshness challenge: 256 bits, new for every request.
+NONCE_BYTES = 32
+#: The key pair made for ``--encrypt`` (one per request; KMS's Recipient size).
+RSA_KEY_BITS = 2048
+#: Bound on connecting and on receiving the whole answer (the provider makes up to four KMS calls).
+TIMEOUT_SECONDS = 60.0
+#: Enclave CIDs: 0-2 are reserved, 3 is the parent, 0xFFFFFFFF is VMADDR_CID_ANY (nitro-cli's rule).
+MIN_ENCLAVE_CID, MAX_ENCLAVE_CID = 4, MAX_VSOCK_U32 - 1
+#: A PCR is a SHA-384 value.
+PCR_BYTES = 48
+#: One ``recv`` of the answer.
+RECV_BYTES = 64 * 1024
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command line or unreadable input: exit 2 with one line."""
+
+
+class RefusedError(Exception):
+    """The answer failed verification step ``check`` (``PCR0``, ``nonce``, ``user_data``, ...)."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(f"refused: {check} check failed: {detail}")
+        self.check = check
+        self.detail = detail
+
+
+class ProviderError(Exception):
+    """The provider could not be reached, or answered an error (``error`` is its name)."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(f"provider error {error}: {message}")
+        self.error = error
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fetched:
+    """Verified random bytes and the verified document that binds them."""
+
+    random: bytes
+    document: AttestationDocument
+    encrypted: bool
+    root: x509.Certificate
+
+
+# -- transport ----------------------------------------------------------------------------------------------
+
+
+def connect(cid: int, port: int, *, timeout: float, simulated: bool | None = None) -> socket.socket:
+    """A stream socket connected to vsock ``(cid, port)`` (simulated: its Unix socket), or ProviderError."""
+    sim = is_simulated() if simulated is None else simulated
+    where = f"vsock://{cid}:{port}"
+    try:
+        if sim:
+            address: str | tuple[int, int] = os.fspath(vsock_socket_path(cid, port))
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            address = (cid, port)
+            sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    except (AttestationError, OSError) as exc:
+        raise ProviderError("ConnectionError", f"{where}: {exc}") from None
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+        raise ProviderError("ConnectionError", f"cannot connect to {where}: {reason}") from None
+    return sock
+
+
+def exchange(sock: socket.socket, request: RandomRequest, *, timeout: float) -> Answer | ErrorAnswer:
+    """Send ``request`` and read one answer, all within ``timeout``; ProviderError on transport failures."""
+    deadline = time.monotonic() + timeout
+    reader = FrameReader(MAX_ANSWER_BODY_BYTES)
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(encode_frame(encode_request(request)))
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                raise ProviderError("ConnectionError", "the provider closed the connection without answering")
+            bodies = reader.feed(data)
+            if bodies:
+                return decode_answer(bodies[0])
+    except OSError as exc:
+        if not isinstance(exc, TimeoutError):
+            raise ProviderError("ConnectionError", exc.strerror or type(exc).__name__) from None
+    except MalformedError as exc:
+        raise ProviderError("MalformedAnswer", str(exc)) from None
+    raise ProviderError("Timeout", f"no answer within {timeout:g} s")
+
+
+# -- verification --------------------------------------------------------------------------------------------
+
+
+def verify_answer(
+    answer: Answer | ErrorAnswer,
+    *,
+    request: RandomRequest,
+    private_key: rsa.RSAPrivateKey | None,
+    verifier: Verifier,
+    pcr0: bytes,
+    at: datetime,
+) -> Fetched:
+    """Run the pipeline of the module docstring; return the verified bytes or raise RefusedError
+    (ProviderError for an error answer)."""
+    # (1) an answer, of the kind we asked for
+    if isinstance(answer, ErrorAnswer):
+        raise ProviderError(answer.error, answer.message)
+    if answer.encrypted != (request.public_key is not None):
+        asked = "a ciphertext" if request.public_key is not None else "plaintext"
+        raise RefusedError("answer", f"we asked for {asked}, the provider sent {answer.key}")
+    # (2) the document is authentic (chain to a pinned root at `at`, ES384 signature)
+    try:
+        doc = verifier.verify(answer.document, at=at)
+    except VerificationError as exc:
+        raise RefusedError(f"document {exc.step}", exc.detail) from None
+    except MalformedError as exc:
+        raise RefusedError("document decode", str(exc)) from None
+    # (3) PCR0, (4) nonce, (5) user_data: each a policy on the verified document
+    for check, policy in (
+        ("PCR0", image_sha384(pcr0)),
+        ("nonce", Nonce(request.nonce)),
+        ("user_data", PayloadDigest(answer.payload)),
+    ):
+        try:
+            policy.check(doc, at=at)
+        except VerificationError as exc:
+            raise RefusedError(check, exc.detail) from None
+    # (6) the bytes themselves: opened with our key when encrypted; exactly as many as asked for
+    random = answer.payload
+    if answer.encrypted:
+        if private_key is None:
+            raise ValueError("an encrypted request needs its private key")
+        try:
+            random = decrypt_ciphertext_for_recipient(answer.payload, private_key)
+        except DecryptionError as exc:
+            raise RefusedError("decryption", str(exc)) from None
+    if len(random) != request.number_of_bytes:
+        raise RefusedError("length", f"asked for {request.number_of_bytes} bytes, got {len(random)}")
+    root = next(r for r in verifier.roots if r.public_bytes(serialization.Encoding.DER) == doc.cabundle[0])
+    return Fetched(random=random, document=doc, encrypted=answer.encrypted, root=root)
+
+
+def fetch(
+    cid: int,
+    port: int,
+    *,
+    number_of_bytes: int,
+    pcr0: bytes,
+    verifier: Verifier,
+    at: datetime,
+    encrypt: bool = False,
+    timeout: float = TIMEOUT_SECONDS,
+    simulated: bool | None = None,
+) -> Fetched:
+    """One request to the provider at vsock ``(cid, port)``, verified; or RefusedError / ProviderError."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS) if encrypt else None
+    public_key = None
+    if private_key is not None:
+        public_key = private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    request = RandomRequest(
+        number_of_bytes=number_of_bytes, nonce=secrets.token_bytes(NONCE_BYTES), public_key=public_key
+    )
+    with connect(cid, port, timeout=timeout, simulated=simulated) as sock:
+        answer = exchange(sock, request, timeout=timeout)
+    return verify_answer(
+        answer, request=request, private_key=private_key, verifier=verifier, pcr0=pcr0, at=at
+    )
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _int_in(text: str, what: str, low: int, high: int) -> int:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(high)) or not low <= int(text) <= high:
+        raise UsageError(f"{what} must be an integer in {low}..{high}, got {text[:24]!r}")
+    return int(text)
+
+
+def _expected_pcr0(args: argparse.Namespace) -> bytes:
+    if args.pcr0 is not None:
+        try:
+            value = bytes.fromhex(args.pcr0)
+        except ValueError:
+            raise UsageError("--pcr0 must be hex") from None
+        if len(value) != PCR_BYTES:
+            raise UsageError(
+                f"--pcr0 must be {PCR_BYTES} bytes ({2 * PCR_BYTES} hex digits), got {len(value)}"
+            )
+        return value
+    path = Path(args.eif_path)
+    try:
+        if path.stat().st_size > MAX_EIF_BYTES:
+            raise UsageError(f"--eif-path {path}: over the {MAX_EIF_BYTES}-byte bound of an EIF")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--eif-path {path}: {exc.strerror or exc}") from None
+    try:
+        return read_eif(data).measurements.pcr0
+    except EifError as exc:
+        raise UsageError(f"--eif-path {path}: {exc}") from None
+
+
+def _verifier(root: str | None) -> Verifier:
+    try:
+        return Verifier(roots=load_roots([root or ("sim" if is_simulated() else "aws")]), chain_cache=False)
+    except _RootError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _issued(doc: AttestationDocument) -> str:
+    try:
+        return doc.issued_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):  # a timestamp past year 9999
+        return "<past year 9999>"
+
+
+def _report(fetched: Fetched, *, as_json: bool) -> str:
+    doc = fetched.document
+    root_fp = hashlib.sha256(fetched.root.public_bytes(serialization.Encoding.DER)).hexdigest()
+    root = f"{fetched.root.subject.rfc4514_string()} (sha256 {root_fp[:16]}...)"
+    if as_json:
+        summary: dict[str, Any] = {
+            "bytes": len(fetched.random),
+            "random_b64": base64.b64encode(fetched.random).decode(),
+            "random_hex": fetched.random.hex(),
+            "encrypted": fetched.encrypted,
+            "verified": {
+                "module_id": doc.module_id,
+                "pcr0": doc.pcrs[0].hex(),
+                "timestamp": doc.timestamp,
+                "issued_at": _issued(doc),
+                "nonce_ok": True,
+                "digest_ok": True,
+                "root": root,
+            },
+        }
+        return json.dumps(summary)
+    delivery = f"encrypted to our RSA-{RSA_KEY_BITS} key, opened here" if fetched.encrypted else "plaintext"
+    return "\n".join(
+        (
+            f"random     {base64.b64encode(fetched.random).decode()}",
+            f"hex        {fetched.random.hex()}",
+            f"verified   {len(fetched.random)} bytes ({delivery}) from enclave {doc.module_id}",
+            f"  PCR0       {doc.pcrs[0].hex()} (as expected)",
+            f"  timestamp  {doc.timestamp} ({_issued(doc)})",
+            f"  nonce      ok ({len(doc.nonce or b'')} fresh bytes of ours)",
+            "  user_data  ok (SHA-384 of the payload as received)",
+            f"  chain      ES384 signature, chain to {root}",
+        )
+    )
+
+
+def cmd_fetch(args: argparse.Namespace, *, now: datetime) -> int:
+    cid = _int_in(args.enclave_cid, "--enclave-cid", MIN_ENCLAVE_CID, MAX_ENCLAVE_CID)
+    port = _int_in(args.port, "--port", 1, MAX_VSOCK_U32)
+    number_of_bytes = _int_in(args.bytes, "--bytes", 1, MAX_RANDOM_BYTES)
+    pcr0 = _expected_pcr0(args)
+    verifier = _verifier(args.root)
+    fetched = fetch(
+        cid, port, number_of_bytes=number_of_bytes, pcr0=pcr0, verifier=verifier, at=now, encrypt=args.encrypt
+    )
+    print(_report(fetched, as_json=args.json))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Fetch attested random bytes from an enclave and verify them.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fetch_ = sub.add_parser("fetch", help="ask the enclave's provider for random bytes and verify the answer")
+    fetch_.add_argument("--enclave-cid", required=True, metavar="CID", help="the enclave's CID")
+    fetch_.add_argument("--port", default=str(DEFAULT_PORT), metavar="P", help=f"vsock port ({DEFAULT_PORT})")
+    fetch_.add_argument("--bytes", default=str(DEFAULT_BYTES), metavar="N", help=f"1..{MAX_RANDOM_BYTES}")
+    expected = fetch_.add_mutually_exclusive_group(required=True)
+    expected.add_argument("--pcr0", metavar="HEX", help="the enclave image's expected PCR0 (96 hex digits)")
+    expected.add_argument("--eif-path", metavar="F.eif", help="take the expected PCR0 from this image")
+    fetch_.add_argument(
+        "--root", metavar="sim|aws|PEM", help="pinned root (default: sim in simulation, else aws)"
+    )
+    fetch_.add_argument("--encrypt", action="store_true", help="have the bytes sent encrypted to a fresh key")
+    fetch_.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``attested-random``; returns the exit status."""
+    now = datetime.now(UTC)  # the one clock read: the verification time
+    try:
+        args = build_parser().parse_args(argv)
+        return cmd_fetch(args, now=now)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RefusedError, ProviderError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
