@@ -128,8 +128,11 @@ class Provider:
         try:
             return self._serve(request)
         except ClientError as exc:  # KMS answered an error: pass its AWS name on
-            error = exc.response.get("Error", {})
-            return ErrorAnswer.of(exc.code, str(error.get("Message", "")))
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            try:
+                return ErrorAnswer.of(exc.code, message)
+            except ValueError:  # a name that is no identifier (the host is not trusted): the generic one
+                return ErrorAnswer.of(ClientError.__name__, message)
         except (EnclaveError, AttestationError) as exc:  # transport, NSM, decryption: the class names it
             _log(f"request failed: {type(exc).__name__}")
             return ErrorAnswer.of(type(exc).__name__, str(exc))

@@ -375,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """``text`` safe for a terminal line: a provider's (untrusted) message may hold newlines or escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``attested-random``; returns the exit status."""
     now = datetime.now(UTC)  # the one clock read: the verification time
@@ -385,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (RefusedError, ProviderError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK

@@ -145,6 +145,15 @@ def test_kms_error_is_passed_on_by_its_aws_name(handler: Provider, kms: FakeKMS)
     assert answer == ErrorAnswer(error="AccessDeniedException", message="not for this PCR0")
 
 
+@pytest.mark.parametrize("code", ["Not An Identifier!", "E" * 200])
+def test_kms_error_name_that_is_no_identifier_is_client_error(
+    handler: Provider, kms: FakeKMS, code: str
+) -> None:
+    kms.fail = error_class(code)({"Error": {"Code": code, "Message": "odd"}}, "GenerateRandom")
+    answer = handler.handle(encode_request(RandomRequest(number_of_bytes=8, nonce=NONCE)))
+    assert answer == ErrorAnswer(error="ClientError", message="odd")
+
+
 @pytest.mark.parametrize(
     ("where", "exc"),
     [

@@ -111,6 +111,32 @@ def test_error_answer_is_a_provider_error(verifier: Verifier) -> None:
         _verify(ErrorAnswer(error="AccessDeniedException", message="denied"), verifier)
 
 
+def test_provider_messages_are_printed_as_one_safe_line(
+    sim_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = vsock_socket_path(16, 5005, sim_home)
+    path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        hostile = ErrorAnswer(error="AccessDeniedException", message="two\nlines \x1b[2J")
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(encode_frame(encode_answer(hostile)))
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        (sim_home / "pki").mkdir()
+        (sim_home / "pki" / "root.crt").write_bytes(aws_nitro_root().public_bytes(serialization.Encoding.PEM))
+        assert main(GOOD) == 1
+        thread.join(30)
+    err = capsys.readouterr().err
+    assert err == "attested-random: provider error AccessDeniedException: two\\nlines \\x1b[2J\n"
+
+
 def test_plaintext_to_an_encrypted_request_is_refused(
     nsm: NSM, verifier: Verifier, key: rsa.RSAPrivateKey
 ) -> None:
