@@ -76,8 +76,9 @@ __all__ = [
     "payload_digest",
 ]
 
-#: The provider's vsock port, on both sides unless ``--port`` says otherwise (5000-range, like the AWS
-#: samples' vsock servers; not 8000, the vsock-proxy's, nor 9000, the enclave's boot heartbeat).
+#: The provider's vsock port, on both sides unless ``--port`` says otherwise: the port of AWS's vsock sample
+#: (aws-nitro-enclaves-samples ``vsock_sample/README.md``); not 8000, the vsock-proxy's, nor 9000, the
+#: enclave's boot heartbeat.
 DEFAULT_PORT: Final = 5005
 #: Each frame starts with the body's length, big-endian.
 FRAME_HEADER_BYTES: Final = 4
