@@ -483,3 +483,10 @@ def explain(code: str) -> str:
     from host.nitro_cli._explain import explain_text  # noqa: PLC0415 (the long texts load only here)
 
     return explain_text(code)
+
+
+class SimConfigError(Exception):
+    """The simulation's own settings (``NITRO_SIM_*``) are unusable: not a nitro-cli error code.
+
+    The CLI prints ``nitro-cli: error: <message>`` and exits 1.
+    """
