@@ -43,14 +43,16 @@ __all__ = [
     "MAX_WALK_ENTRIES",
     "BuildContext",
     "ContextEntry",
+    "NotFoundError",
 ]
 
 #: Files, directories and links copied into the image, all instructions together.
 MAX_FILES = 100_000
 #: Bytes of file data copied into the image, all instructions together.
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024
-#: Bytes in one path (PATH_MAX less the NUL).
-MAX_PATH_BYTES = 4095
+#: Bytes in one path, in the context or in the image (PATH_MAX less the NUL and room for the ramdisk's
+#: ``rootfs/`` prefix).
+MAX_PATH_BYTES = 4064
 #: Directories nested inside one another under the context root.
 MAX_DIR_DEPTH = 128
 #: Symbolic links followed while resolving one source path (Linux's MAXSYMLINKS).
@@ -60,6 +62,10 @@ MAX_WALK_ENTRIES = 1_000_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _READ_CHUNK = 1024 * 1024
+
+
+class NotFoundError(StepError):
+    """A source path is not in the build context (or ``.dockerignore`` leaves it out)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,15 +126,16 @@ class BuildContext:
                 raise StepError(f"{source[:200]}: path over the {MAX_PATH_BYTES}-byte bound")
             try:
                 mode = os.stat(path, dir_fd=self._root, follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise StepError(f"{source[:200]}: more than {MAX_SYMLINK_HOPS} symbolic links")
+                    target = os.readlink(path, dir_fd=self._root)
             except FileNotFoundError:
-                raise StepError(f"{source[:200]}: not found in the build context") from None
+                raise NotFoundError(f"{source[:200]}: not found in the build context") from None
             except OSError as exc:
                 raise StepError(f"{source[:200]}: {exc.strerror}") from None
             if stat.S_ISLNK(mode):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StepError(f"{source[:200]}: more than {MAX_SYMLINK_HOPS} symbolic links")
-                target = os.readlink(path, dir_fd=self._root)
                 if target.startswith("/"):
                     raise StepError(
                         f"{source[:200]}: symbolic link {path} -> {target} leads outside the build context"
@@ -142,7 +149,7 @@ class BuildContext:
         # An ignored directory may still hold files that a "!" pattern re-includes: collect() decides.
         maybe_kept = self.rules.has_exceptions and stat.S_ISDIR(mode)
         if honour_ignore and result and self.rules.ignored(result) and not maybe_kept:
-            raise StepError(f"{source[:200]}: not found in the build context (excluded by .dockerignore)")
+            raise NotFoundError(f"{source[:200]}: not found in the build context (excluded by .dockerignore)")
         return result
 
     def glob(self, pattern: str) -> list[str]:
@@ -173,7 +180,7 @@ class BuildContext:
         try:
             with self._dir(base) as fd:
                 names = sorted(os.listdir(fd), key=lambda n: n.encode("utf-8", "surrogateescape"))
-        except StepError:
+        except (StepError, OSError):
             return []
         return [f"{base}/{n}" if base else n for n in names if self._visible(f"{base}/{n}" if base else n)]
 
@@ -217,17 +224,18 @@ class BuildContext:
     def collect(self, path: str) -> list[ContextEntry]:
         """What copying context path ``path`` brings: a file (``path=""``), or a directory's contents."""
         parent, _, name = path.rpartition("/")
-        if not path:
-            with self._dir("") as fd:
-                return self._walk(fd, "", "", 0)
-        with self._dir(parent) as fd:
-            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-            if not stat.S_ISDIR(mode):
-                return [self._entry(fd, name, path, "", mode)]
-        with self._dir(path) as fd:
-            entries = self._walk(fd, path, "", 0)
-        if not entries and self.rules.ignored(path):
-            raise StepError(f"{path[:200]}: not found in the build context (excluded by .dockerignore)")
+        try:
+            if path:
+                with self._dir(parent) as fd:
+                    mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                    if not stat.S_ISDIR(mode):
+                        return [self._entry(fd, name, path, "", mode)]
+            with self._dir(path) as fd:
+                entries = self._walk(fd, path, "", 0)
+        except OSError as exc:  # the context changed under us, or cannot be read
+            raise StepError(f"{path or '.'}: {exc.filename or ''}: {exc.strerror}") from None
+        if not entries and path and self.rules.ignored(path):
+            raise NotFoundError(f"{path[:200]}: not found in the build context (excluded by .dockerignore)")
         return entries
 
     def _walk(self, fd: int, context_path: str, rel: str, depth: int) -> list[ContextEntry]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from attestation.cpio import CpioEntry
-from host.nitro_cli._build_context import BuildContext
+from host.nitro_cli._build_context import BuildContext, NotFoundError
 from host.nitro_cli._dockerfile_parse import (
     MAX_DOCKERFILE_BYTES,
     DockerfileError,
@@ -214,9 +214,9 @@ def _read(context: BuildContext, name: str, limit: int) -> bytes | None:
     """The control file ``name`` of the context, or None when it is not there."""
     try:
         path = context.resolve(name, honour_ignore=False)
+    except NotFoundError:
+        return None
     except StepError as exc:
-        if "not found" in str(exc):
-            return None
         raise DockerfileError(f"{name}: {exc}") from None
     try:
         return context.read_file(path, limit=limit)

@@ -57,13 +57,20 @@ KEYWORDS = frozenset(
 )  # fmt: skip
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _DIRECTIVE_RE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*")
-_HEREDOC_RE = re.compile(r"\d*<<(?!<)")
+_HEREDOC_RE = re.compile(r"[0-9]*<<-?[\"']?[A-Za-z_]")
+_ESCAPED_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
 _HEREDOC_KEYWORDS = frozenset({"RUN", "COPY", "ADD"})
 
 
 class DockerfileError(ValueError):
     """The Dockerfile, its ``.dockerignore`` or its build context cannot be carried out: one line that names
-    the file and the line (``Dockerfile.enclave:3: ONBUILD is not supported without a Docker engine``)."""
+    the file and the line (``Dockerfile.enclave:3: ONBUILD is not supported without a Docker engine``).
+
+    Control characters quoted from the input (a newline in a JSON-form path...) are shown escaped, so the
+    message stays one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.translate(_ESCAPED_CONTROLS))
 
 
 class StepError(Exception):

@@ -144,6 +144,8 @@ class Builder:
     def _pairs(self, inst: Instruction) -> list[tuple[str, str]]:
         """``K V`` or ``K=V ...`` (buildkit's ``parseNameVal``), before substitution."""
         words = split_words(inst.args, self.parsed.escape)
+        if not words:
+            raise StepError("requires at least one argument")
         if "=" not in words[0]:
             parts = re.split(r"[\t\v\f\r ]+", inst.args, maxsplit=1)
             if len(parts) < 2:
@@ -224,7 +226,10 @@ class Builder:
                 raise StepError(f"--{name} is not supported without a Docker engine")
         chmod = octal_mode(self.expand(flags["chmod"] or "")) if "chmod" in flags else None
         words = exec_form(inst.args)
-        words = [self.expand(word) for word in (inst.args.split() if words is None else words)]
+        words = [
+            check_text(self.expand(word), "a path")
+            for word in (inst.args.split() if words is None else words)
+        ]
         if len(words) < 2:
             raise StepError("requires at least two arguments: a source and a destination")
         sources, dest = words[:-1], words[-1]
@@ -242,7 +247,7 @@ class Builder:
                 found += [(posixpath.basename(m), self.context.resolve(m)) for m in matches]
             else:
                 found.append((posixpath.basename(go_clean(source)), self.context.resolve(source)))
-        into_dir = dest.endswith("/") or dest in ("", ".")
+        into_dir = dest.endswith(("/", "/.")) or dest in ("", ".")
         if (len(sources) > 1 or len(found) > 1) and not into_dir:
             raise StepError(
                 f"When using {inst.keyword} with more than one source file, the destination must be a "
@@ -278,7 +283,7 @@ class Builder:
 
     def _workdir(self, inst: Instruction) -> None:
         parse_flags(inst, frozenset())
-        path = self.expand(inst.args)
+        path = check_text(self.expand(inst.args), "WORKDIR")
         if not path:
             raise StepError("WORKDIR requires exactly one argument")
         self.workdir = go_clean(posixpath.join(self.workdir or "/", path))

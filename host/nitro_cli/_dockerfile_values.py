@@ -33,8 +33,8 @@ __all__ = [
 
 #: Env variables, labels, exposed ports or volumes in the image config (each).
 MAX_CONFIG_ITEMS = 4096
-_PORT_RE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/([a-zA-Z]+))?")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_PORT_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?(?:/([a-zA-Z]+))?")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
 _NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _HEALTH_DURATIONS = (
     ("interval", "Interval"),
@@ -85,7 +85,8 @@ def ports(spec: str) -> list[str]:
 def check_signal(value: str) -> str:
     """A STOPSIGNAL: a number 1-64 or a signal name, with or without ``SIG``."""
     name = value.upper().removeprefix("SIG")
-    if not (value.isdigit() and 0 < int(value) < 65) and f"SIG{name}" not in signal.Signals.__members__:
+    numeric = value.isascii() and value.isdigit() and 0 < int(value) < 65
+    if not numeric and f"SIG{name}" not in signal.Signals.__members__:
         raise StepError(f"invalid signal: {value[:40]}")
     return value
 
@@ -115,7 +116,7 @@ def healthcheck(args: str, flags: Mapping[str, str | None]) -> dict[str, object]
             check[key] = _duration_ns(flag, str(flags[flag]))
     if flags.get("retries"):
         retries = str(flags["retries"])
-        if not retries.isdigit() or len(retries) > 9:
+        if not (retries.isascii() and retries.isdigit()) or len(retries) > 9:
             raise StepError(f"--retries={retries[:20]}: not a count")
         check["Retries"] = int(retries)
     return check

@@ -65,6 +65,8 @@ class ImageTree:
         self._add(path, mode, data)
 
     def _add(self, path: str, mode: int, data: bytes) -> None:
+        if len(_key(path)) > MAX_PATH_BYTES:
+            raise StepError(f"/{path[:200]}...: path over the {MAX_PATH_BYTES}-byte bound")
         if path not in self._nodes and len(self._nodes) >= MAX_FILES:
             raise StepError(f"more than {MAX_FILES} entries in the image")
         self._nodes[path] = (mode, data)
