@@ -9,9 +9,11 @@ instruction does (and what is refused) in :mod:`._dockerfile_steps`, the root fi
 Rules of this module:
 
 - The Dockerfile is ``DIR/Dockerfile.enclave`` if it exists, else ``DIR/Dockerfile`` (or the name given).
-  Its ignore file is ``DIR/<name>.dockerignore`` if it exists, else ``DIR/.dockerignore`` (buildkit's
-  rule). Both are read through the same no-escape reader as the context.
-- What nitro-cli puts in the enclave (aws-nitro-enclaves-image-format / enclave_build ``docker.rs``
+  The first is this simulation's: the real nitro-cli always asks Docker for ``DIR/Dockerfile``
+  (``build_image``: ``.dockerfile("Dockerfile")``). Its ignore file is ``DIR/<name>.dockerignore`` if it
+  exists, else ``DIR/.dockerignore`` (buildkit's rule). Both are read through the same no-escape reader
+  as the context.
+- What nitro-cli puts in the enclave (aws-nitro-enclaves-cli ``enclave_build/src/docker.rs``
   ``extract_image``, ``write_config``): the ``cmd`` file is the image's CMD if it has one, else its
   ENTRYPOINT (never the two joined: the enclave's init runs exactly this argv), else nitro-cli fails with
   ``UnsupportedEntryPoint``; the ``env`` file is the image's Env. Both hold one item per line, each ending

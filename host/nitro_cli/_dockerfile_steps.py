@@ -11,10 +11,12 @@ What each instruction does here (docs.docker.com/reference/dockerfile; moby/buil
 - ``FROM [--platform=linux/amd64] image [AS name]``: the base is recorded, never pulled, so its files, Env,
   CMD and ENTRYPOINT are unknown: the image starts empty, with Env ``PATH=`` :data:`DEFAULT_PATH` (what
   buildkit gives a base without one). Only one stage: a second ``FROM`` is refused.
-- ``COPY``/``ADD`` of local files: ``--chmod`` (octal) is applied to the files, ``--chown`` accepted and
-  ignored (the image is root's), ``--link`` accepted (no effect on content). ``COPY --from``, ``--parents``,
-  ``--exclude``, ADD of a URL or git repository, and ADD of a local tar archive (Docker would unpack it)
-  are refused. Several sources, or a wildcard, need a destination ending in ``/``.
+- ``COPY``/``ADD`` of local files: ``--chmod`` (octal) is applied to the files (Docker applies it to the
+  copied directories too, which makes ``--chmod=644`` directories untraversable; here they stay 0o755),
+  ``--chown`` accepted and ignored (the image is root's), ``--link`` accepted (no effect on content).
+  ``COPY --from``, ``--parents``, ``--exclude``, ADD of a URL or git repository, and ADD of a local tar
+  archive (Docker would unpack it) are refused. Several sources, or a wildcard, need a destination
+  ending in ``/``.
 - ``WORKDIR`` (relative to the previous one) creates the directory. ``ENV`` (``K V`` and ``K=V ...``,
   values substituted with the variables as they were before the line), ``LABEL``, ``USER``, ``EXPOSE``
   (ranges expanded), ``VOLUME``, ``STOPSIGNAL``, ``SHELL``, ``HEALTHCHECK`` and ``MAINTAINER`` are recorded
