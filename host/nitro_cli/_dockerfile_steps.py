@@ -36,7 +36,7 @@ import re
 import stat
 from collections.abc import Callable, Mapping
 
-from host.nitro_cli._build_context import BuildContext, ContextEntry
+from host.nitro_cli._build_context import BuildContext, ContextEntry, NotFoundError
 from host.nitro_cli._dockerfile_parse import (
     DockerfileError,
     Instruction,
@@ -235,20 +235,27 @@ class Builder:
         if len(words) < 2:
             raise StepError("requires at least two arguments: a source and a destination")
         sources, dest = words[:-1], words[-1]
-        found: list[tuple[str, str]] = []  # (name it lands under, context path)
+        found: list[tuple[str, str, list[ContextEntry]]] = []  # (name it lands under, context path, what)
         for source in sources:
             if _URL_RE.match(source):
                 what = "a URL or git source" if add else "a URL (COPY takes none)"
                 raise StepError(
                     f"{source[:200]}: {what} needs the network, which the simulation does not use"
                 )
-            if has_glob(source):
-                matches = self.context.glob(source)
-                if not matches:
-                    raise StepError(f"{source[:200]}: no source files match in the build context")
-                found += [(posixpath.basename(m), self.context.resolve(m)) for m in matches]
-            else:
-                found.append((posixpath.basename(go_clean(source)), self.context.resolve(source)))
+            if not has_glob(source):
+                path = self.context.resolve(source)
+                found.append((posixpath.basename(go_clean(source)), path, self.context.collect(path)))
+                continue
+            matched = False
+            for match in self.context.glob(source):
+                path = self.context.resolve(match)
+                try:  # an ignored directory that "!" patterns re-include nothing from is not there
+                    found.append((posixpath.basename(match), path, self.context.collect(path)))
+                except NotFoundError:
+                    continue
+                matched = True
+            if not matched:
+                raise StepError(f"{source[:200]}: no source files match in the build context")
         into_dir = dest.endswith(("/", "/.")) or dest in ("", ".")
         if (len(sources) > 1 or len(found) > 1) and not into_dir:
             raise StepError(
@@ -256,8 +263,7 @@ class Builder:
                 "directory and end with a /"
             )
         target = go_clean(posixpath.join(self.workdir or "/", dest)).lstrip("/")
-        for name, context_path in found:
-            entries = self.context.collect(context_path)
+        for name, context_path, entries in found:
             if len(entries) == 1 and entries[0].path == "" and entries[0].kind != "dir":
                 if add and is_archive(entries[0].data):
                     raise StepError(

@@ -110,6 +110,12 @@ def test_ignored_source_is_not_found_and_per_dockerfile_ignore_file_wins(tmp_pat
         )
 
 
+def test_wildcard_skips_an_ignored_directory_with_nothing_reincluded(tmp_path: Path) -> None:
+    files = {".dockerignore": "build*\n!build*/keep.txt\n", "build1/keep.txt": "k", "build2/drop.txt": "d"}
+    result = build(tmp_path, "FROM a\nCOPY build* /out/\n", files)
+    assert [e.path for e in result.entries] == ["out", "out/keep.txt"]
+
+
 def test_modes_are_normalised_and_chmod_applies_to_files(tmp_path: Path) -> None:
     files = {"run.sh": "#!/bin/sh\n", "data.txt": "d", "d/x": "x"}
     tree = write_tree(tmp_path / "ctx", files, executable=("run.sh",))
