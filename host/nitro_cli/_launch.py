@@ -88,8 +88,8 @@ class Launch:
 def resolve_in_image(rootfs: Path, image_path: str) -> Path | None:
     """The host path of ``image_path`` (absolute, as the image sees it), links followed inside the image.
 
-    None when a component is missing; LaunchError when the links loop or a ``..`` climbs out of ``/``
-    (which inside the image just stays at ``/``, as a chroot does).
+    None when a component is missing; LaunchError when the links loop. A ``..`` at the image's ``/``
+    stays there, as in a chroot, so no path resolves outside ``rootfs``.
     """
     pending = [p for p in image_path.split("/") if p not in ("", ".")]
     resolved: list[str] = []

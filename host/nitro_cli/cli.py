@@ -310,9 +310,9 @@ def _check_clap_rules(command: str, ns: argparse.Namespace, argv: Sequence[str])
             setattr(ns, opt.name, bool(value))
         elif value is not None:
             setattr(ns, opt.name, value[0])
-    for long in given:
-        for other in opts[long].conflicts:
-            if other in given:
+    for long in given:  # clap's conflicts are symmetric; the first flag given is named first
+        for other in given:
+            if other in opts[long].conflicts or long in opts[other].conflicts:
                 raise UsageError(
                     f"error: the argument '{opts[long].shown()}' cannot be used with '{opts[other].shown()}'"
                     f"\n\n{usage}\n\n{_MORE}"
