@@ -215,14 +215,15 @@ def save_procs(enclave_id: str, procs: Procs, home: Path | None = None) -> None:
     write_json(enclave_dir(enclave_id, home) / PROCS_FILE, procs.to_json())
 
 
-def all_records(home: Path | None = None) -> list[Record]:
-    """Every readable record, oldest first (call under the lock when deciding anything on them)."""
+def _scan(home: Path | None) -> tuple[list[Record], list[str]]:
+    """The readable records, oldest first, and the enclave directories without a readable record."""
     directory = enclaves_dir(home)
-    out: list[Record] = []
+    records: list[Record] = []
+    broken: list[str] = []
     try:
         entries = os.scandir(directory)
     except OSError:
-        return out
+        return records, broken
     with entries:
         for count, entry in enumerate(entries):
             if count >= MAX_ENCLAVE_DIRS:
@@ -230,9 +231,16 @@ def all_records(home: Path | None = None) -> list[Record]:
             if MODULE_ID_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 record = load(entry.name, home)
                 if record is not None and record.enclave_id == entry.name:
-                    out.append(record)
-    out.sort(key=lambda r: (r.created_ns, r.enclave_id))
-    return out
+                    records.append(record)
+                else:
+                    broken.append(entry.name)
+    records.sort(key=lambda r: (r.created_ns, r.enclave_id))
+    return records, broken
+
+
+def all_records(home: Path | None = None) -> list[Record]:
+    """Every readable record, oldest first (call under the lock when deciding anything on them)."""
+    return _scan(home)[0]
 
 
 def stop_processes(enclave_id: str, home: Path | None = None, *, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -276,11 +284,17 @@ def reap(home: Path | None = None) -> Census:
     app run. A RUNNING record whose app ended while its supervisor still runs is that supervisor's to
     take down: it keeps its resources (its CID's sockets are still being removed) but is not listed.
     Anything else is stopped and removed; RUNNING records whose supervisor died are returned as ``lost``.
+    A directory without a readable record (a crash between creating it and writing the record, or a
+    damaged file) is removed too, after stopping any process it lists.
     """
     present: list[Record] = []
     running: list[Record] = []
     lost: list[Record] = []
-    for record in all_records(home):
+    records, broken = _scan(home)
+    for enclave_id in broken:  # a record is written in the same locked step as its directory: a crash
+        stop_processes(enclave_id, home)
+        remove(enclave_id, None, home)
+    for record in records:
         procs = load_procs(record.enclave_id, home)
         if record.state in (STARTING, TERMINATING):
             if _procs.alive(record.owner_proc):

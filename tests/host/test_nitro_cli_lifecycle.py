@@ -29,6 +29,7 @@ from attestation.eif import build_eif, measure
 from attestation.eif_sign import EifSigner
 from attestation.nsm import extend
 from enclave.nsm import NSMClient, SimulatedDeviceTransport
+from host.nitro_cli._supervisor import MAX_CONSOLE_LOG_BYTES
 
 NITRO_CLI = str(BIN / "nitro-cli")
 ZERO = bytes(48)
@@ -348,6 +349,23 @@ def test_attach_console_streams_until_the_enclave_ends(cli: Cli, tmp_path: Path)
     assert json.loads(head + "}")["EnclaveName"] == "short"
     assert tail.endswith("Successfully connected to the console.\none\ntwo\n")
     wait_for(lambda: cli.describe() == [], "the enclave to end")
+
+
+def test_the_console_log_is_rotated_at_its_bound(cli: Cli, tmp_path: Path) -> None:
+    script = (
+        b"import sys, time\nfor i in range(1600):\n    sys.stdout.write('x' * 1023 + '\\n')\n"
+        b"sys.stdout.flush()\nprint('done', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    )
+    eif = make_eif(tmp_path / "loud.eif", app_ramdisk(script))
+    info = cli.run(eif, "--debug-mode")
+    log = cli.home / "enclaves" / str(info["EnclaveID"]) / "console.log"
+    wait_for(lambda: log.exists() and log.read_bytes().endswith(b"done\n"), "the app's last line")
+    old = log.with_name("console.log.1")
+    assert log.stat().st_size <= MAX_CONSOLE_LOG_BYTES
+    assert old.stat().st_size <= MAX_CONSOLE_LOG_BYTES
+    assert log.stat().st_size + old.stat().st_size == 1600 * 1024 + len(b"done\n")
+    tail = cli("console", "--enclave-id", str(info["EnclaveID"]), "--disconnect-timeout", "0")
+    assert tail.out.endswith("x\ndone\n")
 
 
 # -- enclaves that die
