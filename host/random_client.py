@@ -1,7 +1,7 @@
 """``attested-random``: fetch random bytes from an enclave's provider, and verify where they come from.
 
     attested-random fetch --enclave-cid CID [--port P] [--bytes N] (--pcr0 HEX | --eif-path F.eif)
-                          [--root sim|aws|PEM] [--encrypt] [--json]
+                          [--root sim|aws|PEM] [--encrypt] [--wait S] [--json]
 
 The parent instance's side of :mod:`attestation.provider_wire` (the protocol, its bounds and the default
 port 5005 are stated there). It connects to vsock ``(CID, P)``: in simulation (``attestation.sim``'s rule,
@@ -19,6 +19,9 @@ step of :func:`verify_answer` holds:
     (6) with ``--encrypt``: the CiphertextForRecipient opens with our key (attestation.cms)
     and the payload is exactly the number of bytes asked for.
 
+An enclave whose app does not listen yet (``nitro-cli run-enclave`` returns once the enclave has booted,
+before its app is ready) is tried again for up to ``--wait`` seconds (default 30).
+
 Roots (``--root``, the rules of ``nitro-attest verify``): ``sim`` is the simulated root in
 ``$NITRO_SIM_HOME/pki/root.crt``, ``aws`` the AWS Nitro Enclaves Root-G1, anything else a PEM or DER file.
 The default is ``sim`` in simulation and ``aws`` otherwise.
@@ -35,6 +38,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import secrets
 import socket
@@ -84,6 +88,11 @@ NONCE_BYTES = 32
 RSA_KEY_BITS = 2048
 #: Bound on connecting and on receiving the whole answer (the provider makes up to four KMS calls).
 TIMEOUT_SECONDS = 60.0
+#: How long ``fetch`` waits by default for an enclave's app to start listening, and the bound on ``--wait``.
+DEFAULT_WAIT_SECONDS = 30.0
+MAX_WAIT_SECONDS = 3600.0
+#: How often a not-yet-listening enclave is tried again.
+RETRY_SECONDS = 0.02
 #: Enclave CIDs: 0-2 are reserved, 3 is the parent, 0xFFFFFFFF is VMADDR_CID_ANY (nitro-cli's rule).
 MIN_ENCLAVE_CID, MAX_ENCLAVE_CID = 4, MAX_VSOCK_U32 - 1
 #: A PCR is a SHA-384 value.
@@ -128,8 +137,30 @@ class Fetched:
 # -- transport ----------------------------------------------------------------------------------------------
 
 
-def connect(cid: int, port: int, *, timeout: float, simulated: bool | None = None) -> socket.socket:
-    """A stream socket connected to vsock ``(cid, port)`` (simulated: its Unix socket), or ProviderError."""
+def connect(
+    cid: int, port: int, *, timeout: float, wait: float = 0.0, simulated: bool | None = None
+) -> socket.socket:
+    """A stream socket connected to vsock ``(cid, port)`` (simulated: its Unix socket), or ProviderError.
+
+    For up to ``wait`` seconds, an enclave whose app is not listening yet (nobody at the address: the
+    enclave is still starting, as it is right after ``nitro-cli run-enclave`` returns) is tried again
+    every :data:`RETRY_SECONDS`.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _connect_once(cid, port, timeout=timeout, simulated=simulated)
+        except _NotListeningError as exc:
+            if time.monotonic() >= deadline:
+                raise ProviderError("ConnectionError", str(exc)) from None
+            time.sleep(RETRY_SECONDS)
+
+
+class _NotListeningError(Exception):
+    """Nobody listens at the address (yet)."""
+
+
+def _connect_once(cid: int, port: int, *, timeout: float, simulated: bool | None) -> socket.socket:
     sim = is_simulated() if simulated is None else simulated
     where = f"vsock://{cid}:{port}"
     try:
@@ -147,7 +178,10 @@ def connect(cid: int, port: int, *, timeout: float, simulated: bool | None = Non
     except OSError as exc:
         sock.close()
         reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
-        raise ProviderError("ConnectionError", f"cannot connect to {where}: {reason}") from None
+        message = f"cannot connect to {where}: {reason}"
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError | ConnectionResetError):
+            raise _NotListeningError(message) from None
+        raise ProviderError("ConnectionError", message) from None
     return sock
 
 
@@ -236,6 +270,7 @@ def fetch(
     at: datetime,
     encrypt: bool = False,
     timeout: float = TIMEOUT_SECONDS,
+    wait: float = 0.0,
     simulated: bool | None = None,
 ) -> Fetched:
     """One request to the provider at vsock ``(cid, port)``, verified; or RefusedError / ProviderError."""
@@ -248,7 +283,7 @@ def fetch(
     request = RandomRequest(
         number_of_bytes=number_of_bytes, nonce=secrets.token_bytes(NONCE_BYTES), public_key=public_key
     )
-    with connect(cid, port, timeout=timeout, simulated=simulated) as sock:
+    with connect(cid, port, timeout=timeout, wait=wait, simulated=simulated) as sock:
         answer = exchange(sock, request, timeout=timeout)
     return verify_answer(
         answer, request=request, private_key=private_key, verifier=verifier, pcr0=pcr0, at=at
@@ -268,6 +303,16 @@ def _int_in(text: str, what: str, low: int, high: int) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > len(str(high)) or not low <= int(text) <= high:
         raise UsageError(f"{what} must be an integer in {low}..{high}, got {text[:24]!r}")
     return int(text)
+
+
+def _seconds(text: str, what: str, high: float) -> float:
+    try:
+        value = float(text.strip()) if text.strip().isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= high:  # NaN fails both comparisons
+        raise UsageError(f"{what} must be a number of seconds in 0..{high:g}, got {text[:24]!r}")
+    return value
 
 
 def _expected_pcr0(args: argparse.Namespace) -> bytes:
@@ -350,8 +395,16 @@ def cmd_fetch(args: argparse.Namespace, *, now: datetime) -> int:
     number_of_bytes = _int_in(args.bytes, "--bytes", 1, MAX_RANDOM_BYTES)
     pcr0 = _expected_pcr0(args)
     verifier = _verifier(args.root)
+    wait = _seconds(args.wait, "--wait", MAX_WAIT_SECONDS)
     fetched = fetch(
-        cid, port, number_of_bytes=number_of_bytes, pcr0=pcr0, verifier=verifier, at=now, encrypt=args.encrypt
+        cid,
+        port,
+        number_of_bytes=number_of_bytes,
+        pcr0=pcr0,
+        verifier=verifier,
+        at=now,
+        encrypt=args.encrypt,
+        wait=wait,
     )
     print(_report(fetched, as_json=args.json))
     return EXIT_OK
@@ -371,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", metavar="sim|aws|PEM", help="pinned root (default: sim in simulation, else aws)"
     )
     fetch_.add_argument("--encrypt", action="store_true", help="have the bytes sent encrypted to a fresh key")
+    fetch_.add_argument(
+        "--wait",
+        default=str(DEFAULT_WAIT_SECONDS),
+        metavar="S",
+        help=f"seconds to wait for the enclave's app to listen (default {DEFAULT_WAIT_SECONDS:g})",
+    )
     fetch_.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

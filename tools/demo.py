@@ -1,23 +1,26 @@
-"""`make demo`: attested random bytes, end to end, with the real programs.
+"""`make demo`: image -> measurement -> KMS policy on that measurement -> attested random bytes.
 
-1. ``kms-sim`` starts with a policy that allows GenerateRandom only to an enclave whose PCR0 is ours.
-2. ``vsock-proxy`` relays the parent's vsock port 8000 to it; ``nsm-sim`` is the enclave's NSM with that PCR0.
-3. The demo enclave app (``python -m enclave.app``), a third process with ``NITRO_SIM_NSM`` set, asks for 32
-   bytes: its SDK attests an RSA key, KMS verifies the document and answers CiphertextForRecipient, and only
-   the enclave opens it. KMS's audit record shows what it verified.
-4. The same call from an enclave with another PCR0 is refused with AccessDeniedException.
+1. ``nitro-cli build-enclave`` builds the attested random provider from ``Dockerfile.enclave``: an EIF and its
+   PCR0, the measurement of that image.
+2. ``kms-sim`` starts with a policy that allows GenerateRandom only to an enclave whose PCR0 is that one;
+   ``vsock-proxy`` relays the parent's vsock port 8000 to it.
+3. ``nitro-cli run-enclave`` runs the image; its app (``enclave.provider``) attests itself to KMS and serves
+   attested random bytes on vsock port 5005.
+4. ``attested-random fetch`` (the parent's client) asks for 32 bytes with a fresh nonce and verifies the
+   enclave's document: pinned root, the image's PCR0 as ``describe-eif`` gives it, the nonce, the digest.
+5. The same image with one changed byte has another PCR0: KMS refuses it (AccessDeniedException).
 
-Everything runs in a fresh NITRO_SIM_HOME and on Unix sockets and 127.0.0.1; every process started here is
-stopped before exit. Exit status 0 only if every step did what it should.
+Everything runs in a fresh NITRO_SIM_HOME, on Unix sockets and 127.0.0.1; every process and enclave started
+here is stopped before exit. Exit status 0 only if every step did what it should.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,15 +28,18 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PCR0_ALLOWED = hashlib.sha384(b"attested-random demo enclave image").digest()
-PCR0_OTHER = hashlib.sha384(b"some other enclave image").digest()
 PROXY_PORT = 8000
-#: How long a program may take to say it is ready, and the app to finish (seconds).
+#: What Dockerfile.enclave reads from the project tree.
+CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
+#: The file whose one byte the tampered image changes (a byte of a comment: the app still runs).
+TAMPERED_FILE = Path("enclave") / "provider.py"
+#: How long a program may take to say it is ready, and a command to finish (seconds).
 READY_TIMEOUT = 30.0
-APP_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 120.0
 
 
 class DemoError(Exception):
@@ -41,16 +47,16 @@ class DemoError(Exception):
 
 
 class Stack:
-    """The processes this demo started; all stopped on exit, whatever happens."""
+    """The processes and enclaves this demo started; all stopped on exit, whatever happens."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = {**os.environ, "NITRO_SIM_HOME": str(home)}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("NITRO_", "AWS_"))}
+        self.env["NITRO_SIM_HOME"] = str(home)
         self.procs: list[subprocess.Popen[str]] = []
+        self.enclaves = False
 
-    def start(
-        self, argv: Sequence[str], *, ready: str, stream: str = "stdout"
-    ) -> tuple[subprocess.Popen[str], str]:
+    def start(self, argv: Sequence[str], *, ready: str, stream: str = "stdout") -> str:
         """Start ``argv`` and wait for a line containing ``ready`` on ``stream``; return that line."""
         proc = subprocess.Popen(
             list(argv),
@@ -76,13 +82,25 @@ class Stack:
             if line == "":
                 break
             if ready in line:
-                return proc, line.strip()
+                return line.strip()
             seen.append(line.strip())
-        proc.kill()
-        proc.wait(timeout=5)
         raise DemoError(f"{Path(argv[0]).name} did not start: {seen[-1] if seen else 'no output'}")
 
+    def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one command to its end; with ``check``, a non-zero exit is a DemoError with its last line."""
+        if Path(argv[0]).name == "nitro-cli" and argv[1] == "run-enclave":
+            self.enclaves = True
+        done = subprocess.run(
+            list(argv), env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+        )
+        if check and done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0]
+            raise DemoError(f"{Path(argv[0]).name} {argv[1]} failed (exit {done.returncode}): {last}")
+        return done
+
     def stop_all(self) -> None:
+        if self.enclaves:
+            self.run([str(BIN / "nitro-cli"), "terminate-enclave", "--all"], check=False)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -110,59 +128,89 @@ def running(home: Path) -> Iterator[Stack]:
         stack.stop_all()
 
 
-def enclave_app(stack: Stack, nsm_socket: Path, cid: int) -> dict[str, object]:
-    """Run the demo enclave app as a simulated enclave (its own CID and NSM) and return its JSON answer."""
-    env = {**stack.env, "NITRO_SIM_NSM": str(nsm_socket), "NITRO_SIM_CID": str(cid)}
-    done = subprocess.run(
-        [sys.executable, "-m", "enclave.app", "--bytes", "32", "--proxy-port", str(PROXY_PORT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=APP_TIMEOUT,
-        check=False,
+def copy_context(dest: Path, *, tamper: bool = False) -> Path:
+    """A copy of the image's build context; with ``tamper``, one byte of a comment changed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CONTEXT:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    if tamper:
+        target = dest / TAMPERED_FILE
+        data = target.read_bytes()
+        at = data.index(b"attested random bytes")  # inside the module docstring
+        target.write_bytes(data[:at] + b"A" + data[at + 1 :])
+    return dest
+
+
+def build(stack: Stack, context: Path, eif: Path) -> dict[str, str]:
+    done = stack.run(
+        [
+            str(BIN / "nitro-cli"),
+            "build-enclave",
+            "--docker-dir",
+            str(context),
+            "--docker-uri",
+            "attested-random:latest",
+            "--output-file",
+            str(eif),
+        ]
     )
-    try:
-        answer: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise DemoError(f"the enclave app printed no answer: {done.stderr.strip()[-300:]}") from None
-    return answer
+    measurements: dict[str, str] = json.loads(done.stdout)["Measurements"]
+    return measurements
 
 
-def last_audit_record(home: Path) -> dict[str, object]:
-    lines = (home / "kms" / "audit.jsonl").read_text().splitlines()
-    record: dict[str, object] = json.loads(lines[-1])
-    return record
+def run_enclave(stack: Stack, eif: Path, cid: int) -> dict[str, Any]:
+    done = stack.run(
+        [
+            str(BIN / "nitro-cli"),
+            "run-enclave",
+            "--eif-path",
+            str(eif),
+            "--cpu-count",
+            "2",
+            "--memory",
+            "512",
+            "--enclave-cid",
+            str(cid),
+        ]
+    )
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
+
+
+def fetch(stack: Stack, cid: int, eif: Path) -> subprocess.CompletedProcess[str]:
+    argv = [str(BIN / "attested-random"), "fetch", "--enclave-cid", str(cid), "--eif-path", str(eif)]
+    return stack.run([*argv, "--bytes", "32", "--json"], check=False)
+
+
+def kms_policy(pcr0: str) -> dict[str, object]:
+    allow = {
+        "Effect": "Allow",
+        "Action": "kms:GenerateRandom",
+        "Resource": "*",
+        "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}},
+    }
+    return {"nitro-sim": {"Version": "2012-10-17", "Statement": [allow]}}
 
 
 def run(home: Path) -> None:
-    policy = home / "demo-policy.json"
-    policy.write_text(
-        json.dumps(
-            {
-                "nitro-sim": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "kms:GenerateRandom",
-                            "Resource": "*",
-                            "Condition": {
-                                "StringEqualsIgnoreCase": {
-                                    "kms:RecipientAttestation:ImageSha384": PCR0_ALLOWED.hex()
-                                }
-                            },
-                        }
-                    ],
-                }
-            }
-        )
-    )
     with running(home) as stack:
-        _, url = stack.start(
+        eif = home / "provider.eif"
+        pcrs = build(stack, copy_context(home / "ctx"), eif)
+        print(f"nitro-cli   build-enclave Dockerfile.enclave -> {eif.name}")
+        for name in ("PCR0", "PCR1", "PCR2"):
+            print(f"              {name} {pcrs[name][:32]}…")
+
+        policy = home / "demo-policy.json"
+        policy.write_text(json.dumps(kms_policy(pcrs["PCR0"])))
+        url = stack.start(
             [str(BIN / "kms-sim"), "serve", "--listen", "127.0.0.1:0", "--policy", str(policy)], ready="http"
         )
         port = int(url.rsplit(":", 1)[1].rstrip("/"))
-        print(f"kms-sim     {url}  policy: GenerateRandom only for ImageSha384 = {PCR0_ALLOWED.hex()[:16]}…")
+        print(f"kms-sim     {url}  policy: GenerateRandom only for ImageSha384 = PCR0 of {eif.name}")
         allowlist = home / "vsock-proxy.yaml"
         allowlist.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {port}}}\n")
         stack.start(
@@ -170,44 +218,36 @@ def run(home: Path) -> None:
             ready="listening state",
             stream="stderr",
         )
-        print(f"vsock-proxy vsock (3, {PROXY_PORT}) → 127.0.0.1:{port}, allowlist checked")
-        sockets = {}
-        for name, pcr0 in (("allowed", PCR0_ALLOWED), ("other", PCR0_OTHER)):
-            sockets[name] = home / f"nsm-{name}.sock"
-            stack.start(
-                [str(BIN / "nsm-sim"), "--socket", str(sockets[name]), "--pcr", f"0={pcr0.hex()}"],
-                ready="listening",
-            )
-        print("nsm-sim     two simulated enclaves' NSMs: PCR0 allowed / PCR0 other")
+        print(f"vsock-proxy vsock (3, {PROXY_PORT}) -> 127.0.0.1:{port}, allowlist checked")
 
-        answer = enclave_app(stack, sockets["allowed"], cid=16)
-        if "error" in answer:
-            raise DemoError(f"the allowed enclave was refused: {answer['error']}: {answer['message']}")
-        if answer.get("bytes") != 32:
-            raise DemoError(f"expected 32 bytes, got {answer.get('bytes')}")
-        print(f"\nenclave 16  got {answer['bytes']} attested random bytes: {answer['plaintext_b64']}")
-        audit = last_audit_record(home)
-        recipient = audit.get("additionalEventData", {})
-        recipient = recipient.get("recipient", {}) if isinstance(recipient, dict) else {}
-        if audit.get("eventName") != "GenerateRandom" or not recipient:
-            raise DemoError("KMS's audit log has no attested GenerateRandom record")
-        if recipient.get("attestationDocumentEnclaveImageDigest") != PCR0_ALLOWED.hex():
-            raise DemoError("KMS recorded another PCR0 than the enclave's")
-        if "Plaintext" in json.dumps(audit) or str(answer["plaintext_b64"]) in json.dumps(audit):
-            raise DemoError("the audit record mentions the plaintext")
-        print(f"  KMS verified the document of {recipient.get('attestationDocumentModuleId')}")
-        print(
-            f"    PCR0 {str(recipient.get('attestationDocumentEnclaveImageDigest'))[:32]}… matches the policy"
-        )
-        print(
-            f"    encrypted to RSA key sha256:{str(answer['recipient_key_sha256'])[:32]}… (the enclave's own)"
-        )
-        print("  KMS answered CiphertextForRecipient (the SDK accepts nothing else); opened in the enclave")
+        enclave = run_enclave(stack, eif, cid=16)
+        print(f"nitro-cli   run-enclave: {enclave['EnclaveID']} (CID {enclave['EnclaveCID']})")
+        done = fetch(stack, 16, eif)
+        if done.returncode != 0:
+            raise DemoError(f"fetching from the enclave failed: {done.stderr.strip()}")
+        answer = json.loads(done.stdout)
+        verified = answer["verified"]
+        print(f"\nattested-random fetch: {answer['bytes']} attested random bytes: {answer['random_b64']}")
+        root = str(verified["root"]).split(" (")[0]
+        print(f"  document of {verified['module_id']}, chained to the pinned root {root}")
+        print(f"  PCR0 {str(verified['pcr0'])[:32]}… equals the image's (describe-eif)")
+        print("  nonce is ours; user_data is the SHA-384 of the bytes received")
 
-        refused = enclave_app(stack, sockets["other"], cid=17)
-        if refused.get("error") != "AccessDeniedException":
-            raise DemoError(f"an enclave with another PCR0 was not refused: {refused}")
-        print(f"\nenclave 17  (other PCR0) refused: {refused['error']}")
+        audit = (home / "kms" / "audit.jsonl").read_text()
+        if answer["random_b64"] in audit or answer["random_hex"] in audit:
+            raise DemoError("KMS's audit log mentions the plaintext")
+
+        tampered = home / "tampered.eif"
+        other = build(stack, copy_context(home / "ctx-tampered", tamper=True), tampered)
+        if other["PCR0"] == pcrs["PCR0"] or other["PCR1"] != pcrs["PCR1"]:
+            raise DemoError("one changed byte should move PCR0 (and PCR2) but not PCR1")
+        print(f"\nnitro-cli   the same image with one changed byte in {TAMPERED_FILE}:")
+        print(f"              PCR0 {other['PCR0'][:32]}… (PCR1 unchanged)")
+        run_enclave(stack, tampered, cid=17)
+        refused = fetch(stack, 17, tampered)
+        if refused.returncode == 0 or "AccessDeniedException" not in refused.stderr:
+            raise DemoError(f"the tampered image was not refused by KMS: {refused.stderr.strip()}")
+        print("attested-random fetch from it: refused by KMS: AccessDeniedException")
 
 
 def main() -> int:
@@ -215,10 +255,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nsim-", dir="/tmp") as tmp:
         try:
             run(Path(tmp))
-        except (DemoError, OSError, subprocess.SubprocessError) as exc:
+        except (DemoError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             print(f"\ndemo FAILED: {exc}", file=sys.stderr)
             return 1
-    print("\ndemo OK: attested random bytes reached only the attested enclave")
+    print("\ndemo OK: attested random bytes reached only the measured image")
     return 0
 
 
