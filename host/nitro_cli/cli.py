@@ -474,13 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_SIM_CONFIG
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`); say nothing more on a closed pipe.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file operation of the simulation's own (records, logs) failed
+        failure = NitroCliError("E19", subaction=f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        _report(failure.set_action(action), home)
+        return failure.exit_status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

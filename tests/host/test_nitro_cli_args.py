@@ -279,3 +279,18 @@ def test_enclave_names() -> None:
     assert _resources.new_enclave_name(None, "/a/b/app.eif.eif", set()) == "app"
     assert _resources.new_enclave_name(None, "image", {"image"}) == "image_1"
     assert _resources.new_enclave_name("x", "a.eif", {"x", "x_1"}) == "x_2"
+
+
+def test_an_os_error_is_e19_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], sim_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from host.nitro_cli import _manage
+
+    def fail(home: Path, *, with_metadata: bool) -> list[object]:
+        raise PermissionError(13, "Permission denied", "/somewhere/record.json")
+
+    monkeypatch.setattr(_manage, "describe_enclaves", fail)
+    code, out, err = run(capsys, "describe-enclaves")
+    assert (code, out) == (19, "")
+    assert err.startswith("[ E19 ] File operation failure.")
+    assert "Permission denied: /somewhere/record.json" in Path(err.rsplit('"', 2)[1]).read_text()
