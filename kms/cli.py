@@ -9,7 +9,10 @@
     kms-sim keystore set --id ID [--state STATE] [--error-code CODE] [--hsm-timeout on|off]
 
 ``serve`` prints the URL it listens on as its first line (the real port when given port 0), then serves
-until SIGTERM or SIGINT. Errors are one line on stderr and a non-zero exit.
+until SIGTERM or SIGINT. The credentials, policy and faults files (``$NITRO_SIM_HOME/kms/faults.json``:
+``{"KMSInternalException": 2}`` fails the next two requests) are re-read when they change, looked at
+no more than once per ``--reload-interval`` seconds (1; 0 on every request). Errors are one line on
+stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from attestation.sim import check_unix_path, remove_stale_socket, sim_home
 from kms.errors import KMSError
 from kms.keystores import CONNECTION_ERROR_CODES, STATES, KeyStores
 from kms.operations import list_entry
+from kms.reload import MAX_RECHECK_S, RECHECK_S
 from kms.server import SETTINGS_ENV, Settings, build_service
 from kms.state import DEFAULT_PROFILE, ensure_home
 from kms.tls import CA_FILE_NAME, ensure_tls
@@ -143,6 +147,10 @@ def _max_connections(text: str) -> int:
     return int(text)
 
 
+def _reload_interval(text: str) -> float:
+    return _finite(text, minimum=0.0, strict=False, maximum=MAX_RECHECK_S)
+
+
 def _doc_age(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
 
@@ -214,6 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         fault_counts={k: int(v) for k, v in _faults(args.fault, int, "--fault").items()},
         fault_rates={k: float(v) for k, v in _faults(args.fault_rate, float, "--fault-rate").items()},
+        reload_interval_s=args.reload_interval,
         supervisor_pid=os.getpid(),
     )
     build_service(settings).close()  # fail here, before binding, on any configuration error
@@ -336,6 +345,14 @@ def _parser() -> argparse.ArgumentParser:
         "--rate-limit", type=_positive, metavar="R", help="requests per second before throttling"
     )
     serve.add_argument("--burst", type=_positive, metavar="B", help="burst size for --rate-limit")
+    serve.add_argument(
+        "--reload-interval",
+        type=_reload_interval,
+        default=RECHECK_S,
+        metavar="S",
+        help=f"re-read changed credentials, policy and faults files at most every S s ({RECHECK_S:g}; "
+        "0: on every request)",
+    )
     names = "KMSInternalException, DependencyTimeoutException or ThrottlingException"
     serve.add_argument(
         "--fault",

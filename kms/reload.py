@@ -1,9 +1,12 @@
-"""State files that take effect without a restart: the credentials file and the policy file.
+"""State files that take effect without a restart: the credentials, policy and faults files.
 
 A :class:`Watched` value is loaded at start (errors there stop the server) and re-read when the file's
-(inode, size, mtime) changes, looked at no more than once per :data:`RECHECK_S` of the monotonic clock
-the caller passes in. A change that does not load (a half-written or invalid file) keeps the previous
-value and says so once on stderr, so a bad edit never opens or closes access by accident.
+(inode, size, mtime) changes, looked at no more than once per ``recheck_s`` (default :data:`RECHECK_S`;
+``kms-sim serve --reload-interval``) of the monotonic clock the caller passes in. With ``recheck_s`` 0
+every request looks, so a change made by an atomic rename is in force for the next request (what a test
+harness needs to change a policy deterministically, without waiting). A change that does not load (a
+half-written or invalid file) keeps the previous value and says so once on stderr, so a bad edit never
+opens or closes access by accident.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Generic, TypeVar
 
 from attestation.errors import SimulationError
 
-__all__ = ["RECHECK_S", "Watched"]
+__all__ = ["MAX_RECHECK_S", "RECHECK_S", "Watched"]
 
-#: How often (seconds) a request may trigger a stat() of a watched file.
+#: How often (seconds) a request may trigger a stat() of a watched file, by default.
 RECHECK_S = 1.0
+#: Largest ``recheck_s`` (``--reload-interval``): an hour.
+MAX_RECHECK_S = 3600.0
 
 T = TypeVar("T")
 
@@ -35,8 +40,19 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 class Watched(Generic[T]):
     """``loader(path)``'s value, refreshed when the file changes."""
 
-    def __init__(self, path: Path, loader: Callable[[Path], T], *, what: str, tick: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        loader: Callable[[Path], T],
+        *,
+        what: str,
+        tick: float,
+        recheck_s: float = RECHECK_S,
+    ) -> None:
+        if not 0.0 <= recheck_s <= MAX_RECHECK_S:
+            raise ValueError(f"the reload interval must be 0..{MAX_RECHECK_S:g} s, got {recheck_s!r}")
         self._path = path
+        self._recheck_s = recheck_s
         self._loader = loader
         self._what = what
         self._stamp = _stamp(path)
@@ -44,7 +60,7 @@ class Watched(Generic[T]):
         self._checked = tick
 
     def get(self, tick: float) -> T:
-        if tick - self._checked >= RECHECK_S:
+        if tick - self._checked >= self._recheck_s:
             self._checked = tick
             stamp = _stamp(self._path)
             if stamp != self._stamp:

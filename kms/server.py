@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,15 +25,25 @@ from kms.iam import load_policies
 from kms.keystores import KeyStores
 from kms.operations import Operations
 from kms.recipient import DEFAULT_MAX_DOC_AGE, RecipientCheck
-from kms.reload import Watched
-from kms.service import FaultInjector, Service, TokenBucket
+from kms.reload import RECHECK_S, Watched
+from kms.service import FaultInjector, Service, TokenBucket, check_fault_names
 from kms.state import ensure_home, load_principals
 
-__all__ = ["SETTINGS_ENV", "Settings", "build_service", "settings_from_environment", "trust_roots"]
+__all__ = [
+    "SETTINGS_ENV",
+    "Settings",
+    "build_service",
+    "load_faults",
+    "settings_from_environment",
+    "trust_roots",
+]
 
 SETTINGS_ENV = "KMS_SIM_SETTINGS"
 #: Largest ``--trust-root`` file read (a PEM bundle of every public root CA is ~250 KB).
 MAX_TRUST_ROOT_FILE_BYTES = 1024 * 1024
+#: Largest faults file read, and largest count it may arm (a fault per request for ~a day at 10k req/s).
+MAX_FAULTS_FILE_BYTES = 64 * 1024
+MAX_FAULT_COUNT = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +59,8 @@ class Settings:
     workers: int = 1
     fault_counts: dict[str, int] = field(default_factory=dict)
     fault_rates: dict[str, float] = field(default_factory=dict)
+    #: ``--reload-interval``: how often a request may re-read changed state files (kms.reload).
+    reload_interval_s: float = RECHECK_S
     audit: bool = True
     #: The pid of ``kms-sim serve`` whose uvicorn workers run the app (None: no supervisor).
     supervisor_pid: int | None = None
@@ -78,6 +91,38 @@ def _read_bounded(path: str) -> bytes:
     return data
 
 
+def load_faults(path: Path) -> Mapping[str, int]:
+    """The faults file: ``{"KMSInternalException": 2, ...}``, fail the next 2 requests with that error.
+
+    Each load arms the counts it names (others keep what is left of theirs; 0 clears one); a missing file
+    arms nothing. SimulationError (one line) if it is not such an object, names another error or a count
+    outside 0..MAX_FAULT_COUNT.
+    """
+    try:
+        with path.open("rb") as handle:  # bounded: the path may be /dev/zero or a FIFO
+            data = handle.read(MAX_FAULTS_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise SimulationError(f"cannot read faults file {path}: {error.strerror}") from None
+    if len(data) > MAX_FAULTS_FILE_BYTES:
+        raise SimulationError(f"faults file {path} is over {MAX_FAULTS_FILE_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        raise SimulationError(f"faults file {path} is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise SimulationError(f"faults file {path} must be a JSON object of error name to count")
+    try:
+        check_fault_names(document)
+    except ValueError as error:
+        raise SimulationError(f"faults file {path}: {error}") from None
+    for name, count in document.items():
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FAULT_COUNT:
+            raise SimulationError(f"faults file {path}: {name} must be a count in 0..{MAX_FAULT_COUNT}")
+    return document
+
+
 def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
     """The simulated root of the home (created if missing) plus every certificate in each ``--trust-root``."""
     pki = SimulatedPKI.load_or_create(Path(settings.sim_home), at=at)
@@ -94,9 +139,11 @@ def build_service(settings: Settings) -> Service:
     """A service over the home's state; SimulationError (one line) if any of it is unusable."""
     home = ensure_home(Path(settings.sim_home))
     tick = time.monotonic()
-    principals = Watched(home.credentials, load_principals, what="credentials", tick=tick)
+    every = settings.reload_interval_s
+    principals = Watched(home.credentials, load_principals, what="credentials", tick=tick, recheck_s=every)
     policy_path = Path(settings.policy) if settings.policy else home.policy
-    policies = Watched(policy_path, load_policies, what="policy", tick=tick)
+    policies = Watched(policy_path, load_policies, what="policy", tick=tick, recheck_s=every)
+    fault_file = Watched(home.faults, load_faults, what="faults file", tick=tick, recheck_s=every)
     roots = trust_roots(settings, at=datetime.now(UTC))
     check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s))
     throttle = None
@@ -120,4 +167,5 @@ def build_service(settings: Settings) -> Service:
         audit=audit,
         throttle=throttle,
         faults=faults,
+        fault_file=fault_file,
     )

@@ -7,7 +7,8 @@ Order, each step a KMSError on failure (answered, audited, and the next request 
 3. ``X-Amz-Target`` names an operation we serve;
 4. rate limit (ThrottlingException);
 5. JSON body, member types and model constraints (kms.protocol);
-6. injected faults (KMSInternalException, ...), for testing clients' retries;
+6. injected faults (KMSInternalException, ...), for testing clients' retries (``--fault`` counts, re-armed
+   at run time by the faults file, see :class:`FaultInjector`);
 7. a Recipient's attestation document verified against the trusted roots at the request time;
 8. authorization: the principal's IAM-style policy, with the document's PCRs as condition keys;
 9. the operation.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -49,7 +50,15 @@ from kms.protocol import (
 from kms.reload import Watched
 from kms.state import DEFAULT_REGION, Principal
 
-__all__ = ["FaultInjector", "Request", "Response", "Service", "TokenBucket", "new_request_id"]
+__all__ = [
+    "INJECTABLE_FAULTS",
+    "FaultInjector",
+    "Request",
+    "Response",
+    "Service",
+    "TokenBucket",
+    "new_request_id",
+]
 
 #: A Recipient check: document bytes and request time in, the verified recipient out (ValidationException).
 RecipientVerifier = Callable[[bytes, datetime], AttestedRecipient]
@@ -99,20 +108,35 @@ class TokenBucket:
 _INJECTABLE: Mapping[str, type[KMSError]] = {
     cls.__name__: cls for cls in (KMSInternalException, DependencyTimeoutException, ThrottlingException)
 }
+#: The error names a fault may be injected as (``--fault NAME:COUNT``, the faults file).
+INJECTABLE_FAULTS = tuple(sorted(_INJECTABLE))
+
+
+def check_fault_names(names: Iterable[str]) -> None:
+    """ValueError (one line) unless every name is one of :data:`INJECTABLE_FAULTS`."""
+    for name in names:
+        if name not in _INJECTABLE:
+            raise ValueError(f"cannot inject {name!r}; choose from {', '.join(INJECTABLE_FAULTS)}")
 
 
 class FaultInjector:
-    """Fail the first ``counts[name]`` requests, then each further one with probability ``rates[name]``."""
+    """Fail the first ``counts[name]`` requests, then each further one with probability ``rates[name]``.
+
+    :meth:`arm` sets the count left for each fault it names (the others keep theirs): a running server
+    re-arms from its faults file that way.
+    """
 
     def __init__(
         self, counts: Mapping[str, int], rates: Mapping[str, float], seed: int | None = None
     ) -> None:
-        for name in (*counts, *rates):
-            if name not in _INJECTABLE:
-                raise ValueError(f"cannot inject {name!r}; choose from {', '.join(sorted(_INJECTABLE))}")
+        check_fault_names((*counts, *rates))
         self._left = dict(counts)
         self._rates = dict(rates)
         self._random = random.Random(seed)  # noqa: S311 - fault timing, not security
+
+    def arm(self, counts: Mapping[str, int]) -> None:
+        check_fault_names(counts)
+        self._left.update(counts)
 
     def check(self) -> None:
         for name, left in self._left.items():
@@ -203,6 +227,7 @@ class Service:
         audit: AuditLog | None,
         throttle: TokenBucket | None = None,
         faults: FaultInjector | None = None,
+        fault_file: Watched[Mapping[str, int]] | None = None,
     ) -> None:
         self.principals = principals
         self.policies = policies
@@ -211,12 +236,27 @@ class Service:
         self.audit = audit
         self.throttle = throttle
         self.faults = faults
+        #: The faults file (counts to arm, re-read as the policy is) and the value last armed from it.
+        self.fault_file = fault_file
+        self._armed: Mapping[str, int] | None = None
 
     def close(self) -> None:
         """Release the key-store connection and the audit descriptor."""
         self.operations.keystores.close()
         if self.audit is not None:
             self.audit.close()
+
+    def _arm_from_file(self, fault_file: Watched[Mapping[str, int]], tick: float) -> None:
+        """Arm the counts of a newly loaded faults file (a first, empty one leaves ``--fault`` alone)."""
+        armed = fault_file.get(tick)
+        if armed is self._armed:
+            return
+        first = self._armed is None
+        self._armed = armed
+        if armed or not first:
+            if self.faults is None:
+                self.faults = FaultInjector({}, {})
+            self.faults.arm(armed)
 
     def _pipeline(
         self,
@@ -257,6 +297,8 @@ class Service:
         spec = OPERATIONS[trace.operation]
         trace.params = spec.members(decode_body(request.body))
         # (6) injected faults
+        if self.fault_file is not None:
+            self._arm_from_file(self.fault_file, tick)
         if self.faults is not None:
             self.faults.check()
         # (7) Recipient

@@ -7,6 +7,7 @@ Layout (DESIGN.md "Credentials"; interfaces.md "KMS wire")::
     kms/policy.json      per-principal IAM-style policies (default: nitro-sim may do every kms action)
     kms/keystores.db     custom key stores (SQLite, WAL, synchronous=FULL)
     kms/audit.jsonl      one CloudTrail-shaped event per request
+    kms/faults.json      optional: faults to inject at run time, ``{"KMSInternalException": 2}`` (kms.server)
     kms/tls/             CA and server certificate for ``--tls``
 
 Every profile in the credentials file is a principal: an IAM user of that name in the simulated account.
@@ -93,6 +94,10 @@ class KMSHome:
     @property
     def audit(self) -> Path:
         return self.root / "audit.jsonl"
+
+    @property
+    def faults(self) -> Path:
+        return self.root / "faults.json"
 
     @property
     def tls(self) -> Path:
