@@ -47,7 +47,7 @@ def test_writes_markdown_and_json(quick_run: tuple[subprocess.CompletedProcess[s
     text = (out / "results.md").read_text(encoding="utf-8")
     assert text.startswith("# attested-random benchmark results")
     assert "make bench" in text
-    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5"}
+    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5", "6"}
     assert "## 3. Crypto floor" in proc.stdout  # the table is printed to the terminal too
 
 
@@ -162,3 +162,15 @@ def test_chain_stand_ins_exchange_the_real_message_sizes(tmp_path: Path) -> None
             raw.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 raw.recv(1)  # exactly one document-sized answer per request
+
+
+def test_image_scenario_builds_and_runs_the_demo_image(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s6 = _scenarios(out)["6"]
+    cases = [str(row["case"]) for row in s6["rows"]]  # type: ignore[attr-defined]
+    assert any(case.startswith("nitro-cli build-enclave (EIF") for case in cases)
+    assert "run-enclave to the app's first attested answer" in cases
+    assert any(case.startswith("floor: read + archive + hash") for case in cases)
+    assert s6["data"]["eif_bytes"] > 0  # type: ignore[index]
