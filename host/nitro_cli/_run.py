@@ -44,7 +44,7 @@ from attestation.pki import INSTANCE_ID_RE, SimulatedPKI, new_module_id
 from host.nitro_cli import _procs, _records, _resources
 from host.nitro_cli._launch import LaunchError, plan, workdir_of
 from host.nitro_cli._records import Record
-from host.nitro_cli._run_args import RunArgs
+from host.nitro_cli._run_args import RunArgs, open_regular
 from host.nitro_cli._supervisor import HEARTBEAT, LAUNCH_FILE, MAX_BOOT_MESSAGE
 from host.nitro_cli._unpack import UnpackError, unpack
 from host.nitro_cli.errors import NitroCliError, SimConfigError
@@ -127,7 +127,7 @@ def nsm_pcrs(image: EifImage, *, debug: bool, instance_id: str, role_arn: str | 
 
 def _load_eif(args: RunArgs, now: datetime) -> tuple[EifImage, int]:
     try:
-        handle = open(args.eif_path, "rb")  # noqa: SIM115 (closed below, after the checks that need it)
+        handle = open_regular(args.eif_path)
     except OSError as exc:
         raise NitroCliError(
             "E19", (args.eif_path, "Open"), subaction=f"Failed to open the EIF file: {exc.strerror or exc}"
@@ -146,7 +146,9 @@ def _load_eif(args: RunArgs, now: datetime) -> tuple[EifImage, int]:
             _resources.check_memory_for_eif(args.memory_mib, size)
         except NitroCliError as err:
             raise err.add_subaction("Failed to construct EnclaveManager with given arguments") from None
-        data = handle.read(MAX_EIF_BYTES + 1)
+        if size > MAX_EIF_BYTES:
+            raise NitroCliError("E35", subaction=f"Failed to initialize EIF reader: over {MAX_EIF_BYTES} B")
+        data = handle.read(size)
     try:
         image = read_eif(data)
     except EifError as exc:

@@ -15,10 +15,13 @@ here (the real parser does not either): the driver refuses a bad one when the en
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import stat
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from host.nitro_cli import _resources
 from host.nitro_cli.errors import NitroCliError
@@ -94,13 +97,26 @@ def _unsigned(config: dict[str, Any], key: str, bits: int, *, required: bool = F
     return value
 
 
+def open_regular(path: str) -> BinaryIO:
+    """Open a regular file for reading; OSError for anything else (a FIFO must not block us, a device
+    must not be read without end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "Not a regular file", path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def from_config(path: str) -> RunArgs:
     """The arguments in a ``--config`` JSON file (see the module rules)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             raw = handle.read(MAX_CONFIG_FILE_BYTES + 1)
     except OSError as exc:
-        raise NitroCliError("E19", (path, "Open"), subaction=f"Failed to open config file: {exc}") from None
+        reason = exc.strerror or str(exc)
+        err = NitroCliError("E19", (path, "Open"), subaction=f"Failed to open config file: {reason}")
+        raise err from None
     if len(raw) > MAX_CONFIG_FILE_BYTES:
         raise _serde(f"the file is over {MAX_CONFIG_FILE_BYTES} bytes")
     try:

@@ -4,6 +4,7 @@ explain, and the resource rules of run-enclave (CPU pool, memory, CIDs, names)."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,14 @@ def test_an_os_error_is_e19_not_a_traceback(
     assert (code, out) == (19, "")
     assert err.startswith("[ E19 ] File operation failure.")
     assert "Permission denied: /somewhere/record.json" in Path(err.rsplit('"', 2)[1]).read_text()
+
+
+def test_fifos_and_devices_are_not_read(capsys: pytest.CaptureFixture[str], sim_home: Path) -> None:
+    fifo = sim_home / "fifo"
+    os.mkfifo(fifo)
+    assert run(capsys, "run-enclave", "--config", str(fifo))[0] == 19
+    for path in (str(fifo), "/dev/zero"):
+        code, _, err = run(capsys, "run-enclave", "--eif-path", path, "--cpu-count", "1", "--memory", "64")
+        assert code == 39
+        assert err.startswith("[ E19 ] File operation failure.") or "[ E19 ]" in err
+        assert f"File: '{path}', failing operation: 'Open'." in err
