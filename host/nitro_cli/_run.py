@@ -151,6 +151,7 @@ def _load_eif(args: RunArgs, now: datetime) -> tuple[EifImage, int]:
         data = handle.read(size)
     try:
         image = read_eif(data)
+        _ = image.metadata  # parsed on access: a metadata section that is not a JSON object fails here
     except EifError as exc:
         raise NitroCliError("E35", subaction=f"Failed to initialize EIF reader: {exc}") from None
     if image.signature is not None:

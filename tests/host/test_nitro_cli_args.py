@@ -306,3 +306,25 @@ def test_fifos_and_devices_are_not_read(capsys: pytest.CaptureFixture[str], sim_
         assert code == 39
         assert err.startswith("[ E19 ] File operation failure.")
         assert f"File: '{path}', failing operation: 'Open'." in err
+
+
+def test_an_eif_whose_metadata_is_not_an_object_is_e35(
+    capsys: pytest.CaptureFixture[str], sim_home: Path
+) -> None:
+    from attestation.cpio import write_newc
+    from attestation.eif import SectionType, _assemble
+
+    ramdisk = write_newc([])
+    sections = [
+        (SectionType.KERNEL, b"k"),
+        (SectionType.CMDLINE, b"c"),
+        (SectionType.METADATA, b"[1, 2]"),
+        (SectionType.RAMDISK, ramdisk),
+        (SectionType.RAMDISK, ramdisk),
+    ]
+    eif = sim_home / "bad-metadata.eif"
+    eif.write_bytes(_assemble(sections, flags=0))
+    code, _, err = run(capsys, "run-enclave", "--eif-path", str(eif), "--cpu-count", "1", "--memory", "64")
+    assert code == 39
+    assert err.startswith("[ E35 ] EIF file parsing error.")
+    assert "not a JSON object" in Path(err.split('error log found at "')[1].split('"')[0]).read_text()
