@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
 from host.nitro_cli.errors import NitroCliError
@@ -138,16 +139,18 @@ def _cpu_value(text: str) -> int:
 def check_cpu_config(pool: Sequence[int], cpu_ids: Sequence[int] | None, cpu_count: int | None) -> None:
     """``CpuInfo::get_cpu_config``: the request against the pool as configured (not what is in use)."""
     if cpu_ids is not None:
-        unique = sorted(set(cpu_ids))
+        counts = Counter(cpu_ids)
+        unique = sorted(counts)
         if len(unique) < len(cpu_ids):
-            duplicates = "".join(str(c) for c in unique if cpu_ids.count(c) > 1)
+            duplicates = "".join(str(c) for c in unique if counts[c] > 1)
             raise NitroCliError(
                 "E20",
                 ("cpu-ids", duplicates),
                 subaction=f"CPU IDs list contains {len(cpu_ids) - len(unique)} duplicate(s)",
             ).add_subaction("Failed to check whether CPU list is valid")
+        pool_set = set(pool)
         for cpu in unique:
-            if cpu not in pool:
+            if cpu not in pool_set:
                 raise NitroCliError(
                     "E21",
                     ("cpu-ids", str(cpu)),
