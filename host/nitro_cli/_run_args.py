@@ -7,9 +7,12 @@ From ``--config FILE`` (a JSON object read as serde reads the struct): ``eif_pat
 ``memory_mib`` (u64) are required; ``enclave_cid`` (u64), ``cpu_ids`` (list of u32), ``cpu_count`` (u32),
 ``enclave_name`` (string) may be absent or null; ``debug_mode`` and ``attach_console`` are booleans that
 default to false. Unknown keys are ignored; a duplicate key, a wrong type, a number out of range or text
-that is not JSON is E17; a file that cannot be opened is E19. Then exactly one of ``cpu_count`` and
-``cpu_ids`` must be given (E01 when neither, E02 when both). The CID in a config file is not checked
-here (the real parser does not either): the driver refuses a bad one when the enclave starts (E29).
+that is not JSON is E17; a file that cannot be opened, or is not a regular file, is E19. Then exactly one
+of ``cpu_count`` and ``cpu_ids`` must be given (E01 when neither, E02 when both). The CID in a config file
+is not checked here (the real parser does not either): the driver refuses a bad one when the enclave
+starts (E29).
+
+Either way, an enclave name over :data:`MAX_ENCLAVE_NAME_CHARS` characters is E58 (a bound of ours).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from host.nitro_cli.errors import NitroCliError
 
 #: Largest --config file read.
 MAX_CONFIG_FILE_BYTES = 1024 * 1024
+#: Longest enclave name (nitro-cli has no limit; ours keeps records small): longer is E58.
+MAX_ENCLAVE_NAME_CHARS = 256
 
 
 @dataclass(slots=True, kw_only=True)
@@ -42,6 +47,14 @@ class RunArgs:
     enclave_name: str | None
 
 
+def check_name(name: str | None) -> None:
+    """E58 for a name over :data:`MAX_ENCLAVE_NAME_CHARS`."""
+    if name is not None and len(name) > MAX_ENCLAVE_NAME_CHARS:
+        raise NitroCliError(
+            "E58", subaction=f"The enclave name is over {MAX_ENCLAVE_NAME_CHARS} characters"
+        ).add_subaction("Failed to assign a new enclave name")
+
+
 def from_flags(ns: argparse.Namespace) -> RunArgs:
     """The arguments of a flag-form ``run-enclave`` (clap has already checked presence and conflicts)."""
     cpu_count = None
@@ -54,6 +67,7 @@ def from_flags(ns: argparse.Namespace) -> RunArgs:
             print("The enclave CID will be auto-generated as the provided CID is 0", file=sys.stderr)
         _resources.check_cid(cid)
     memory = _resources.parse_memory(ns.memory)
+    check_name(ns.enclave_name)
     cpu_ids = None
     if ns.cpu_ids is not None:
         cpu_ids = [_resources.parse_number_arg("cpu-id", c, "cpu-id", bits=32) for c in ns.cpu_ids]
@@ -153,6 +167,7 @@ def from_config(path: str) -> RunArgs:
         attach_console=flags["attach_console"],
         enclave_name=name,
     )
+    check_name(args.enclave_name)
     if args.cpu_count is None and args.cpu_ids is None:
         raise NitroCliError("E01", subaction="Missing both `cpu-count` and `cpu-ids`")
     if args.cpu_count is not None and args.cpu_ids is not None:

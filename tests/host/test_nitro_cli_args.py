@@ -328,3 +328,10 @@ def test_an_eif_whose_metadata_is_not_an_object_is_e35(
     assert code == 39
     assert err.startswith("[ E35 ] EIF file parsing error.")
     assert "not a JSON object" in Path(err.split('error log found at "')[1].split('"')[0]).read_text()
+
+
+def test_an_overlong_enclave_name_is_e58(capsys: pytest.CaptureFixture[str], sim_home: Path) -> None:
+    argv = ["run-enclave", "--cpu-count", "1", "--memory", "64", "--eif-path", "x.eif", "--enclave-name"]
+    code, _, err = run(capsys, *argv, "n" * 257)
+    assert code == 58
+    assert err.startswith("[ E58 ] Naming error.")
