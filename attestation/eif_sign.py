@@ -1,4 +1,4 @@
-"""Signing an EIF's PCR0 and checking that signature, as nitro-cli does (``eif_signer.rs``, ``eif_reader.rs``).
+"""Signing an EIF's PCR0 and checking that signature as nitro-cli does (``eif_signer.rs``, ``eif_reader.rs``).
 
 The signer holds an EC private key and the PEM certificate of its public key. The signature is a COSE_Sign1
 (untagged; protected header ``{1: alg}``, empty unprotected header) whose payload is the serde_cbor of

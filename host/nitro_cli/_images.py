@@ -44,6 +44,7 @@ from attestation.eif import (
 )
 from attestation.eif_sign import MAX_KEY_PEM_BYTES, EifSigner, signature_matches
 from host.nitro_cli._blobs import Blobs, load_blobs
+from host.nitro_cli._json import image_identity, metadata_describe_info, pretty
 from host.nitro_cli.errors import NITRO_CLI_VERSION, NitroCliError
 
 __all__ = ["build_enclave", "describe_eif", "pcr", "sign_eif"]
@@ -63,8 +64,8 @@ _FILE = stat.S_IFREG | 0o644
 
 
 def print_json(value: object) -> None:
-    """Print as ``serde_json::to_string_pretty`` does: two-space indent, UTF-8, keys in the given order."""
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    """Print as ``serde_json::to_string_pretty`` does (:func:`host.nitro_cli._json.pretty`)."""
+    print(pretty(value))
 
 
 def _say(line: str) -> None:
@@ -266,22 +267,11 @@ def describe(image: EifImage) -> dict[str, Any]:
     info["CheckCRC"] = image.crc_ok
     if image.signature is not None:
         info["SignatureCheck"] = signature_matches(image)
-    metadata = image.metadata
-    if metadata is not None:
-        build = metadata.get("BuildMetadata") or {}
-        info["ImageName"] = metadata.get("ImageName")
-        info["ImageVersion"] = metadata.get("ImageVersion")
-        described = {
-            "BuildTime": build.get("BuildTime"),
-            "BuildTool": build.get("BuildTool"),
-            "BuildToolVersion": build.get("BuildToolVersion"),
-            "OperatingSystem": build.get("OperatingSystem"),
-            "KernelVersion": build.get("KernelVersion"),
-            "DockerInfo": metadata.get("DockerInfo"),
-        }
-        custom = metadata.get("CustomMetadata")
-        if isinstance(custom, dict):  # serde(flatten): an object's keys join the Metadata object
-            described.update(custom)
+    name, version = image_identity(image.metadata)
+    described = metadata_describe_info(image.metadata)
+    if described is not None:
+        info["ImageName"] = name
+        info["ImageVersion"] = version
         info["Metadata"] = described
     return info
 

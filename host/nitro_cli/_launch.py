@@ -4,9 +4,8 @@ The real bootstrap (aws-nitro-enclaves-sdk-bootstrap ``init/init.c``) reads ``/c
 into ``/rootfs`` and ``execvpe``s the argv with exactly the image's environment. A simulated enclave has no
 kernel, no chroot and no base image, so these rules stand in:
 
-- **Working directory**: the image's ``WORKDIR`` (the EIF metadata's ``DockerInfo.Config.WorkingDir``) inside
-  the unpacked ``rootfs/``, else ``rootfs/`` itself. (The real init runs the app from ``/``; the simulation
-  honours WORKDIR because relative paths in a Dockerfile's CMD are written against it.)
+- **Working directory**: ``/`` of the image, i.e. the unpacked ``rootfs/``, as the real init does
+  (``chdir("/")`` after the chroot): WORKDIR is not read, so an image that runs here runs in a real enclave.
 - **Program** (``cmd[0]``), in this order:
   1. ``python``, ``python3`` or ``pythonX.Y`` (by file name, at any path, e.g. ``/usr/local/bin/python3``)
      is the interpreter running nitro-cli (``sys.executable``): the stand-in for the base image's Python,
@@ -182,20 +181,11 @@ def _program(rootfs: Path, cwd_image: str, name: str, image_dirs: list[Path], ho
     return [str(host)]
 
 
-def workdir_of(metadata: Mapping[str, Any] | None) -> str:
-    """The image's WORKDIR from EIF metadata (``DockerInfo.Config.WorkingDir``), or ``/``."""
-    docker = metadata.get("DockerInfo") if metadata is not None else None
-    config = docker.get("Config") if isinstance(docker, Mapping) else None
-    workdir = config.get("WorkingDir") if isinstance(config, Mapping) else None
-    return workdir if isinstance(workdir, str) and workdir.startswith("/") else "/"
-
-
 def plan(
     *,
     rootfs: Path,
     argv: Sequence[str],
     image_env: Sequence[tuple[str, str]],
-    workdir: str,
     home: Path,
     cid: int,
     nsm_socket: Path,
@@ -203,9 +193,9 @@ def plan(
 ) -> Launch:
     """The process to start for an image unpacked at ``rootfs`` (see the module rules)."""
     env = dict(image_env)
-    cwd = resolve_in_image(rootfs, workdir)
+    cwd = resolve_in_image(rootfs, "/")
     if cwd is None or not cwd.is_dir():
-        raise LaunchError(f"chdir: {workdir[:200]}: No such directory in the image")
+        raise LaunchError("chdir: /: the image has no root directory")
     image_dirs = _image_path_dirs(rootfs, env)
     prefix = _program(rootfs, _image_path_of(rootfs, cwd), argv[0], image_dirs, host_path)
     path_dirs = [*(str(d) for d in image_dirs), os.path.dirname(sys.executable)]

@@ -42,7 +42,7 @@ from attestation.eif_sign import certificate_valid_at, signature_matches
 from attestation.nsm import extend
 from attestation.pki import INSTANCE_ID_RE, SimulatedPKI, new_module_id
 from host.nitro_cli import _procs, _records, _resources
-from host.nitro_cli._launch import LaunchError, plan, workdir_of
+from host.nitro_cli._launch import LaunchError, plan
 from host.nitro_cli._records import Record
 from host.nitro_cli._run_args import RunArgs, open_regular
 from host.nitro_cli._supervisor import HEARTBEAT, LAUNCH_FILE, MAX_BOOT_MESSAGE
@@ -322,7 +322,6 @@ def _prepare(record: Record, image: EifImage, home: Path) -> None:
             rootfs=app.rootfs,
             argv=app.argv,
             image_env=app.env,
-            workdir=workdir_of(image.metadata),
             home=home,
             cid=record.cid,
             nsm_socket=directory / _records.NSM_SOCKET,

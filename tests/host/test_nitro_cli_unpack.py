@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from attestation.cpio import CpioEntry, write_newc
-from host.nitro_cli._launch import LaunchError, plan, resolve_in_image, workdir_of
+from host.nitro_cli._launch import LaunchError, plan, resolve_in_image
 from host.nitro_cli._unpack import MAX_CONFIG_BYTES, UnpackError, parse_cmd, parse_env, unpack
 
 
@@ -129,14 +129,11 @@ def test_config_bounds() -> None:
 # -- launch plans
 
 
-def _plan(
-    rootfs: Path, argv: list[str], *, workdir: str = "/", env: list[tuple[str, str]] | None = None
-) -> list[str]:
+def _plan(rootfs: Path, argv: list[str], *, env: list[tuple[str, str]] | None = None) -> list[str]:
     launch = plan(
         rootfs=rootfs,
         argv=argv,
         image_env=env or [],
-        workdir=workdir,
         home=Path("/home/sim"),
         cid=16,
         nsm_socket=Path("/home/sim/nsm.sock"),
@@ -147,7 +144,7 @@ def _plan(
 
 def test_python_names_are_our_interpreter(tmp_path: Path) -> None:
     rootfs = unpacked(tmp_path, d("rootfs"), d("rootfs/app"), f("rootfs/app/main.py"), CMD) / "rootfs"
-    assert _plan(rootfs, ["python3", "main.py"], workdir="/app") == [sys.executable, "main.py"]
+    assert _plan(rootfs, ["python3", "main.py"]) == [sys.executable, "main.py"]
     assert _plan(rootfs, ["/usr/local/bin/python3.11", "-m", "x"])[:1] == [sys.executable]
     assert _plan(rootfs, ["python3", "/app/main.py"]) == [sys.executable, str(rootfs / "app/main.py")]
     assert _plan(rootfs, ["python3", "/no/such/file"]) == [sys.executable, "/no/such/file"]
@@ -172,9 +169,9 @@ def test_programs_inside_the_image(tmp_path: Path) -> None:
     )
     assert _plan(rootfs, ["/opt/run.sh", "x"]) == [str(rootfs / "opt/run.sh"), "x"]
     assert _plan(rootfs, ["run"]) == [str(rootfs / "opt/run.sh")]
-    assert _plan(rootfs, ["./run.sh"], workdir="/opt") == [str(rootfs / "opt/run.sh")]
+    assert _plan(rootfs, ["./opt/run.sh"]) == [str(rootfs / "opt/run.sh")]
     assert _plan(rootfs, ["/opt/tool.py"]) == [sys.executable, str(rootfs / "opt/tool.py")]
-    assert _plan(rootfs, ["../../../opt/run.sh"], workdir="/usr/local") == [str(rootfs / "opt/run.sh")]
+    assert _plan(rootfs, ["../../../opt/run.sh"]) == [str(rootfs / "opt/run.sh")]
     assert _plan(rootfs, ["sh"]) == ["/usr/bin/sh"] or _plan(rootfs, ["sh"]) == ["/bin/sh"]
     with pytest.raises(LaunchError, match="No such file"):
         _plan(rootfs, ["/opt/missing"])
@@ -182,8 +179,6 @@ def test_programs_inside_the_image(tmp_path: Path) -> None:
         _plan(rootfs, ["surely-not-a-program-anywhere"])
     with pytest.raises(LaunchError, match="Permission denied"):
         _plan(rootfs, ["/opt/data"])
-    with pytest.raises(LaunchError, match="chdir"):
-        _plan(rootfs, ["run"], workdir="/nowhere")
 
 
 def test_links_resolve_inside_the_image(tmp_path: Path) -> None:
@@ -213,7 +208,6 @@ def test_environment(tmp_path: Path) -> None:
         rootfs=rootfs,
         argv=["python3"],
         image_env=[("PATH", "/bin:/nope"), ("A", "1")],
-        workdir="/",
         home=Path("/home/sim"),
         cid=21,
         nsm_socket=Path("/home/sim/nsm.sock"),
@@ -227,10 +221,3 @@ def test_environment(tmp_path: Path) -> None:
         "NITRO_SIM_NSM": "/home/sim/nsm.sock",
     }
     assert launch.cwd == str(rootfs)
-
-
-def test_workdir_from_metadata() -> None:
-    assert workdir_of({"DockerInfo": {"Config": {"WorkingDir": "/app"}}}) == "/app"
-    assert workdir_of({"DockerInfo": {"Config": {"WorkingDir": ""}}}) == "/"
-    assert workdir_of({"DockerInfo": None}) == "/"
-    assert workdir_of(None) == "/"
