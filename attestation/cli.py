@@ -1,7 +1,7 @@
 """``nitro-attest``: inspect, verify and simulate NSM attestation documents.
 
     nitro-attest inspect FILE [--json]
-    nitro-attest verify FILE [--root PEM|aws|sim ...] [--at ISO8601|document] [--pcr N=HEX ...]
+    nitro-attest verify FILE [--root PEM|aws|sim ...] [--at ISO8601|document] [--pcr N=HEX ...] [--eif IMAGE]
                              [--max-age SECONDS] [--allow-debug] [--nonce HEX] [--require-rsa-key]
     nitro-attest simulate [--public-key DER_OR_PEM] [--user-data HEX] [--nonce HEX] [--pcr N=HEX ...]
                           [--debug] [--module-id ID] [--at ISO8601] --out FILE
@@ -39,6 +39,7 @@ from attestation.document import (
     AttestationDocument,
     decode_document,
 )
+from attestation.eif import MAX_EIF_BYTES, EifError, read_eif
 from attestation.errors import AttestationError, MalformedDocumentError, MalformedError, VerificationError
 from attestation.nsm import simulate_document
 from attestation.policy import AllOf, MaxAge, Nonce, PCRs, Policy, RejectDebug, RSAPublicKey
@@ -281,8 +282,12 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
     if not args.allow_debug:
         parts.append(RejectDebug())
         names.append("not debug")
-    if args.pcr:
-        expected = dict(_pcr(v) for v in args.pcr)
+    expected = _image_pcrs(args.eif) if args.eif is not None else {}
+    for index, value in (_pcr(v) for v in args.pcr):
+        if expected.get(index, value) != value:
+            raise UsageError(f"--pcr {index} differs from the image's PCR{index} (--eif)")
+        expected[index] = value
+    if expected:
         parts.append(PCRs(expected))
         names.append("PCR" + ",".join(str(i) for i in sorted(expected)))
     if args.max_age is not None:
@@ -300,6 +305,18 @@ def _policy(args: argparse.Namespace) -> tuple[Policy | None, list[str]]:
         parts.append(RSAPublicKey())
         names.append("RSA public_key")
     return (AllOf(*parts) if parts else None), names
+
+
+def _image_pcrs(path: str) -> dict[int, bytes]:
+    """PCR0, PCR1, PCR2 (and PCR8 when signed) of the enclave image at ``path``, measured here."""
+    try:
+        with open(path, "rb") as fh:  # bounded: it may be /dev/zero
+            data = fh.read(MAX_EIF_BYTES + 1)
+        return read_eif(data).measurements.as_pcrs()
+    except OSError as exc:
+        raise UsageError(f"--eif {path}: {exc.strerror or exc}") from None
+    except EifError as exc:
+        raise UsageError(f"--eif {path}: {exc}") from None
 
 
 def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
@@ -410,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--at", metavar="ISO8601|document", help="verification time (default: now)")
     verify.add_argument("--pcr", action="append", default=[], metavar="N=HEX", help="expected PCR value")
+    verify.add_argument(
+        "--eif", metavar="IMAGE.eif", help="expect the PCRs of this enclave image (0, 1, 2; 8 when signed)"
+    )
     verify.add_argument("--max-age", type=float, metavar="SECONDS", help="maximum age of the timestamp")
     verify.add_argument("--allow-debug", action="store_true", help="accept debug-mode enclaves")
     verify.add_argument("--nonce", metavar="HEX", help="expected nonce")

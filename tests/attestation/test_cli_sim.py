@@ -149,3 +149,31 @@ def test_verify_root_sim_with_a_broken_root_file(capsys: Any, sim_home: Path, tm
     assert code == 2
     assert out == ""
     assert err.startswith("nitro-attest: error: --root sim: not a PEM or DER X.509 certificate")
+
+
+def test_verify_expects_the_pcrs_of_an_image(capsys: Any, sim_home: Path, tmp_path: Path) -> None:
+    from attestation.eif import build_eif, read_eif
+
+    def image(app: bytes) -> Path:
+        path = tmp_path / f"{app.hex()}.eif"
+        path.write_bytes(build_eif(kernel=b"k", cmdline=b"c", ramdisks=[b"boot", app], metadata=None))
+        return path
+
+    ours, other = image(b"app"), image(b"app!")
+    pcrs = read_eif(ours.read_bytes()).measurements.as_pcrs()
+    doc = tmp_path / "doc.cbor"
+    argv = ["simulate", "--out", str(doc), "--at", AT, *(f"--pcr={i}={v.hex()}" for i, v in pcrs.items())]
+    assert run(capsys, *argv)[0] == 0
+    code, out, err = run(capsys, "verify", str(doc), "--root", "sim", "--at", AT, "--eif", str(ours))
+    assert code == 0, err
+    assert "policy: not debug, PCR0,1,2" in out
+    code, _, err = run(capsys, "verify", str(doc), "--root", "sim", "--at", AT, "--eif", str(other))
+    assert code == 1
+    assert err.startswith("FAILED at step policy: pcrs[0] is ")
+    code, _, err = run(capsys, "verify", str(doc), "--root", "sim", "--eif", str(ours), "--pcr", f"0={PCR0}")
+    assert code == 2
+    assert "differs from the image's PCR0" in err
+    (tmp_path / "junk.eif").write_bytes(b"junk")
+    code, _, err = run(capsys, "verify", str(doc), "--root", "sim", "--eif", str(tmp_path / "junk.eif"))
+    assert code == 2
+    assert "not an EIF" in err

@@ -230,3 +230,49 @@ def test_pcr_of_a_file(tmp_path: Path) -> None:
     path.write_bytes(b"abc")
     expected = hashlib.sha384(b"\0" * 48 + hashlib.sha384(b"abc").digest()).hexdigest()
     assert json.loads(run("pcr", "--input", str(path), home=tmp_path).stdout) == {"PCR": expected}
+
+
+def test_nitro_cli_blobs_replaces_the_simulated_kernel_and_bootstrap(
+    built: tuple[Path, dict[str, str], Path], tmp_path: Path
+) -> None:
+    from host.nitro_cli._blobs import SIMULATED_BLOBS
+
+    _, measurements, home = built
+    blobs = tmp_path / "blobs"
+    shutil.copytree(SIMULATED_BLOBS, blobs)
+    (blobs / "bzImage").write_bytes(b"another kernel")
+    context = copy_context(tmp_path / "ctx")
+    env_out = tmp_path / "real-blobs.eif"
+    done = subprocess.run(
+        [str(NITRO_CLI), "build-enclave", "--docker-uri", "x", "--docker-dir", str(context),
+         "--output-file", str(env_out)],
+        env={**os.environ, "NITRO_SIM_HOME": str(home), "NITRO_CLI_BLOBS": str(blobs)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    other = json.loads(done.stdout)["Measurements"]
+    assert other["PCR2"] == measurements["PCR2"]
+    assert other["PCR0"] != measurements["PCR0"]
+    assert other["PCR1"] != measurements["PCR1"]
+    (blobs / "cmdline").unlink()
+    done = subprocess.run(
+        [str(NITRO_CLI), "build-enclave", "--docker-uri", "x", "--docker-dir", str(context),
+         "--output-file", str(env_out)],
+        env={**os.environ, "NITRO_SIM_HOME": str(home), "NITRO_CLI_BLOBS": str(blobs)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 19
+    assert "[ E19 ]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_dockerfile_error_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text('FROM scratch\nONBUILD RUN x\nCMD ["x"]\n')
+    done = run(
+        "build-enclave", "--docker-uri", "x", "--docker-dir", str(tmp_path), "--output-file",
+        str(tmp_path / "x.eif"), home=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 49
+    assert "Dockerfile:2: ONBUILD" in done.stderr
+    assert "[ E49 ]" in done.stderr
+    assert not (tmp_path / "x.eif").exists()
