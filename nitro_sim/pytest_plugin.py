@@ -1,0 +1,288 @@
+"""pytest fixtures for the attested stack, real processes and all (entry point ``pytest11``: ``nitro_sim``).
+
+Fixtures (each test sees them as function-scoped; the processes behind them live as long as
+``--nitro-sim-scope=function|module|session`` says, default ``session``, or the ``nitro_sim_scope`` ini key):
+
+- ``nitro_home``: the temporary ``NITRO_SIM_HOME`` (a short path under ``/tmp``; removed afterwards);
+- ``kms_sim``: :class:`nitro_sim.stack.KmsSim` (``.url``, ``.credentials``, ``.boto3_client()``,
+  ``.set_policy(dict)``, ``.audit()``, ``.inject_fault(name, count)``);
+- ``vsock_proxy``: :class:`nitro_sim.stack.VsockProxy`, the parent's vsock port 8000 to that kms-sim;
+- ``nsm``: :class:`nitro_sim.stack.Nsm` with the PCRs of the test's markers, its environment
+  (``NITRO_SIM_HOME``, ``NITRO_SIM_NSM``, ``NITRO_SIM_CID``, and ``NITRO_SIM_KMS_TLS=0``) set in
+  ``os.environ`` for the test, so the test process is that simulated enclave's app;
+- ``enclave_kms``: the SDK's KMS client over all of them: ``enclave_kms.generate_random(NumberOfBytes=32)``.
+
+Markers: ``@pytest.mark.nitro_pcr(index, "hex")`` (repeatable; the closest one wins for an index) and
+``@pytest.mark.nitro_debug``, registered here so ``--strict-markers`` runs accept them.
+
+Between tests, under a wider scope, each fixture resets what a test may have changed: kms-sim's policy goes
+back to the first one, injected faults are cleared, the audit mark moves to the end (``audit()`` returns
+the test's own records); an NSM is chosen per (PCRs, debug) from a pool, and restarted if a test extended
+or locked one of its PCRs 16-31. A process that fails to start fails the test with its name and the last
+lines of its output. Processes are stopped when their scope ends, and by the safety net of
+:mod:`nitro_sim.procs` on Ctrl-C, SIGTERM or a killed runner.
+
+Part 2 (``built_enclave``, ``running_enclave``) will build on ``_nitro_sim_stack``: same home, same kms-sim.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+
+from nitro_sim.procs import ProcessError, ProcessGroup
+
+if TYPE_CHECKING:  # the stack (kms, attestation, cryptography) is imported when a fixture first needs it
+    from nitro_sim.stack import KmsSim, Nsm, VsockProxy
+
+SCOPES = ("function", "module", "session")
+DEFAULT_SCOPE = "session"
+#: Distinct (PCRs, debug) NSM devices kept running per scope; the least recently used one is stopped.
+MAX_POOLED_NSMS = 8
+#: A home under this many bytes keeps ``<home>/vsock/<cid>/<port>.sock`` far below the 107-byte limit.
+MAX_HOME_PATH_BYTES = 48
+
+#: nsm-api: PCRs 0-15 are the boot PCRs (locked), 16-31 the enclave's own; each 48 bytes (SHA-384).
+BOOT_LOCKED_PCRS = 16
+MAX_PCRS = 32
+PCR_BYTES = 48
+_ZERO_PCR = bytes(PCR_BYTES)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nitro-sim", "nitro-sim: the simulated attested stack")
+    group.addoption(
+        "--nitro-sim-scope",
+        choices=SCOPES,
+        default=None,
+        help=f"how long the stack's processes live (default: ini nitro_sim_scope, else {DEFAULT_SCOPE})",
+    )
+    parser.addini("nitro_sim_scope", f"default --nitro-sim-scope ({DEFAULT_SCOPE})", default=DEFAULT_SCOPE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "nitro_pcr(index, hex): the simulated enclave's boot PCR <index> (0-15), 48 bytes in hex"
+    )
+    config.addinivalue_line("markers", "nitro_debug: the simulated enclave runs in debug mode (PCR0-2 zero)")
+    scope = _scope("", config)
+    if scope not in SCOPES:
+        raise pytest.UsageError(f"nitro_sim_scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+
+def _scope(fixture_name: str, config: pytest.Config) -> Any:
+    """The scope of the process-owning fixtures (pytest calls this once per fixture)."""
+    chosen = config.getoption("nitro_sim_scope", default=None)
+    return chosen or config.getini("nitro_sim_scope") or DEFAULT_SCOPE
+
+
+def _short_home() -> Path:
+    """A fresh directory whose path is short enough for the Unix sockets under it."""
+    base = tempfile.gettempdir()
+    if len(base.encode()) + 20 > MAX_HOME_PATH_BYTES:
+        base = "/tmp"  # noqa: S108 - a private mkdtemp directory, for its short path
+    return Path(tempfile.mkdtemp(prefix="nitro-sim-", dir=base))
+
+
+def _fail(error: ProcessError) -> NoReturn:
+    pytest.fail(str(error), pytrace=False)
+
+
+class _Stack:
+    """What one scope owns: the home, its processes and, once asked for, kms-sim, the proxy and NSMs.
+
+    Programs are spawned first and awaited when a fixture needs them, so :meth:`prestart` lets kms-sim and
+    an NSM device start together (the proxy needs kms-sim's port, so it comes after).
+    """
+
+    def __init__(self, home: Path) -> None:
+        from nitro_sim.stack import child_environment  # noqa: PLC0415 - see the imports
+
+        self.home = home
+        self.group = ProcessGroup(home / "logs", env=child_environment(home))
+        self.kms: KmsSim | None = None
+        self.proxy: VsockProxy | None = None
+        self.nsms: OrderedDict[_NsmKey, Nsm] = OrderedDict()
+        self._pending: set[object] = set()  # spawned, not yet awaited: kms-sim and NSM devices
+        self._spawned = 0
+
+    def prestart(self, pcrs: dict[int, bytes], debug: bool) -> None:
+        """Spawn kms-sim and the NSM device for (``pcrs``, ``debug``) if they are not running yet."""
+        self._spawn_kms()
+        self._spawn_nsm(pcrs, debug)
+
+    def kms_sim(self) -> KmsSim:
+        kms = self._spawn_kms()
+        if kms in self._pending:
+            self._pending.discard(kms)
+            try:
+                kms.wait_ready()
+            except ProcessError:
+                self.kms = None  # the next test tries again (and says why again)
+                raise
+        return kms
+
+    def vsock_proxy(self) -> VsockProxy:
+        from nitro_sim.stack import VsockProxy  # noqa: PLC0415 - see the imports
+
+        if self.proxy is None:
+            self.proxy = VsockProxy.spawn(self.group, self.home, self.kms_sim()).wait_ready()
+        return self.proxy
+
+    def nsm(self, pcrs: dict[int, bytes], debug: bool) -> Nsm:
+        device = self._spawn_nsm(pcrs, debug)
+        if device in self._pending:
+            self._pending.discard(device)
+            try:
+                device.wait_ready()
+            except ProcessError:
+                self.nsms.pop(_key(pcrs, debug), None)
+                raise
+        return device
+
+    def _spawn_kms(self) -> KmsSim:
+        from nitro_sim.stack import KmsSim  # noqa: PLC0415 - see the imports
+
+        if self.kms is None:
+            self.kms = KmsSim.spawn(self.group, self.home)
+            self._pending.add(self.kms)
+        return self.kms
+
+    def _spawn_nsm(self, pcrs: dict[int, bytes], debug: bool) -> Nsm:
+        """The pooled device for the key (restarted if a test spoiled it), spawned if there is none."""
+        from nitro_sim.stack import FIRST_NSM_CID, Nsm  # noqa: PLC0415 - see the imports
+
+        key = _key(pcrs, debug)
+        device = self.nsms.pop(key, None)
+        if device is not None and device not in self._pending and not _pristine(device):
+            self.group.stop(device.process)
+            device = None
+        if device is None:
+            if len(self.nsms) >= MAX_POOLED_NSMS:
+                _, oldest = self.nsms.popitem(last=False)
+                self._pending.discard(oldest)
+                self.group.stop(oldest.process)
+            cid = FIRST_NSM_CID + self._spawned
+            self._spawned += 1
+            device = Nsm.spawn(self.group, self.home, cid=cid, pcrs=pcrs, debug=debug)
+            self._pending.add(device)
+        self.nsms[key] = device
+        return device
+
+    def close(self) -> None:
+        self.group.stop_all()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_NsmKey = tuple[tuple[tuple[int, bytes], ...], bool]
+
+
+def _key(pcrs: dict[int, bytes], debug: bool) -> _NsmKey:
+    return (tuple(sorted(pcrs.items())), debug)
+
+
+def _pristine(device: Nsm) -> bool:
+    """Whether no test has extended or locked the device's PCRs 16-31 (asked over its socket)."""
+    from enclave.nsm import NSMClient, SimulatedDeviceTransport  # noqa: PLC0415 - only when reusing
+
+    if not device.process.running():
+        return False
+    with NSMClient(SimulatedDeviceTransport(device.socket)) as client:
+        for index in range(BOOT_LOCKED_PCRS, MAX_PCRS):
+            described = client.describe_pcr(index)
+            if described.lock or described.data != _ZERO_PCR:
+                return False
+    return True
+
+
+@pytest.fixture(scope=_scope)
+def _nitro_sim_stack() -> Iterator[_Stack]:
+    stack = _Stack(_short_home())
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def nitro_home(_nitro_sim_stack: _Stack) -> Path:
+    """The temporary NITRO_SIM_HOME the stack runs in."""
+    return _nitro_sim_stack.home
+
+
+@pytest.fixture
+def kms_sim(_nitro_sim_stack: _Stack) -> KmsSim:
+    """A running kms-sim: the first policy, no faults, audit() empty at the start of the test."""
+    try:
+        kms = _nitro_sim_stack.kms_sim()
+    except ProcessError as error:
+        _fail(error)
+    kms.reset()
+    return kms
+
+
+@pytest.fixture
+def vsock_proxy(_nitro_sim_stack: _Stack, kms_sim: KmsSim) -> VsockProxy:
+    """The parent's vsock-proxy: vsock port 8000 to ``kms_sim``."""
+    try:
+        return _nitro_sim_stack.vsock_proxy()
+    except ProcessError as error:
+        _fail(error)
+
+
+def _marked_pcrs(request: pytest.FixtureRequest) -> dict[int, bytes]:
+    pcrs: dict[int, bytes] = {}
+    for marker in request.node.iter_markers("nitro_pcr"):  # closest first
+        if len(marker.args) != 2 or marker.kwargs:
+            raise pytest.UsageError("use @pytest.mark.nitro_pcr(index, hex)")
+        index, value = marker.args
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < BOOT_LOCKED_PCRS:
+            raise pytest.UsageError(f"nitro_pcr: index must be 0..{BOOT_LOCKED_PCRS - 1}, got {index!r}")
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else bytes(value)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(f"nitro_pcr({index}): the value is not hexadecimal") from None
+        if len(raw) != PCR_BYTES:
+            raise pytest.UsageError(f"nitro_pcr({index}): the value must be {PCR_BYTES} bytes")
+        pcrs.setdefault(index, raw)
+    return pcrs
+
+
+@pytest.fixture
+def nsm(_nitro_sim_stack: _Stack, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Nsm:
+    """A simulated NSM with the PCRs of the test's markers; this process is its enclave's app."""
+    debug = request.node.get_closest_marker("nitro_debug") is not None
+    try:
+        device = _nitro_sim_stack.nsm(_marked_pcrs(request), debug)
+    except ProcessError as error:
+        _fail(error)
+    from nitro_sim.stack import ENV_KMS_TLS  # noqa: PLC0415 - see the imports
+
+    for name, value in {**device.environ, ENV_KMS_TLS: "0"}.items():
+        monkeypatch.setenv(name, value)
+    return device
+
+
+@pytest.fixture
+def _nitro_prestart(_nitro_sim_stack: _Stack, request: pytest.FixtureRequest) -> None:
+    """Start kms-sim and the test's NSM device together (``enclave_kms`` needs both)."""
+    debug = request.node.get_closest_marker("nitro_debug") is not None
+    try:
+        _nitro_sim_stack.prestart(_marked_pcrs(request), debug)
+    except ProcessError as error:
+        _fail(error)
+
+
+@pytest.fixture
+def enclave_kms(_nitro_prestart: None, kms_sim: KmsSim, vsock_proxy: VsockProxy, nsm: Nsm) -> Iterator[Any]:
+    """The enclave SDK's KMS client through ``vsock_proxy`` to ``kms_sim``, attested by ``nsm``."""
+    from nitro_sim.stack import enclave_kms as open_enclave_kms  # noqa: PLC0415 - see the imports
+
+    with open_enclave_kms(kms_sim, vsock_proxy, nsm) as client:
+        yield client

@@ -1,0 +1,233 @@
+"""The pytest plugin as a user meets it: a suite of their own, run by pytest with the package installed.
+
+Each test writes a user's test files with ``pytester`` and runs pytest on them: in this process
+(``runpytest``: the entry point loads the plugin as it would for them), or as a child process where a
+signal is part of the test. Those check the process table: no process of ours outlives the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nitro_sim.procs import Recorded, alive
+
+pytest_plugins = ["pytester"]
+
+#: Bound on waiting for a child pytest to reach a point or to exit (never asserted as a time).
+WAIT_S = 60.0
+
+USER_SUITE = """
+import hashlib
+import pytest
+
+OTHER = hashlib.sha384(b"another image").hexdigest()
+MINE = hashlib.sha384(b"my image").hexdigest()
+
+
+def test_x(enclave_kms):
+    assert len(enclave_kms.generate_random(NumberOfBytes=32)["Plaintext"]) == 32
+
+
+def test_another_pcr0_is_denied(enclave_kms, kms_sim):
+    kms_sim.set_policy({"nitro-sim": {"Statement": [{
+        "Effect": "Allow", "Action": "kms:GenerateRandom", "Resource": "*",
+        "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": OTHER}}}]}})
+    with pytest.raises(enclave_kms.exceptions.AccessDeniedException):
+        enclave_kms.generate_random(NumberOfBytes=32)
+
+
+def test_audit_shows_the_attested_call(enclave_kms, kms_sim, nsm):
+    enclave_kms.generate_random(NumberOfBytes=16)
+    [record] = kms_sim.audit()
+    recipient = record["additionalEventData"]["recipient"]
+    assert recipient["attestationDocumentEnclaveImageDigest"] == nsm.pcrs[0].hex()
+
+
+@pytest.mark.nitro_pcr(0, MINE)
+def test_marked_pcr0(enclave_kms, kms_sim, nsm):
+    assert nsm.pcrs[0].hex() == MINE
+    enclave_kms.generate_random(NumberOfBytes=8)
+    assert kms_sim.audit()[-1]["additionalEventData"]["recipient"]["attestationDocumentEnclavePCR0"] == MINE
+
+
+@pytest.mark.nitro_debug
+def test_debug(nsm):
+    assert nsm.pcrs[0] == bytes(48)
+"""
+
+
+def test_a_users_suite_gets_attested_bytes_under_strict_markers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=USER_SUITE)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+
+
+RECORDING_SUITE = """
+import os
+
+def _record(kms_sim, nsm):
+    with open(os.environ["PIDS_FILE"], "a") as out:
+        out.write(f"{kms_sim.process.pid} {nsm.process.pid}\\n")
+
+
+def test_one(kms_sim, nsm, enclave_kms):
+    _record(kms_sim, nsm)
+    assert kms_sim.audit() == []
+    kms_sim.set_policy({"nitro-sim": {"Statement": [{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}]}})
+    kms_sim.inject_fault("KMSInternalException", 100)
+
+
+def test_two(kms_sim, nsm, enclave_kms):
+    _record(kms_sim, nsm)
+    assert kms_sim.audit() == []
+    response = enclave_kms.generate_random(NumberOfBytes=8)
+    assert response["ResponseMetadata"]["RetryAttempts"] == 0
+    assert len(kms_sim.audit()) == 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "stacks"),
+    [(["--nitro-sim-scope=function"], 4), (["ini"], 2), ([], 1)],
+    ids=["function-by-option", "module-by-ini", "session-by-default"],
+)
+def test_each_scope_and_the_reset_between_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: list[str], stacks: int
+) -> None:
+    pids = pytester.path / "pids.txt"
+    monkeypatch.setenv("PIDS_FILE", str(pids))
+    pytester.makepyfile(test_a=RECORDING_SUITE, test_b=RECORDING_SUITE)
+    if how == ["ini"]:
+        pytester.makeini("[pytest]\nnitro_sim_scope = module\n")
+        how = []
+    result = pytester.runpytest("-p", "no:cacheprovider", *how)
+    result.assert_outcomes(passed=4)
+    rows = pids.read_text().split("\n")[:-1]
+    assert len(rows) == 4
+    assert len({row.split()[0] for row in rows}) == stacks  # kms-sim processes
+    assert len({row.split()[1] for row in rows}) == stacks  # NSM devices
+    for row in rows:
+        for pid in row.split():
+            assert not _running(int(pid))
+
+
+def test_a_bad_scope_or_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nnitro_sim_scope = forever\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert "nitro_sim_scope must be one of function, module, session, got 'forever'" in result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.nitro_pcr(16, "00" * 48)
+        def test_x(nsm):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*nitro_pcr: index must be 0..15, got 16*"])
+
+
+def test_a_fixture_failure_names_the_process_and_its_last_lines(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_broken="""
+        import pytest
+
+        @pytest.fixture
+        def broken_policy(nitro_home):
+            (nitro_home / "kms").mkdir()
+            (nitro_home / "kms" / "policy.json").write_text("{")
+
+        def test_x(broken_policy, kms_sim):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*kms-sim (pid *) exited with status 1 before it was ready; last lines of *kms-sim.log:",
+            "*| kms-sim: error: policy file * is not valid JSON*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+HANGING_SUITE = """
+import os, time
+
+def test_hangs(enclave_kms, nitro_home):
+    from nitro_sim.procs import _LIVE
+    with open(os.environ["PIDS_FILE"] + ".tmp", "w") as out:
+        out.write(str(nitro_home) + "\\n")
+        for process in _LIVE.values():
+            out.write(f"{process.pid} {process.token}\\n")
+    os.replace(os.environ["PIDS_FILE"] + ".tmp", os.environ["PIDS_FILE"])
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_an_interrupted_run_leaves_no_process_of_ours(pytester: pytest.Pytester, how: signal.Signals) -> None:
+    pids = pytester.path / "pids.txt"
+    pytester.makepyfile(test_hang=HANGING_SUITE)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_hang.py"],
+        cwd=pytester.path,
+        env={**os.environ, "PIDS_FILE": str(pids)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not pids.exists() and runner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pids.exists(), f"the child pytest did not reach its test (exit status {runner.poll()})"
+        home, *rows = pids.read_text().split("\n")[:-1]
+        ours = [Recorded(pid=int(row.split()[0]), token=int(row.split()[1])) for row in rows]
+        assert len(ours) == 3  # kms-sim, vsock-proxy, nsm-sim
+        assert all(alive(p) for p in ours)
+        runner.send_signal(how)
+        runner.wait(timeout=WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while any(alive(p) for p in ours) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(alive(p) for p in ours)
+        assert _processes_mentioning(home) == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if pids.exists():  # a SIGKILLed runner could not remove its home
+            shutil.rmtree(pids.read_text().split("\n")[0], ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text`` (the home: in nsm-sim's and the proxy's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _running(int(entry.name)):
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
