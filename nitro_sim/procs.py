@@ -13,7 +13,7 @@ Rules:
   lines of its output (a process that exits before it is ready, or is not ready in time, is stopped).
 - **Stopping**: each process leads its own process group (``start_new_session``), so stopping reaches
   what it started (kms-sim's workers): SIGTERM to the group, SIGKILL after :data:`STOP_TIMEOUT_S`.
-- **Safety net** for every process not started ``detached``:
+- **Safety net** for every process not started ``detached`` (:mod:`nitro_sim._net`):
   1. it is registered until stopped; an ``atexit`` hook, and SIGTERM/SIGHUP handlers (installed only where
      the signal still has its default disposition), stop whatever is registered. SIGINT needs none:
      Python raises KeyboardInterrupt, which unwinds through the owners' ``finally`` blocks and then atexit.
@@ -28,21 +28,30 @@ Rules:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
+
+from nitro_sim._net import (
+    POLL_INTERVAL_S,
+    STOP_TIMEOUT_S,
+    Recorded,
+    alive,
+    die_with_parent,
+    forget,
+    live,
+    register,
+    signal_group,
+    start_token,
+    stop_recorded,
+)
 
 __all__ = [
     "POLL_INTERVAL_S",
@@ -58,25 +67,18 @@ __all__ = [
     "TcpPort",
     "UnixSocket",
     "alive",
+    "live",
     "start",
     "stop_recorded",
 ]
 
 #: Bound on how long a process may take to be ready (a loaded CI machine; never asserted as a time).
 READY_TIMEOUT_S = 30.0
-#: How long a process group may take to exit after SIGTERM before it gets SIGKILL.
-STOP_TIMEOUT_S = 10.0
-#: How often waits look again.
-POLL_INTERVAL_S = 0.005
 #: Lines of output quoted in a failure, and the most bytes read from the end of a log to find them.
 TAIL_LINES = 20
 MAX_TAIL_BYTES = 16 * 1024
 #: A line longer than this is cut while waiting for a ready line (bounds memory on a runaway writer).
 MAX_LINE_BYTES = 64 * 1024
-#: The longest ``/proc/<pid>/stat`` read (the kernel's is a few hundred bytes).
-_MAX_STAT_BYTES = 4096
-#: linux/prctl.h
-_PR_SET_PDEATHSIG = 1
 
 
 class ProcessError(Exception):
@@ -107,64 +109,6 @@ class TcpPort:
 Ready = OutputLine | UnixSocket | TcpPort
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Recorded:
-    """A process as a state file records it: its pid and its start token (proc(5) ``starttime``)."""
-
-    pid: int
-    token: int
-
-
-def _start_token(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` for a live (non-zombie) process, else None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read(_MAX_STAT_BYTES)
-    except OSError:
-        return None
-    fields = raw.rpartition(b")")[2].split()  # after ``comm``, which may hold spaces and parentheses
-    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
-        return None
-    return int(fields[19]) if fields[19].isdigit() else None
-
-
-def alive(recorded: Recorded) -> bool:
-    """Whether ``recorded`` is still the running process it was recorded as (a zombie is not)."""
-    return _start_token(recorded.pid) == recorded.token
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def stop_recorded(procs: Iterable[Recorded], *, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Stop detached processes (each the leader of its group): SIGTERM, SIGKILL after ``timeout``."""
-    targets = [p for p in procs if alive(p)]
-    for proc in targets:
-        _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while (targets := [p for p in targets if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL_S)
-    for proc in targets:
-        _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that sets PR_SET_PDEATHSIG to SIGKILL (Linux), or None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, only called after it
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 class Process:
     """One started program: its log, its readiness, its stop. See :func:`start`.
 
@@ -177,7 +121,7 @@ class Process:
         self.popen = popen
         self.log = log
         self._offset = offset
-        self.token = _start_token(popen.pid)
+        self.token = start_token(popen.pid)
         #: The line :class:`OutputLine` readiness matched (set by :meth:`ProcessGroup.start`).
         self.ready_line: str | None = None
 
@@ -278,7 +222,7 @@ class Process:
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the process's group, unless it has ended."""
         if self.running():
-            _signal_group(self.pid, signum)
+            signal_group(self.pid, signum)
 
     def wait_exit(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the process to end (without reaping it); True if it did."""
@@ -294,10 +238,10 @@ class Process:
         if self.popen.returncode is None:
             self.signal_group(signal.SIGTERM)
             if not self.wait_exit(timeout):
-                _signal_group(self.pid, signal.SIGKILL)
-            _signal_group(self.pid, signal.SIGKILL)  # members that outlive their (unreaped) leader
+                signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)  # members that outlive their (unreaped) leader
         code = self.popen.wait()
-        _forget(self)
+        forget(self.pid)
         return code
 
     def __repr__(self) -> str:
@@ -347,13 +291,13 @@ def start(
                 env=dict(os.environ if env is None else env),
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=None if detached else _die_with_parent(),  # noqa: PLW1509 - see the docstring
+                preexec_fn=None if detached else die_with_parent(),  # noqa: PLW1509 - see the docstring
             )
         except OSError as error:
             raise ProcessError(f"cannot start {name} ({argv[0]}): {error.strerror or error}") from None
     process = Process(name, popen, log, offset)
-    if not detached:
-        _register(process)
+    if not detached and process.token is not None:
+        register(process.recorded)
     return process
 
 
@@ -424,44 +368,3 @@ class ProcessGroup:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop_all()
-
-
-# -- The safety net ------------------------------------------------------------------------------------------
-
-_LIVE: dict[int, Process] = {}
-_LIVE_MUTEX = threading.Lock()
-_NET_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-_net_installed = False
-
-
-def _register(process: Process) -> None:
-    global _net_installed  # noqa: PLW0603 - installed once per interpreter
-    with _LIVE_MUTEX:
-        _LIVE[process.pid] = process
-        if _net_installed:
-            return
-        _net_installed = True
-    atexit.register(_stop_live)
-    if threading.current_thread() is threading.main_thread():
-        for signum in _NET_SIGNALS:
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                signal.signal(signum, _on_signal)
-
-
-def _forget(process: Process) -> None:
-    with _LIVE_MUTEX:
-        _LIVE.pop(process.pid, None)
-
-
-def _stop_live() -> None:
-    """Stop every registered process: SIGTERM, SIGKILL after the bound (no locks: may run in a handler)."""
-    procs = [p.recorded for p in list(_LIVE.values()) if p.token is not None]
-    _LIVE.clear()
-    stop_recorded(procs)
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """Stop our processes, then die of the signal as the default disposition would have."""
-    _stop_live()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)

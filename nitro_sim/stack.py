@@ -189,7 +189,8 @@ class KmsSim:
     # -- state changes, each in force for the next request ------------------------------------------------
 
     def set_policy(self, policy: Mapping[str, Any] | None) -> None:
-        """Replace the policy file (``{principal: IAM policy}`` or one bare IAM policy); None: the first one.
+        """Replace the policy file kms-sim serves (the home's, or the one given to :meth:`spawn`) with
+        ``policy`` (``{principal: IAM policy}`` or one bare IAM policy); None: the file as it was at start.
 
         Raises kms-sim's PolicyFileError (one line) for a policy kms-sim would refuse.
         """
@@ -220,9 +221,12 @@ class KmsSim:
 
     def audit(self) -> list[dict[str, Any]]:
         """The audit records (parsed CloudTrail-shaped events) written since the mark, oldest first."""
-        with self.state.audit.open("rb") as handle:
-            handle.seek(self._audit_mark)
-            data = handle.read(MAX_AUDIT_BYTES + 1)
+        try:
+            with self.state.audit.open("rb") as handle:
+                handle.seek(self._audit_mark)
+                data = handle.read(MAX_AUDIT_BYTES + 1)
+        except FileNotFoundError:  # no request yet
+            return []
         if len(data) > MAX_AUDIT_BYTES:
             raise ValueError(f"over {MAX_AUDIT_BYTES} bytes of audit records since the mark")
         complete = data[: data.rfind(b"\n") + 1]  # a record still being written is not one yet

@@ -167,10 +167,10 @@ HANGING_SUITE = """
 import os, time
 
 def test_hangs(enclave_kms, nitro_home):
-    from nitro_sim.procs import _LIVE
+    from nitro_sim.procs import live
     with open(os.environ["PIDS_FILE"] + ".tmp", "w") as out:
         out.write(str(nitro_home) + "\\n")
-        for process in _LIVE.values():
+        for process in live():
             out.write(f"{process.pid} {process.token}\\n")
     os.replace(os.environ["PIDS_FILE"] + ".tmp", os.environ["PIDS_FILE"])
     time.sleep(600)

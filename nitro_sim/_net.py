@@ -1,0 +1,154 @@
+"""Process identity and the safety net under :mod:`nitro_sim.procs` (which documents the rules).
+
+- A process is named by ``(pid, start token)`` (:class:`Recorded`): the token is ``starttime``, field 22
+  of ``/proc/<pid>/stat`` (proc(5)), so a pid reused by a stranger is never mistaken for ours, and a
+  zombie counts as gone. Only verified processes, each the leader of its own group, are signalled.
+- The net: every registered process is stopped by an ``atexit`` hook and by SIGTERM/SIGHUP handlers
+  (installed only where the signal has its default disposition; after stopping, the handler dies of the
+  signal as the default would have). It takes no lock, so it may run inside a signal handler.
+- The parent-death signal: :func:`die_with_parent` is a ``preexec_fn`` calling
+  ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (prctl(2), Linux) through ctypes; the kernel then kills the child
+  when the *thread* that forked it ends, even by SIGKILL. If the parent is already gone, the child exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+
+__all__ = [
+    "POLL_INTERVAL_S",
+    "STOP_TIMEOUT_S",
+    "Recorded",
+    "alive",
+    "die_with_parent",
+    "forget",
+    "live",
+    "register",
+    "signal_group",
+    "start_token",
+    "stop_recorded",
+]
+
+#: How long a process group may take to exit after SIGTERM before it gets SIGKILL.
+STOP_TIMEOUT_S = 10.0
+#: How often waits look again.
+POLL_INTERVAL_S = 0.005
+#: The longest ``/proc/<pid>/stat`` read (the kernel's is a few hundred bytes).
+_MAX_STAT_BYTES = 4096
+#: linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """A process as a state file records it: its pid and its start token (proc(5) ``starttime``)."""
+
+    pid: int
+    token: int
+
+
+def start_token(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` for a live (non-zombie) process, else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read(_MAX_STAT_BYTES)
+    except OSError:
+        return None
+    fields = raw.rpartition(b")")[2].split()  # after ``comm``, which may hold spaces and parentheses
+    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
+        return None
+    return int(fields[19]) if fields[19].isdigit() else None
+
+
+def alive(recorded: Recorded) -> bool:
+    """Whether ``recorded`` is still the running process it was recorded as (a zombie is not)."""
+    return start_token(recorded.pid) == recorded.token
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """``killpg``, quiet if the group is gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def stop_recorded(procs: Iterable[Recorded], *, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop processes that lead their groups: SIGTERM, then SIGKILL to what is left after ``timeout``."""
+    targets = [p for p in procs if alive(p)]
+    for proc in targets:
+        signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while (targets := [p for p in targets if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_S)
+    for proc in targets:
+        signal_group(proc.pid, signal.SIGKILL)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that sets PR_SET_PDEATHSIG to SIGKILL (Linux), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, only called after it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_LIVE: dict[int, Recorded] = {}
+_LIVE_MUTEX = threading.Lock()
+_NET_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_installed = False
+
+
+def register(recorded: Recorded) -> None:
+    """Put a started process under the net (installing the net on first use)."""
+    global _installed  # noqa: PLW0603 - installed once per interpreter
+    with _LIVE_MUTEX:
+        _LIVE[recorded.pid] = recorded
+        if _installed:
+            return
+        _installed = True
+    atexit.register(stop_live)
+    if threading.current_thread() is threading.main_thread():
+        for signum in _NET_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                signal.signal(signum, _on_signal)
+
+
+def forget(pid: int) -> None:
+    """Take a stopped process off the net."""
+    with _LIVE_MUTEX:
+        _LIVE.pop(pid, None)
+
+
+def live() -> list[Recorded]:
+    """The processes under the net: started here, not stopped yet."""
+    return list(_LIVE.values())
+
+
+def stop_live() -> None:
+    """Stop every process under the net (no lock: this may run inside a signal handler)."""
+    procs = list(_LIVE.values())
+    _LIVE.clear()
+    stop_recorded(procs)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Stop our processes, then die of the signal as the default disposition would have."""
+    stop_live()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
