@@ -11,6 +11,13 @@ Robustness rules:
   ``InputTooLarge``; one over ``MAX_DISCARD_BYTES`` closes that connection (we cannot afford to read it).
 - A client that disconnects mid-frame only ends its own connection; the server keeps serving.
 - At most ``MAX_CONNECTIONS`` clients at once; more are closed at accept.
+- Idle connections give their slot back: a client that sends no byte for ``--idle-timeout`` seconds
+  (default :data:`DEFAULT_IDLE_TIMEOUT`), between requests or in the middle of one, is closed; so is one
+  that takes no byte of its answers for as long (``SO_SNDTIMEO``). A request in progress is never cut: the
+  clock runs only while the device waits for the client, never while it serves a request. The close is
+  race-free for a client that sends just then: the device first shuts its receiving side (from that
+  instant the client's ``send`` fails with ``EPIPE``, so its request provably was not delivered and it may
+  send it again on a new connection), then answers every whole request that arrived before, then closes.
 - Payloads are never logged (they carry user data and nonces).
 
 The reference time of every request is read once, when the request arrives, and passed down.
@@ -20,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -49,6 +58,11 @@ PROG = "nsm-sim"
 MAX_DISCARD_BYTES = 64 * 1024
 #: Concurrent client connections.
 MAX_CONNECTIONS = 128
+#: Seconds a connection may wait idle (no byte from the client, or none of an answer taken) before it is
+#: closed and its slot comes back. An enclave's SDK reconnects silently (enclave.nsm).
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Bound on ``--idle-timeout`` (a day): past it a forgotten connection is as good as never closed.
+MAX_IDLE_TIMEOUT = 24 * 3600.0
 #: Listen backlog.
 BACKLOG = 64
 #: How long shutdown waits for connections to flush and close.
@@ -161,8 +175,14 @@ class DeviceServer:
     POLLIN is not woken by those POLLOUT events.
     """
 
-    def __init__(self, nsm: NSM) -> None:
+    def __init__(self, nsm: NSM, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        if not _valid_idle_timeout(idle_timeout):
+            raise ValueError(f"idle_timeout must be in (0, {MAX_IDLE_TIMEOUT:.0f}] seconds")
         self.nsm = nsm
+        self.idle_timeout = idle_timeout
+        self._idle_ms = max(1, math.ceil(idle_timeout * 1000))
+        # SO_SNDTIMEO: a struct timeval (native longs), the same bound for an answer nobody takes.
+        self._send_timeout = struct.pack("@ll", *divmod(math.ceil(idle_timeout * 1_000_000), 1_000_000))
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._mutex = threading.Lock()
 
@@ -183,6 +203,12 @@ class DeviceServer:
             if len(self._connections) >= MAX_CONNECTIONS:
                 conn.close()
                 return
+            try:
+                # A blocking send of an answer gives up (EAGAIN) after the idle timeout without progress.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._send_timeout)
+            except OSError:
+                conn.close()  # the client is already gone
+                return
             thread = threading.Thread(target=self._serve, args=(conn,), name="nsm-sim-conn", daemon=True)
             self._connections[conn] = thread
         thread.start()
@@ -193,18 +219,39 @@ class DeviceServer:
         readable.register(conn.fileno(), select.POLLIN | select.POLLPRI)
         try:
             while not framer.closed:
-                readable.poll()  # returns on data, end of stream, error or shutdown
+                # Returns on data, end of stream, error or shutdown; nothing for the idle timeout: idle.
+                if not readable.poll(self._idle_ms):
+                    self._retire(conn, framer)
+                    return
                 data = conn.recv(_RECV_BYTES)
                 if not data:
                     return  # the client left (even mid-frame): only this connection ends
-                for item in framer.feed(data):
-                    conn.sendall(self.answer(item) if isinstance(item, bytes) else _INPUT_TOO_LARGE)
+                self._answer_all(conn, framer, data)
         except OSError:
             pass  # the client went away, or shutdown closed the connection
         finally:
             with self._mutex:
                 self._connections.pop(conn, None)
             conn.close()
+
+    def _answer_all(self, conn: socket.socket, framer: _Framer, data: bytes) -> None:
+        for item in framer.feed(data):
+            conn.sendall(self.answer(item) if isinstance(item, bytes) else _INPUT_TOO_LARGE)
+
+    def _retire(self, conn: socket.socket, framer: _Framer) -> None:
+        """Close an idle connection without losing, or half-serving, a request sent at that moment.
+
+        ``shutdown(SHUT_RD)`` is atomic against the client's send (both hold the receiving socket's state
+        lock): a request is either already queued here, and is answered below, or refused with ``EPIPE``
+        before any byte of it is accepted, which the client can tell from a request that was delivered.
+        After the shutdown ``recv`` returns what is queued, then end of stream: it never waits.
+        """
+        conn.shutdown(socket.SHUT_RD)
+        while not framer.closed:
+            data = conn.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
+            if not data:
+                return
+            self._answer_all(conn, framer, data)
 
     def close_clients(self, *, timeout: float) -> None:
         """End every connection and wait (bounded) for their threads."""
@@ -239,14 +286,35 @@ def _prepare_socket_path(path: Path) -> None:
         raise UsageError(str(exc)) from None
 
 
-def serve(socket_path: Path, nsm: NSM, *, ready_line: bool = True) -> None:
+def _valid_idle_timeout(seconds: float) -> bool:
+    # finite: NaN and infinity are no bound that poll() and SO_SNDTIMEO can wait for
+    return math.isfinite(seconds) and 0 < seconds <= MAX_IDLE_TIMEOUT
+
+
+def parse_idle_timeout(text: str) -> float:
+    """``--idle-timeout S``: seconds, above 0 and up to :data:`MAX_IDLE_TIMEOUT`."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not _valid_idle_timeout(seconds):
+        raise UsageError(
+            f"--idle-timeout must be a number of seconds above 0 and up to {MAX_IDLE_TIMEOUT:.0f}, "
+            f"got {text[:40]!r}"
+        )
+    return seconds
+
+
+def serve(
+    socket_path: Path, nsm: NSM, *, ready_line: bool = True, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+) -> None:
     """Serve ``nsm`` on ``socket_path`` until SIGTERM or SIGINT, then remove the socket.
 
     Must run on the main thread (it installs the signal handlers). The signals only wake the accept loop
     through a wakeup pipe (``signal.set_wakeup_fd``); the loop then stops accepting and shuts down.
     """
+    device = DeviceServer(nsm, idle_timeout=idle_timeout)
     _prepare_socket_path(socket_path)
-    device = DeviceServer(nsm)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -325,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug-mode", action="store_true", help="enclave in debug mode: PCR0-2 read as zeros"
     )
     parser.add_argument("--module-id", help="module id i-<17 hex>-enc<16 hex> (default: a fresh one)")
+    parser.add_argument(
+        "--idle-timeout",
+        default=str(DEFAULT_IDLE_TIMEOUT),
+        metavar="S",
+        help=(
+            "close a connection whose client sends nothing (or takes none of an answer) for S seconds, "
+            f"giving its slot back; a request being served is never cut (default {DEFAULT_IDLE_TIMEOUT:.0f})"
+        ),
+    )
     return parser
 
 
@@ -333,11 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pcrs = dict(parse_pcr(item) for item in args.pcr) or None
         _check_module_id(args.module_id)
+        idle_timeout = parse_idle_timeout(args.idle_timeout)
         now = datetime.now(UTC)
         pki = SimulatedPKI.load_or_create(sim_home(), at=now)
         module_id = args.module_id or new_module_id(pki.instance_id, at=now)
         nsm = NSM(pki=pki, module_id=module_id, pcrs=pcrs, debug=args.debug_mode)
-        serve(args.socket, nsm)
+        serve(args.socket, nsm, idle_timeout=idle_timeout)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

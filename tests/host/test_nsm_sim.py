@@ -240,6 +240,13 @@ def test_stale_socket_is_replaced_and_live_one_refused(sim_home: Path) -> None:
         (["--pcr", "1" * 5000 + "=" + "00" * 48], "boot PCR in 0..15"),  # past int()'s 4300 digits
         (["--pcr", "0" * 5000 + "7=" + "00" * 48 + "ff"], "48 bytes"),
         (["--module-id", "enclave-1"], "--module-id must be"),
+        (["--idle-timeout", "0"], "--idle-timeout must be a number of seconds above 0"),
+        (["--idle-timeout", "-1"], "--idle-timeout must be"),
+        (["--idle-timeout", "nan"], "--idle-timeout must be"),
+        (["--idle-timeout", "inf"], "--idle-timeout must be"),
+        (["--idle-timeout", "1e400"], "--idle-timeout must be"),
+        (["--idle-timeout", "86401"], "up to 86400"),
+        (["--idle-timeout", "soon"], "got 'soon'"),
     ],
 )
 def test_bad_command_lines_are_one_line_errors(
@@ -274,6 +281,7 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     assert "--socket" in result.stdout
     assert "--debug-mode" in result.stdout
+    assert "--idle-timeout S" in result.stdout
 
 
 # -- Framing (sans-IO) and pipelined or split requests ---------------------------------------------------
