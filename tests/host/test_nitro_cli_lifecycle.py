@@ -318,7 +318,7 @@ def test_debug_mode_zeroes_the_image_pcrs(cli: Cli, eif: Path) -> None:
 
 def test_console_in_debug_mode(cli: Cli, eif: Path) -> None:
     info = cli.run(eif, "--debug-mode", "--enclave-name", "dbg")
-    app_dir = cli.home / "enclaves" / str(info["EnclaveID"]) / "rootfs" / "app"
+    app_dir = cli.home / "enclaves" / str(info["EnclaveID"]) / "rootfs"  # "/", as the real init
     result = cli("console", "--enclave-name", "dbg", "--disconnect-timeout", "1")
     assert result.code == 0, result.err
     assert result.out == (
