@@ -10,8 +10,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-_EXPLAIN: Final[Mapping[str, str]] = {
-    "E00": "Unspecified error. This is used as a catch-all error and should not be used in the code.",
+from host.nitro_cli._error_texts import TEMPLATES
+
+#: Codes whose explanation is word for word their error message's text (the real table repeats them).
+_SAME_AS_MESSAGE: Final = (
+    "E00",
+    "E07",
+    "E08",
+    "E09",
+    "E10",
+    "E11",
+    "E12",
+    "E13",
+    "E14",
+    "E15",
+    "E16",
+    "E17",
+    "E18",
+    "E23",
+    "E25",
+    "E28",
+    "E29",
+    "E30",
+    "E31",
+    "E32",
+    "E33",
+    "E34",
+    "E35",
+    "E36",
+    "E37",
+    "E38",
+    "E39",
+    "E40",
+    "E41",
+    "E42",
+    "E43",
+    "E44",
+    "E45",
+    "E46",
+    "E47",
+    "E48",
+    "E49",
+    "E50",
+    "E51",
+    "E52",
+    "E53",
+    "E54",
+    "E55",
+    "E56",
+    "E60",
+)
+#: The explanations that differ from the message text (the templated messages, and a few reworded ones).
+_OWN: Final[Mapping[str, str]] = {
     "E01": (
         "Missing mandatory argument. Such error appears when the Nitro CLI is requested to perform an "
         "operation, but not all of the mandatory arguments were supplied.\n\tExample: `nitro-cli "
@@ -42,52 +92,6 @@ _EXPLAIN: Final[Mapping[str, str]] = {
         "Daemonize process failure. Such error appears when the system fails to daemonize the newly "
         "spawned enclave process."
     ),
-    "E07": (
-        "Read from disk failure. Such error appears when the Nitro CLI process fails to read the content "
-        "of the enclave sockets directory (usually '/run/nitro_enclaves/') in order to perform a "
-        "`describe-enclave` operation. Check that the directory exists and it has proper permissions, or "
-        "run the Nitro Enclaves configuration script in order to (re)configure the environment."
-    ),
-    "E08": (
-        "Unusable connection error. Such error appears when the Nitro CLI process attempts to open a "
-        "connection to a non-existing or previously closed enclave descriptor"
-    ),
-    "E09": (
-        "Socket close error. Such error appears when the system fails to successfully close a "
-        "communication channel."
-    ),
-    "E10": (
-        "Socket connect set timeout error. Such error appears when the system fails to configure a "
-        "specific timeout for a given socket. May arise when trying to connect to an enclave's console."
-    ),
-    "E11": (
-        "Socket error. This is used as an error for catching any other socket operation errors not "
-        "covered by previous custom errors."
-    ),
-    "E12": (
-        "Epoll error. Such error appears, for instance, when the system fails to register a specific "
-        "enclave descriptor with epoll in order to monitor events for it."
-    ),
-    "E13": (
-        "Inotify error. Such error appears when the system fails to configure a socket for monitorization."
-    ),
-    "E14": (
-        "Invalid command. Such error appears when an unknown command and / or unknown arguments are sent "
-        "through a socket."
-    ),
-    "E15": (
-        "Lock acquire failure. Such error appears when the system fails to obtain the lock for an object "
-        "with concurrent access, such as a structure containing information about a running enclave."
-    ),
-    "E16": (
-        "Thread join failure. Such error appears when the system fails to successfully join a thread, "
-        "after it finished executing."
-    ),
-    "E17": "Serde error. Such error appears when serializing / deserializing a command or response fails.",
-    "E18": (
-        "File permissions error. Such error appears when a user other than the owner of the logging file "
-        "(usually '/var/log/nitro_enclaves/nitro_enclaves.log') attempts to change the file permissions"
-    ),
     "E19": (
         "File operation failure. Such error appears when the system fails to perform the requested file "
         "operations, such as opening the EIF file when launching an enclave, or seeking to a specific "
@@ -110,16 +114,7 @@ _EXPLAIN: Final[Mapping[str, str]] = {
         "`nitro-cli run-enclave --cpu-count 4 --memory 80 --eif-path /path/to/my/eif`. In this case, the "
         "user requested 4 CPUs, but the CPU pool contains only 2."
     ),
-    "E23": (
-        "Malformed CPU ID error. Such error appears when a `lscpu` line is malformed and reports an "
-        "invalid online CPUs list."
-    ),
     "E24": "CPU error. Such error appears when a CPU line interval is invalid (as in 0-3-7)",
-    "E25": (
-        "No such hugepage flag error. Such error appears when the enclave process attempts to use an "
-        "invalid hugepage size (size other than the known hugepage sizes) for initializing the enclave "
-        "memory."
-    ),
     "E26": (
         "Insufficient memory requested. Such error appears when the user requests to launch an enclave "
         "with not enough memory. The enclave memory should be at least equal to the size of the EIF file "
@@ -136,129 +131,10 @@ _EXPLAIN: Final[Mapping[str, str]] = {
         "available for enclaves. As a solution, (re)configure the Nitro Enclaves environment, specifying "
         "a higher value for the available memory."
     ),
-    "E28": (
-        "Invalid enclave descriptor. Such error appears when the NE_CREATE_VM ioctl returns with an error."
-    ),
-    "E29": (
-        "Ioctl failure. Such error is used as a general ioctl error and appears whenever an ioctl fails. "
-        "In this case, the error backtrace provides detailed information on what specifically failed "
-        "during the ioctl."
-    ),
-    "E30": (
-        "Ioctl image get load info failure. Such error appears when the ioctl used for getting the "
-        "memory load information fails. In this case, the error backtrace provides detailed information "
-        "on what specifically failed during the ioctl."
-    ),
-    "E31": (
-        "Ioctl set memory region failure. Such error appears when the ioctl used for setting a given "
-        "memory region fails. In this case, the error backtrace provides detailed information on what "
-        "specifically failed during the ioctl."
-    ),
-    "E32": (
-        "Ioctl add vCPU failure. Such error appears when the ioctl used for adding a vCPU fails. In this "
-        "case, the error backtrace provides detailed information on what specifically failed during the "
-        "ioctl."
-    ),
-    "E33": (
-        "Ioctl start enclave failure. Such error appears when the ioctl used for starting an enclave "
-        "fails. In this case, the error backtrace provides details information on what specifically "
-        "failed during the ioctl."
-    ),
-    "E34": (
-        "Memory overflow. Such error may appear during loading the EIF in the memory regions which will "
-        "be conceded to the future enclave, if the regions offset plus the EIF file size exceeds the "
-        "maximum address of the target platform."
-    ),
-    "E35": (
-        "EIF file parsing error. Such errors appear when attempting to fill a memory region with a "
-        "section of the EIF file, but reading the entire section fails. This might indicate that the "
-        "required hugepages are not available."
-    ),
-    "E36": (
-        "Enclave boot failure. Such error appears when attempting to receive the `ready` signal from a "
-        "freshly booted enclave. It arises in several contexts, for instance, when the enclave is booted "
-        "from an invalid EIF file and the enclave process immediately exits, failing to submit the "
-        "`ready` signal. In this case, the error backtrace provides detailed information on what "
-        "specifically failed during the enclave boot process."
-    ),
-    "E37": (
-        "Enclave event wait error. Such error appears when monitoring an enclave descriptor for events fails."
-    ),
-    "E38": (
-        "Enclave process command not executed error. Such error appears when at least one enclave fails "
-        "to provide the description information."
-    ),
-    "E39": (
-        "Enclave process connection failure. Such error appears when the enclave manager fails to "
-        "connect to at least one enclave process for retrieving the description information."
-    ),
-    "E40": (
-        "Socket path not found. Such error appears when the Nitro CLI process fails to build the "
-        "corresponding socket path starting from a given enclave ID."
-    ),
-    "E41": (
-        "Enclave process send reply failure. Such error appears when the enclave process fails to submit "
-        "the status code to the Nitro CLI process after performing a run / describe / terminate command."
-    ),
-    "E42": "Enclave mmap error. Such error appears when allocating the enclave memory fails.",
-    "E43": "Enclave munmap error. Such error appears when unmapping the enclave memory fails.",
-    "E44": (
-        "Enclave console connection failure. Such error appears when the Nitro CLI process fails to "
-        "establish a connection to a running enclave's console."
-    ),
-    "E45": (
-        "Enclave console read error. Such error appears when reading from a running enclave's console fails."
-    ),
-    "E46": (
-        "Enclave console write output error. Such error appears when writing the information retrieved "
-        "from a running enclave's console (to a given stream) fails."
-    ),
-    "E47": (
-        "Integer parsing error. Such error appears when trying to connect to a running enclave's "
-        "console, but the enclave CID cannot be parsed correctly."
-    ),
-    "E48": (
-        "EIF building error. Such error appears when trying to build an EIF file. In this case, the "
-        "error backtrace provides detailed information on the failure reason."
-    ),
-    "E49": (
-        "Docker image build error. Such error appears when trying to build and EIF file, but building "
-        "the corresponding docker image fails. In this case, the error backtrace provides detailed "
-        "information on the failure reason."
-    ),
-    "E50": (
-        "Docker image pull error. Such error appears when trying to build an EIF file, but pulling the "
-        "corresponding docker image fails. In this case, the error backtrace provides detailed "
-        "informatino on the failure reason."
-    ),
-    "E51": (
-        "Artifacts path environment variable not set. Such error appears when trying to build an EIF "
-        "file, but the artifacts path environment variable is not set."
-    ),
-    "E52": (
-        "Blobs path environment variable not set. Such error appears when trying to build an EIF file, "
-        "but the blobs path environment variable is not set."
-    ),
-    "E53": (
-        "Clock skew error. Such error appears when continuously reading from a running enclave's "
-        "console, but measuring the time elapsed between consecutive reads failed."
-    ),
-    "E54": (
-        "Signal masking error. Such error appears if attempting to mask specific signals before creating "
-        "an enclave process fails."
-    ),
-    "E55": (
-        "Signal unmasking error. Such error appears if attempting to unmask specific signals after "
-        "creating an enclave process fails."
-    ),
-    "E56": (
-        "Logger error. Such error appears when attempting to initialize the underlying logging system fails."
-    ),
-    "E60": (
-        "Signing error. Such error appears if incorrect key or certificate paths are provided, or when "
-        "AWS credenrials need to be refreshed to use a KMS key."
-    ),
 }
+_EXPLAIN: Final[Mapping[str, str]] = dict(
+    sorted({**{code: TEMPLATES[code] for code in _SAME_AS_MESSAGE}, **_OWN}.items())
+)
 
 
 def explain_text(code: str) -> str:
