@@ -8,7 +8,11 @@ wake-up is two context switches and cold caches):
   sleeper on the socket; ``unix_stream_read_generic`` finds no data and sleeps again): measured, one
   spurious wake-up per message. A ``poll`` for POLLIN is not woken by those POLLOUT events.
 - A send is tried at once (a request fits the socket buffer: one system call); only a full buffer waits
-  for POLLOUT. Python's ``settimeout`` would ``poll`` before every send too.
+  for POLLOUT. Python's ``settimeout`` would ``poll`` before every send too. :meth:`PlainSocketIO.send` is
+  that one try on its own: an ``OSError`` from it means the kernel took no byte of the data (a stream
+  ``send`` that took some returns their count and reports the error on the next call), which is how a
+  caller proves a request was not sent. Sends pass ``MSG_NOSIGNAL``: a closed peer is an ``EPIPE`` error,
+  never a SIGPIPE, whatever the application did with that signal.
 - A read waits first: what comes next needs the peer's work. (Trying first was measured on the NSM
   leg: the answer was already there only 31% of the time, so it cost more system calls than it saved.)
 - A wait longer than the timeout raises :class:`TimeoutError`, as ``settimeout`` does; the bound applies
@@ -74,19 +78,26 @@ class PlainSocketIO:
             if events != _READABLE:
                 self._poll.modify(self._fd, _READABLE)
 
+    def send(self, data: bytes) -> int:
+        """One send, without waiting: the number of bytes the kernel took (0 when the buffer is full).
+
+        An ``OSError`` (``BrokenPipeError``, ``ConnectionResetError``, ...) means none of ``data`` was taken.
+        """
+        try:
+            return self._sock.send(data, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return 0
+
     def sendall(self, data: bytes) -> None:
         """Send all of ``data``: at once when the socket buffer has room, else waiting for room."""
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
+        sent = self.send(data)
         if sent == len(data):
             return
         view = memoryview(data)
         while sent < len(data):
             self._wait(_WRITABLE)
             try:
-                sent += self._sock.send(view[sent:])
+                sent += self._sock.send(view[sent:], socket.MSG_NOSIGNAL)
             except BlockingIOError:
                 continue
 

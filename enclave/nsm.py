@@ -3,8 +3,17 @@
 Backends (DESIGN.md, "Inside a simulated enclave"):
 
 - ``NITRO_SIM_NSM`` set: the simulated device, a Unix stream socket served by ``nsm-sim``; each message is
-  a 4-byte big-endian length and the CBOR body. One persistent connection per process (re-opened after a
-  fork or a lost connection, never mid-call: a request is sent at most once).
+  a 4-byte big-endian length and the CBOR body. One persistent connection per process, re-opened after a
+  fork or a lost connection. A request is sent at most once:
+
+  - The device closes a connection left idle (``nsm-sim --idle-timeout``). The next call finds it closed
+    when its first ``send`` fails with ``EPIPE`` (or ``ECONNRESET``) having taken no byte: a Unix stream
+    socket refuses, atomically and before taking anything, a send to a peer that has closed or shut its
+    receiving side (Linux ``unix_stream_sendmsg``). The request provably was not sent, so it is sent once
+    more, on a new connection, and the caller sees nothing of it. Only a reused connection is retried so.
+  - Any failure once a byte of the request was taken (the device closed before answering, a broken or
+    oversized answer, a timeout) is never retried: it raises :class:`NSMDeviceError` (nsm-api's
+    ``InternalError``, as the driver maps a device failure), and the next call opens a new connection.
 - else ``/dev/nsm`` exists: the Nitro driver's ioctl, laid out as nsm-api ``src/driver/mod.rs`` does: a
   ``struct { struct iovec request; struct iovec response; }`` passed to ``_IOWR(0x0A, 0, sizeof)``, request
   at most 0x1000 bytes, response buffer 0x3000 bytes, the driver writing the response length back into
@@ -126,9 +135,10 @@ class SimulatedDeviceTransport:
         #: Receive buffer for one whole frame, reused by every call (calls are serialized by the mutex).
         self._view = memoryview(bytearray(FRAME_HEADER_BYTES + MAX_RESPONSE_BYTES))
 
-    def _connection(self) -> PlainSocketIO:
+    def _connection(self) -> tuple[PlainSocketIO, bool]:
+        """The connection, and whether it is an existing one (reused) rather than opened just now."""
         if self._io is not None and self._generation == fork_generation():
-            return self._io
+            return self._io, True
         self._sock = self._io = None  # after a fork the parent's connection is not ours to use
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self._timeout)
@@ -142,7 +152,7 @@ class SimulatedDeviceTransport:
         # Connected: sends go out at once; reads wait in poll() first (enclave._sockets says why).
         self._io = PlainSocketIO(sock, self._timeout)
         self._sock, self._generation = sock, fork_generation()
-        return self._io
+        return self._io, False
 
     def _receive_frame(self, io: PlainSocketIO) -> bytes:
         """One whole response frame's body, read into the connection's buffer (usually one ``recv_into``).
@@ -170,10 +180,12 @@ class SimulatedDeviceTransport:
         return count
 
     def roundtrip(self, request: bytes) -> bytes:
+        frame = encode_frame(request)
         with self._mutex:
-            io = self._connection()
+            io, sent = self._send_first(frame)
             try:
-                io.sendall(encode_frame(request))
+                if sent < len(frame):
+                    io.sendall(frame[sent:])  # rare: the socket buffer was full
                 return self._receive_frame(io)
             except NSMDeviceError:
                 self._drop()
@@ -181,6 +193,29 @@ class SimulatedDeviceTransport:
             except OSError as exc:
                 self._drop()
                 raise NSMDeviceError(f"simulated NSM at {self.path}: {_reason(exc)}") from None
+
+    def _send_first(self, frame: bytes) -> tuple[PlainSocketIO, int]:
+        """The first ``send`` of ``frame``, and the connection it went out on (see the module rules).
+
+        A reused connection the device has closed refuses the send before taking any byte: the request
+        provably was not sent, and it is sent once more on a new connection.
+        """
+        io, reused = self._connection()
+        try:
+            return io, io.send(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            self._drop()
+            if not reused:
+                raise NSMDeviceError(f"the simulated NSM at {self.path} closed the connection") from None
+        except OSError as exc:
+            self._drop()
+            raise NSMDeviceError(f"simulated NSM at {self.path}: {_reason(exc)}") from None
+        io, _ = self._connection()  # nothing was sent: once more, on a new connection
+        try:
+            return io, io.send(frame)
+        except OSError as exc:
+            self._drop()
+            raise NSMDeviceError(f"simulated NSM at {self.path}: {_reason(exc)}") from None
 
     def _drop(self) -> None:
         if self._sock is not None:

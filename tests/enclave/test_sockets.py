@@ -51,6 +51,21 @@ def test_a_full_socket_buffer_waits_for_room_then_sends_everything() -> None:
         assert bytes(received) == data
 
 
+def test_one_send_takes_what_fits_and_a_closed_peer_takes_nothing() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        io = PlainSocketIO(left, 5)
+        assert io.send(b"abc") == 3
+        assert 0 < io.send(bytes(1024 * 1024)) < 1024 * 1024  # never waits: a part, then the rest later
+        while io.send(b"x"):
+            pass  # fill the buffer
+        assert io.send(b"more") == 0  # full: nothing taken, nothing raised
+        right.shutdown(socket.SHUT_RD)  # the peer stops receiving: a send is refused with EPIPE, not SIGPIPE
+        with pytest.raises(BrokenPipeError):
+            io.send(b"request")
+
+
 def test_a_send_nobody_takes_times_out() -> None:
     left, right = socket.socketpair()
     with left, right:
