@@ -169,7 +169,11 @@ def _sim_root() -> bytes:
         raise UsageError(f"--root sim: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _roots(values: Sequence[str]) -> list[x509.Certificate]:
+def load_roots(values: Sequence[str]) -> list[x509.Certificate]:
+    """Trust anchors named as ``--root`` takes them: ``aws``, ``sim`` (the home's root) or a PEM/DER file.
+
+    An empty list means ``aws``. Raises :class:`UsageError` with one line naming the bad value.
+    """
     roots = []
     for value in values or ["aws"]:
         if value == "aws":
@@ -322,7 +326,7 @@ def _image_pcrs(path: str) -> dict[int, bytes]:
 def cmd_verify(args: argparse.Namespace, *, now: datetime) -> int:
     data = read_document(args.file)
     policy, checks = _policy(args)
-    roots = _roots(args.root)
+    roots = load_roots(args.root)
     at = now if args.at in (None, "document") else _time(args.at)
     try:
         if args.at == "document":

@@ -35,7 +35,8 @@ from attestation.provider_wire import (
 from attestation.sim import vsock_socket_path
 from attestation.verify import Verifier, aws_nitro_root
 from host import random_client
-from host.random_client import ProviderError, RefusedError, exchange, main, verify_answer
+from host._provider_client import exchange, verify_answer
+from host.random_client import ProviderError, RefusedError, main
 
 PCR0 = bytes.fromhex("a1" * 48)
 NONCE = b"\x11" * 32
