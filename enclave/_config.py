@@ -25,6 +25,16 @@ its texts, checked before anything is sent:
   -1 must be an integer greater than or equal to 0.' (1 for the total); an ``AWS_MAX_ATTEMPTS`` that is not
   an integer: ValueError "invalid literal for int() with base 10: 'abc'"; more than MAX_ATTEMPTS_LIMIT
   attempts in all: ValueError.
+
+Timeouts: ``connect_timeout`` and ``read_timeout`` are botocore's (60 s each; a read timeout bounds each
+wait for bytes, so a peer that sends one byte just inside it could stretch an answer without end).
+``attempt_timeout`` is ours, not botocore's: the bound on one whole attempt (connect, TLS handshake, send
+and the complete response), the AWS SDK for Kotlin's ``attemptTimeout`` and the Java SDK v2's
+``apiCallAttemptTimeout``. Unset, it is ``connect_timeout + read_timeout`` (120 s by default): an honest
+KMS answer (under 9 KB, at most a few reads) comes within ``read_timeout`` of the request and a connection
+within ``connect_timeout``, so this default never cuts a call botocore's own timeouts let through, while a
+dripping peer gets no more than that. Exceeding it raises ConnectTimeoutError while connecting, else
+ReadTimeoutError, retried as botocore retries timeouts (enclave._retry).
 """
 
 from __future__ import annotations
@@ -85,9 +95,14 @@ class Config:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     retries: Mapping[str, object] | None = None
+    #: Bound on one attempt, connect to the last response byte (module docstring); None: connect + read.
+    attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        for timeout in (self.connect_timeout, self.read_timeout):
+        timeouts = [self.connect_timeout, self.read_timeout]
+        if self.attempt_timeout is not None:
+            timeouts.append(self.attempt_timeout)
+        for timeout in timeouts:
             # finite: settimeout() refuses NaN (and the NaN would pass a "<= 0" check)
             if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_SECONDS):
                 raise ValueError(
@@ -114,6 +129,13 @@ class Config:
                 )
         if self.max_attempts > MAX_ATTEMPTS_LIMIT:
             raise ValueError(f"retries allow at most {MAX_ATTEMPTS_LIMIT} attempts in all")
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The bound on one attempt: ``attempt_timeout``, else ``connect_timeout + read_timeout``."""
+        if self.attempt_timeout is not None:
+            return self.attempt_timeout
+        return self.connect_timeout + self.read_timeout
 
     @property
     def max_attempts(self) -> int:

@@ -6,6 +6,12 @@ The I/O shell around :mod:`enclave._http`. Rules:
 - A plain (non-TLS) connection does its I/O through :class:`enclave._sockets.PlainSocketIO` (a request is
   one ``send``; the answer is waited for with a ``poll`` that only readable data wakes); the read timeout
   applies per wait. TLS connections use Python's socket timeouts.
+- Each exchange is one attempt with a deadline, ``attempt_timeout`` seconds after it starts (the rules
+  and the default are :class:`enclave._config.Config`'s): connecting, the TLS handshake, the send and every
+  read wait at most until then, whatever their own timeouts allow, so a peer that sends one byte per read
+  timeout cannot stretch a call. Past it, an attempt still connecting raises ConnectTimeoutError and any
+  other a ReadTimeoutError (botocore's names; both are retried as timeouts). The silent reopen of a stale
+  connection (below) belongs to the same attempt and the same deadline.
 - The connection is opened lazily and kept open while the server keeps it alive. A reused connection
   that turns out to be dead before any response byte arrives (the server or proxy closed it while idle)
   is reopened once, silently, as HTTP clients do for stale pooled connections. Every other failure closes
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 from enclave import vsock
@@ -68,6 +75,7 @@ class Connection:
     """A lazily opened, reused connection; :meth:`exchange` sends one request and returns its response."""
 
     __slots__ = (
+        "_attempt_timeout",
         "_buffer",
         "_connect_timeout",
         "_endpoint",
@@ -86,6 +94,7 @@ class Connection:
         *,
         connect_timeout: float,
         read_timeout: float,
+        attempt_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         simulated: bool | None = None,
     ) -> None:
@@ -94,6 +103,7 @@ class Connection:
         self._endpoint = endpoint
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._attempt_timeout = connect_timeout + read_timeout if attempt_timeout is None else attempt_timeout
         self._ssl_context = ssl_context
         self._simulated = simulated
         self._sock: socket.socket | None = None
@@ -114,19 +124,29 @@ class Connection:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _open(self) -> socket.socket:
+    def _open(self, deadline: float) -> socket.socket:
         ep = self._endpoint
+        timeout = min(self._connect_timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise ConnectTimeoutError(ep.url)
         if ep.scheme == "vsock":
-            sock = vsock.connect(ep.cid, ep.port, timeout=self._connect_timeout, simulated=self._simulated)
+            sock = vsock.connect(ep.cid, ep.port, timeout=timeout, simulated=self._simulated)
         else:
             try:
-                sock = socket.create_connection((ep.host, ep.port), timeout=self._connect_timeout)
+                sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
             except TimeoutError:
                 raise ConnectTimeoutError(ep.url) from None
             except OSError as exc:
                 raise EndpointConnectionError(ep.url, exc.strerror or str(exc)) from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._ssl_context is not None:
+            # The handshake runs under one timeout for all of it (CPython's do_handshake keeps a deadline),
+            # bounded by what is left of the attempt.
+            timeout = min(self._connect_timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                sock.close()
+                raise ConnectTimeoutError(ep.url)
+            sock.settimeout(timeout)
             try:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=ep.server_name or None)
             except TimeoutError:
@@ -148,15 +168,16 @@ class Connection:
         if self._sock is not None and self._generation != fork_generation():
             self._sock = None  # inherited across fork(): the parent's connection is not ours to use
         reused = self._sock is not None
+        deadline = time.monotonic() + self._attempt_timeout
         try:
-            return self._attempt(request)
+            return self._attempt(request, deadline)
         except _StaleConnectionError:
             if not reused:
                 raise EndpointConnectionError(
                     self._endpoint.url, "the connection was closed before any response"
                 ) from None
         try:
-            return self._attempt(request)
+            return self._attempt(request, deadline)
         except _StaleConnectionError:
             raise EndpointConnectionError(
                 self._endpoint.url, "the connection was closed before any response"
@@ -169,9 +190,9 @@ class Connection:
             raise _StaleConnectionError
         return response
 
-    def _attempt(self, request: bytes) -> Response:
+    def _attempt(self, request: bytes, deadline: float) -> Response:
         if self._sock is None:
-            self._sock, self._generation = self._open(), fork_generation()
+            self._sock, self._generation = self._open(deadline), fork_generation()
             if self._ssl_context is None:
                 self._io = PlainSocketIO(self._sock, self._read_timeout)
         sock = self._sock
@@ -179,12 +200,17 @@ class Connection:
         reader = ResponseReader()
         try:
             if io is None:
-                sock.sendall(request)
+                self._tls_sendall(sock, request, deadline)
             else:
+                io.set_deadline(deadline)
                 io.sendall(request)
             while True:
                 # Every read waits first: what comes next needs the server's (and the proxy's) work.
-                n = sock.recv_into(self._buffer) if io is None else io.recv_into(self._buffer)
+                if io is None:
+                    self._tls_wait_until(sock, deadline)
+                    n = sock.recv_into(self._buffer)
+                else:
+                    n = io.recv_into(self._buffer)
                 if n == 0:
                     return self._at_eof(reader)
                 response = reader.feed(self._view[:n])
@@ -209,6 +235,21 @@ class Connection:
         except OSError as exc:
             self.close()
             raise EndpointConnectionError(self._endpoint.url, exc.strerror or str(exc)) from None
+
+    def _tls_wait_until(self, sock: socket.socket, deadline: float) -> None:
+        """Let the next TLS socket call wait at most ``read_timeout``, and never past ``deadline``."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        sock.settimeout(min(self._read_timeout, left))
+
+    def _tls_sendall(self, sock: socket.socket, data: bytes, deadline: float) -> None:
+        # SSLSocket.sendall times each send on its own; a peer reading slowly must not stretch it either.
+        view = memoryview(data)
+        sent = 0
+        while sent < len(data):
+            self._tls_wait_until(sock, deadline)
+            sent += sock.send(view[sent:])
 
 
 class _StaleConnectionError(Exception):

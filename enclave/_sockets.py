@@ -16,7 +16,9 @@ wake-up is two context switches and cold caches):
 - A read waits first: what comes next needs the peer's work. (Trying first was measured on the NSM
   leg: the answer was already there only 31% of the time, so it cost more system calls than it saved.)
 - A wait longer than the timeout raises :class:`TimeoutError`, as ``settimeout`` does; the bound applies
-  per wait, as it does per call with ``settimeout``.
+  per wait, as it does per call with ``settimeout``. A deadline (:meth:`PlainSocketIO.set_deadline`, a
+  ``time.monotonic()`` value) bounds every wait as well, so a peer that sends a byte just inside each
+  timeout still cannot stretch a whole exchange past it; past the deadline every wait raises at once.
 
 Only for plain sockets (``AF_UNIX``, ``AF_VSOCK``, TCP): an ``ssl.SSLSocket`` keeps Python's own timeouts.
 
@@ -31,6 +33,7 @@ import math
 import os
 import select
 import socket
+import time
 
 __all__ = ["PlainSocketIO", "fork_generation"]
 
@@ -56,7 +59,7 @@ def fork_generation() -> int:
 class PlainSocketIO:
     """Sends and receives on a connected plain socket, made non-blocking; waits as the module says."""
 
-    __slots__ = ("_fd", "_poll", "_sock", "_timeout_ms")
+    __slots__ = ("_deadline", "_fd", "_poll", "_sock", "_timeout_ms")
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         if not (math.isfinite(timeout) and timeout > 0):
@@ -67,12 +70,23 @@ class PlainSocketIO:
         self._timeout_ms = max(1, math.ceil(timeout * 1000))
         self._poll = select.poll()
         self._poll.register(self._fd, _READABLE)
+        self._deadline: float | None = None
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Bound every later wait by ``deadline`` too (a ``time.monotonic()`` value), or by none."""
+        self._deadline = deadline
 
     def _wait(self, events: int) -> None:
+        timeout_ms = self._timeout_ms
+        if self._deadline is not None:
+            left_ms = math.ceil((self._deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                raise TimeoutError("timed out")
+            timeout_ms = min(timeout_ms, left_ms)
         if events != _READABLE:
             self._poll.modify(self._fd, events)
         try:
-            if not self._poll.poll(self._timeout_ms):
+            if not self._poll.poll(timeout_ms):
                 raise TimeoutError("timed out")
         finally:
             if events != _READABLE:

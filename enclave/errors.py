@@ -6,8 +6,10 @@
     │                                   as ``client.exceptions.<Name>`` as in boto3
     ├── TransportError                  no usable answer came back
     │   ├── EndpointConnectionError     could not connect (nobody listening, proxy refused, KMS down)
-    │   ├── ConnectTimeoutError         connecting took longer than ``connect_timeout``
-    │   ├── ReadTimeoutError            the answer took longer than ``read_timeout``
+    │   ├── ConnectTimeoutError         connecting took longer than ``connect_timeout`` (or than what was
+    │   │                               left of the attempt's bound, ``Config.attempt_timeout``)
+    │   ├── ReadTimeoutError            the answer took longer than ``read_timeout``, or the attempt longer
+    │   │                               than its bound (a peer dripping bytes)
     │   └── ProtocolError               the bytes that came back are not an HTTP/1.1 response we accept
     ├── ResponseError                   a 200 answer that breaks the contract (no CiphertextForRecipient,
     │                                   bad JSON, bad base64)
@@ -90,7 +92,7 @@ class ConnectTimeoutError(TransportError):
 
 
 class ReadTimeoutError(TransportError):
-    """The response took longer than the read timeout."""
+    """The response took longer than the read timeout, or the attempt longer than its bound."""
 
     def __init__(self, endpoint: str) -> None:
         super().__init__(f'Read timeout on endpoint URL: "{endpoint}"')

@@ -143,6 +143,7 @@ class KMSClient:
             endpoint,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
+            attempt_timeout=config.attempt_seconds,
             ssl_context=ssl_context,
             simulated=simulated,
         )
