@@ -69,13 +69,20 @@ def _read_request(conn: socket.socket) -> bool:
 
 
 class DripPeer:
-    """Serves vsock (3, 8000) one connection at a time, dripping ``stream`` a byte every DRIP seconds.
+    """Serves vsock (3, 8000) one connection at a time, dripping ``stream`` a byte every ``drip`` seconds.
 
     ``mode``: "http" reads the request first; "tls" does the TLS handshake (with ``server_context``) and then
     the same; "handshake" drips during the TLS handshake (after the ClientHello).
     """
 
-    def __init__(self, stream: bytes, *, mode: str = "http", server_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        stream: bytes,
+        *,
+        mode: str = "http",
+        server_context: ssl.SSLContext | None = None,
+        drip: float = DRIP,
+    ) -> None:
         self.path = vsock_socket_path(PARENT_CID, 8000)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,6 +91,7 @@ class DripPeer:
         self.stream = stream
         self.mode = mode
         self.server_context = server_context
+        self.drip = drip
         self.connections = 0
         self.requests = 0
         self.stop = threading.Event()
@@ -117,8 +125,8 @@ class DripPeer:
 
     def _drip(self, conn: socket.socket) -> None:
         stream = itertools.chain(self.stream, itertools.repeat(ord("a")))
-        for _ in range(math.ceil(DRIP_LIMIT / DRIP)):
-            if self.stop.wait(DRIP):
+        for _ in range(math.ceil(DRIP_LIMIT / self.drip)):
+            if self.stop.wait(self.drip):
                 return
             conn.send(bytes([next(stream)]))  # OSError once the client has hung up: next connection
 
@@ -175,8 +183,8 @@ def test_a_response_that_completes_within_the_deadline_is_not_cut(
 ) -> None:
     body = b'{"__type": "ValidationException", "message": "no"}'
     answer = b"HTTP/1.1 400 X\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    peer_factory(answer)
-    # The whole answer drips in about len(answer) * DRIP seconds, far inside this attempt bound.
+    peer_factory(answer, drip=DRIP / 4)
+    # The whole answer drips in about len(answer) * DRIP / 4 seconds, far inside this attempt bound.
     assert len(answer) * DRIP * 10 < 30
     config = Config(read_timeout=READ_TIMEOUT, attempt_timeout=30, retries={"total_max_attempts": 1})
     with make_client(config, use_ssl=False) as kms, pytest.raises(kms.exceptions.ValidationException):
