@@ -8,7 +8,8 @@ persistent. A request costs a ``poll``, one ``recv``, the NSM call and one ``sen
 Robustness rules:
 - A malformed request is answered with ``{"Error": ...}`` and the connection stays usable.
 - A frame over ``MAX_REQUEST_BYTES`` (the driver's limit) is read, discarded and answered
-  ``InputTooLarge``; one over ``MAX_DISCARD_BYTES`` closes that connection (we cannot afford to read it).
+  ``InputTooLarge``; one over ``MAX_DISCARD_BYTES`` (:mod:`host._nsm_framing`, the sans-IO framing) closes
+  that connection (we cannot afford to read it).
 - A client that disconnects mid-frame only ends its own connection; the server keeps serving.
 - At most ``MAX_CONNECTIONS`` clients at once; more are closed at accept.
 - Idle connections give their slot back: a client that sends no byte for ``--idle-timeout`` seconds
@@ -48,14 +49,12 @@ from attestation.nsm_wire import (
     ErrorResponse,
     encode_frame,
     encode_response,
-    frame_length,
 )
 from attestation.pki import MODULE_ID_RE, SimulatedPKI, new_module_id
 from attestation.sim import check_unix_path, remove_stale_socket, sim_home
+from host._nsm_framing import Framer
 
 PROG = "nsm-sim"
-#: Oversized frames up to this size are drained and answered; larger ones close the connection.
-MAX_DISCARD_BYTES = 64 * 1024
 #: Concurrent client connections.
 MAX_CONNECTIONS = 128
 #: Seconds a connection may wait idle (no byte from the client, or none of an answer taken) before it is
@@ -95,68 +94,6 @@ def parse_pcr(text: str) -> tuple[int, bytes]:
     return index, value
 
 
-class _Framer:
-    """Sans-IO framing of one connection: bytes in, the requests (and answers owed) out, in order.
-
-    :meth:`feed` returns request bodies, :data:`_TOO_LARGE` for an oversized frame that was drained (answer
-    ``InputTooLarge`` and go on) or :data:`_TOO_LARGE_CLOSE` for one too large to drain (answer, then close).
-    """
-
-    __slots__ = ("_buffer", "_discard", "closed")
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        #: Bytes of an oversized (but drainable) frame still to be read and dropped.
-        self._discard = 0
-        self.closed = False
-
-    def feed(self, data: bytes) -> list[bytes | _Oversized]:
-        if self.closed:
-            return []
-        if not self._buffer and not self._discard and len(data) >= FRAME_HEADER_BYTES:
-            # The common case: exactly one whole request in one read; no copy into the buffer.
-            length = frame_length(data[:FRAME_HEADER_BYTES])
-            if length <= MAX_REQUEST_BYTES and len(data) == FRAME_HEADER_BYTES + length:
-                return [data[FRAME_HEADER_BYTES:]]
-        self._buffer += data
-        return self._drain()
-
-    def _drain(self) -> list[bytes | _Oversized]:
-        out: list[bytes | _Oversized] = []
-        buffer = self._buffer
-        while True:
-            if self._discard:
-                dropped = min(self._discard, len(buffer))
-                del buffer[:dropped]
-                self._discard -= dropped
-                if self._discard:
-                    return out
-                out.append(_TOO_LARGE)
-            if len(buffer) < FRAME_HEADER_BYTES:
-                return out
-            length = frame_length(bytes(buffer[:FRAME_HEADER_BYTES]))
-            if length > MAX_REQUEST_BYTES:
-                del buffer[:FRAME_HEADER_BYTES]
-                if length > MAX_DISCARD_BYTES:
-                    buffer.clear()
-                    self.closed = True
-                    out.append(_TOO_LARGE_CLOSE)
-                    return out
-                self._discard = length
-                continue
-            end = FRAME_HEADER_BYTES + length
-            if len(buffer) < end:
-                return out
-            out.append(bytes(buffer[FRAME_HEADER_BYTES:end]))
-            del buffer[:end]
-
-
-class _Oversized:
-    __slots__ = ()
-
-
-_TOO_LARGE = _Oversized()
-_TOO_LARGE_CLOSE = _Oversized()
 _INPUT_TOO_LARGE = encode_frame(encode_response(ErrorResponse(code="InputTooLarge")))
 _INTERNAL_ERROR = encode_frame(encode_response(ErrorResponse(code="InternalError")))
 
@@ -214,7 +151,7 @@ class DeviceServer:
         thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        framer = _Framer()
+        framer = Framer()
         readable = select.poll()
         readable.register(conn.fileno(), select.POLLIN | select.POLLPRI)
         try:
@@ -234,11 +171,11 @@ class DeviceServer:
                 self._connections.pop(conn, None)
             conn.close()
 
-    def _answer_all(self, conn: socket.socket, framer: _Framer, data: bytes) -> None:
+    def _answer_all(self, conn: socket.socket, framer: Framer, data: bytes) -> None:
         for item in framer.feed(data):
             conn.sendall(self.answer(item) if isinstance(item, bytes) else _INPUT_TOO_LARGE)
 
-    def _retire(self, conn: socket.socket, framer: _Framer) -> None:
+    def _retire(self, conn: socket.socket, framer: Framer) -> None:
         """Close an idle connection without losing, or half-serving, a request sent at that moment.
 
         ``shutdown(SHUT_RD)`` is atomic against the client's send (both hold the receiving socket's state

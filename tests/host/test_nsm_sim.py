@@ -21,7 +21,8 @@ from attestation.document import decode_document, verify_signature
 from attestation.errors import NSMError
 from attestation.nsm_wire import MAX_REQUEST_BYTES, GetRandomResponse, decode_response, encode_frame
 from enclave.nsm import NSMClient, SimulatedDeviceTransport
-from host.nsm_sim import _TOO_LARGE, _TOO_LARGE_CLOSE, MAX_DISCARD_BYTES, _Framer, main
+from host._nsm_framing import MAX_DISCARD_BYTES, TOO_LARGE, TOO_LARGE_CLOSE, Framer
+from host.nsm_sim import main
 
 PCR0 = hashlib.sha384(b"test image").hexdigest()
 READY = "nsm-sim listening on "
@@ -289,7 +290,7 @@ def test_console_script_is_installed() -> None:
 REQUEST = cbor2.dumps("GetRandom")
 
 
-def _feed_bytewise(framer: _Framer, data: bytes) -> list[object]:
+def _feed_bytewise(framer: Framer, data: bytes) -> list[object]:
     out: list[object] = []
     for i in range(len(data)):
         out.extend(framer.feed(data[i : i + 1]))
@@ -297,23 +298,23 @@ def _feed_bytewise(framer: _Framer, data: bytes) -> list[object]:
 
 
 def test_one_whole_frame_per_read_is_the_body() -> None:
-    assert _Framer().feed(encode_frame(REQUEST)) == [REQUEST]
+    assert Framer().feed(encode_frame(REQUEST)) == [REQUEST]
 
 
 @pytest.mark.parametrize("chunking", ["whole", "bytewise"])
 def test_pipelined_split_and_oversized_frames_come_out_in_order(chunking: str) -> None:
     big = bytes(MAX_REQUEST_BYTES + 1)
     stream = encode_frame(REQUEST) + encode_frame(b"") + encode_frame(big) + encode_frame(b"x" * 300)
-    framer = _Framer()
+    framer = Framer()
     out = framer.feed(stream) if chunking == "whole" else _feed_bytewise(framer, stream)
-    assert out == [REQUEST, b"", _TOO_LARGE, b"x" * 300]
+    assert out == [REQUEST, b"", TOO_LARGE, b"x" * 300]
     assert not framer.closed
 
 
 def test_a_frame_too_large_to_drain_closes() -> None:
-    framer = _Framer()
+    framer = Framer()
     out = framer.feed((MAX_DISCARD_BYTES + 1).to_bytes(4, "big") + encode_frame(REQUEST))
-    assert out == [_TOO_LARGE_CLOSE]
+    assert out == [TOO_LARGE_CLOSE]
     assert framer.closed
     assert framer.feed(encode_frame(REQUEST)) == []
 

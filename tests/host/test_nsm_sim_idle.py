@@ -22,7 +22,8 @@ import pytest
 from attestation.nsm import NSM
 from attestation.nsm_wire import GetRandomResponse, decode_response, encode_frame
 from attestation.pki import SimulatedPKI, new_module_id
-from host.nsm_sim import MAX_CONNECTIONS, DeviceServer, _Framer
+from host._nsm_framing import Framer
+from host.nsm_sim import MAX_CONNECTIONS, DeviceServer
 
 READY = "nsm-sim listening on "
 #: Short enough to keep the tests quick, long enough that a busy client's next request always comes first.
@@ -220,7 +221,7 @@ def test_a_request_that_arrives_as_the_device_retires_the_connection_is_answered
     with client, device_side:
         client.settimeout(WAIT_SECONDS)
         client.sendall(GET_RANDOM * 2 + GET_RANDOM[:3])  # two whole requests and the start of a third
-        server._retire(device_side, _Framer())
+        server._retire(device_side, Framer())
         for _ in range(2):
             body = recv_exact(client, int.from_bytes(recv_exact(client, 4), "big"))
             assert isinstance(decode_response(body), GetRandomResponse)
