@@ -13,9 +13,10 @@ Robustness rules:
 - A client that disconnects mid-frame only ends its own connection; the server keeps serving.
 - At most ``MAX_CONNECTIONS`` clients at once; more are closed at accept.
 - Idle connections give their slot back: a client that sends no byte for ``--idle-timeout`` seconds
-  (default :data:`DEFAULT_IDLE_TIMEOUT`), between requests or in the middle of one, is closed; so is one
-  that takes no byte of its answers for as long (``SO_SNDTIMEO``). A request in progress is never cut: the
-  clock runs only while the device waits for the client, never while it serves a request. The close is
+  (default :data:`DEFAULT_IDLE_TIMEOUT`), between requests or stalled partway through sending one, is
+  closed; so is one that takes no byte of its answers for as long (``SO_SNDTIMEO``). A request in progress
+  is never cut: the clock restarts at every byte received and runs only while the device waits for the
+  client, never while it serves a request (an NSM call has no time bound of its own). The close is
   race-free for a client that sends just then: the device first shuts its receiving side (from that
   instant the client's ``send`` fails with ``EPIPE``, so its request provably was not delivered and it may
   send it again on a new connection), then answers every whole request that arrived before, then closes.
