@@ -23,6 +23,11 @@ Choices that follow botocore where the spec leaves room (so both sides agree wit
 the query string is taken as it appears on the wire (already percent-encoded) and its ``key=value`` pairs
 are sorted, not re-encoded; the path is normalized (dot segments removed) and percent-encoded once more
 with ``/`` and ``~`` kept; hop-by-hop headers and ``User-Agent`` are never signed.
+
+A verifier reads the fields back with :func:`parse_authorization`, or :func:`parse_query_authorization`
+for a presigned request (the same fields as ``X-Amz-*`` query parameters), and the request time with
+:func:`parse_amz_date` or, from a ``Date`` header, :func:`parse_date_header` (attestation/_sigv4_parse.py
+states where each may travel and in which forms); :func:`request_signature` recomputes the signature.
 """
 
 from __future__ import annotations
@@ -30,9 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -49,14 +52,41 @@ from attestation._sigv4_canonical import (
     headers_to_sign,
     payload_hash,
 )
+from attestation._sigv4_parse import (
+    ALGORITHM,
+    AMZ_DATE_FORMAT,
+    MAX_AUTHORIZATION_CHARS,
+    MAX_PRESIGNED_EXPIRES_S,
+    MAX_QUERY_CHARS,
+    MAX_SIGNED_HEADERS,
+    QUERY_AUTHORIZATION_PARAMETERS,
+    TERMINATOR,
+    ParsedAuthorization,
+    QueryAuthorization,
+    UnsupportedAlgorithmError,
+    has_query_authorization,
+    parse_amz_date,
+    parse_authorization,
+    parse_date_header,
+    parse_query_authorization,
+)
 
 __all__ = [
     "ALGORITHM",
+    "AMZ_DATE_FORMAT",
     "EMPTY_SHA256",
+    "MAX_AUTHORIZATION_CHARS",
+    "MAX_PRESIGNED_EXPIRES_S",
+    "MAX_QUERY_CHARS",
+    "MAX_SIGNED_HEADERS",
+    "QUERY_AUTHORIZATION_PARAMETERS",
+    "TERMINATOR",
     "UNSIGNED_HEADERS",
     "FixedRequestSigner",
     "MalformedAuthorizationError",
     "ParsedAuthorization",
+    "QueryAuthorization",
+    "UnsupportedAlgorithmError",
     "amz_date",
     "authorization_header",
     "canonical_headers",
@@ -65,9 +95,12 @@ __all__ = [
     "canonical_uri",
     "credential_scope",
     "derive_signing_key",
+    "has_query_authorization",
     "headers_to_sign",
     "parse_amz_date",
     "parse_authorization",
+    "parse_date_header",
+    "parse_query_authorization",
     "payload_hash",
     "request_signature",
     "sign_request",
@@ -75,20 +108,11 @@ __all__ = [
     "string_to_sign",
 ]
 
-#: The only algorithm SigV4 defines for the Authorization header.
-ALGORITHM = "AWS4-HMAC-SHA256"
-#: The scope terminator, fixed by the spec.
-TERMINATOR = "aws4_request"
-#: ``X-Amz-Date`` format (ISO 8601 basic, UTC, seconds).
-AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-#: Bound on an Authorization header we agree to parse (a real one is ~200-400 characters).
-MAX_AUTHORIZATION_CHARS = 4096
-#: Bound on the number of signed headers named in one Authorization header.
-MAX_SIGNED_HEADERS = 64
 #: Bound on the size of a signing-key cache (one entry per secret, day, region and service).
 SIGNING_KEY_CACHE_SIZE = 64
 
-# -- step 1, the canonical request, is in attestation/_sigv4_canonical.py (names re-exported above) ------
+# -- step 1, the canonical request, is in attestation/_sigv4_canonical.py; what a verifier reads from a
+# -- request (Authorization header, query string, dates) is in attestation/_sigv4_parse.py (both re-exported)
 
 
 # -- step 2: string to sign ----------------------------------------------------------------------------------
@@ -99,18 +123,6 @@ def amz_date(at: datetime) -> str:
     if at.tzinfo is None:
         raise ValueError("SigV4 time must be timezone-aware")
     return at.astimezone(UTC).strftime(AMZ_DATE_FORMAT)
-
-
-def parse_amz_date(value: str) -> datetime:
-    """The aware UTC time of an ``X-Amz-Date`` value; :class:`MalformedAuthorizationError` if malformed."""
-    if len(value) != 16:
-        raise MalformedAuthorizationError(f"X-Amz-Date is not in the form YYYYMMDDTHHMMSSZ: {value[:32]!r}")
-    try:
-        return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise MalformedAuthorizationError(
-            f"X-Amz-Date is not in the form YYYYMMDDTHHMMSSZ: {value!r}"
-        ) from None
 
 
 def credential_scope(date_stamp: str, region: str, service: str) -> str:
@@ -195,86 +207,6 @@ def sign_request(
 
 
 # -- the verifier's side -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParsedAuthorization:
-    """The fields of a SigV4 ``Authorization`` header (UNVERIFIED: only a signature check trusts them)."""
-
-    access_key: str
-    date_stamp: str
-    region: str
-    service: str
-    signed_headers: tuple[str, ...]
-    signature: str
-
-    @property
-    def scope(self) -> str:
-        """``<date>/<region>/<service>/aws4_request``."""
-        return credential_scope(self.date_stamp, self.region, self.service)
-
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_DATE_STAMP = re.compile(r"[0-9]{8}")
-
-
-def parse_authorization(value: str) -> ParsedAuthorization:
-    """Parse ``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...``.
-
-    Raises :class:`MalformedAuthorizationError` (a ValueError) with a one-line message for anything else.
-    Components may be separated by ``,`` with or without spaces, in any order, each exactly once.
-    """
-    if len(value) > MAX_AUTHORIZATION_CHARS:
-        raise MalformedAuthorizationError(
-            f"Authorization header is over {MAX_AUTHORIZATION_CHARS} characters"
-        )
-    algorithm, _, rest = value.strip().partition(" ")
-    if algorithm != ALGORITHM:
-        raise MalformedAuthorizationError(f"Authorization algorithm must be {ALGORITHM}")
-    fields: dict[str, str] = {}
-    for component in rest.split(","):
-        key, sep, field = component.strip().partition("=")
-        if not sep or key not in ("Credential", "SignedHeaders", "Signature"):
-            raise MalformedAuthorizationError(
-                "Authorization header requires Credential, SignedHeaders and Signature components"
-            )
-        if key in fields:
-            raise MalformedAuthorizationError(f"Authorization header repeats {key}")
-        fields[key] = field
-    missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in fields]
-    if missing:
-        raise MalformedAuthorizationError(f"Authorization header is missing {', '.join(missing)}")
-    # Credential=<access key>/<date>/<region>/<service>/aws4_request; the access key has no "/".
-    parts = fields["Credential"].split("/")
-    if len(parts) != 5 or not all(parts):
-        raise MalformedAuthorizationError(
-            "Credential must be <access key>/<YYYYMMDD>/<region>/<service>/aws4_request"
-        )
-    access_key, date_stamp, region, service, terminator = parts
-    if not _DATE_STAMP.fullmatch(date_stamp):
-        raise MalformedAuthorizationError(f"Credential date must be YYYYMMDD, got {date_stamp[:16]!r}")
-    if terminator != TERMINATOR:
-        raise MalformedAuthorizationError(f"Credential scope must end with {TERMINATOR}")
-    names = tuple(fields["SignedHeaders"].split(";"))
-    if len(names) > MAX_SIGNED_HEADERS:
-        raise MalformedAuthorizationError(f"SignedHeaders names over {MAX_SIGNED_HEADERS} headers")
-    if not all(_HEADER_NAME.fullmatch(n) for n in names):
-        raise MalformedAuthorizationError("SignedHeaders must be lower-case header names separated by ';'")
-    if list(names) != sorted(set(names)):
-        raise MalformedAuthorizationError("SignedHeaders must be sorted and without repeats")
-    if "host" not in names:
-        raise MalformedAuthorizationError("SignedHeaders must include host")
-    if not _HEX64.fullmatch(fields["Signature"]):
-        raise MalformedAuthorizationError("Signature must be 64 lower-case hex characters")
-    return ParsedAuthorization(
-        access_key=access_key,
-        date_stamp=date_stamp,
-        region=region,
-        service=service,
-        signed_headers=names,
-        signature=fields["Signature"],
-    )
 
 
 def request_signature(
