@@ -1,0 +1,22 @@
+"""Fixtures of tests/packaging: the wheel built once per session, and a user's environment with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from wheel_user import USER_TEST_REQUIREMENTS, BuiltWheel, build_wheel, copy_source, new_venv, pip_install
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+    """``pip wheel --no-deps`` of a clean copy of this tree."""
+    return build_wheel(copy_source(tmp_path_factory.mktemp("source")), tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def user_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel) -> Path:
+    """A fresh virtual environment with only the wheel (and its dependencies), pytest and boto3."""
+    venv = new_venv(tmp_path_factory.mktemp("user") / "venv")
+    pip_install(venv, str(built_wheel.path), *USER_TEST_REQUIREMENTS)
+    return venv
