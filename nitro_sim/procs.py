@@ -5,6 +5,9 @@ Rules:
 - **Output** of a process (stdout and stderr together) goes to one log file, ``<log_dir>/<name>.log``,
   never to a pipe nobody drains (a full pipe stalls the writer). Logs are appended to; a process reads
   only what it wrote since it started.
+- **Talk** (``talk=True``): stdin and stdout are pipes for the starter, which sends lines
+  (:meth:`Process.send`) and reads them (:meth:`Process.read_line`, bounded by a timeout and
+  :data:`MAX_LINE_BYTES`); stderr still goes to the log. The starter must read what it asked for.
 - **Readiness** is one of :class:`OutputLine` (a line of its output matching a pattern: the line is
   returned, e.g. kms-sim's URL), :class:`UnixSocket` (a connect succeeds) or :class:`TcpPort` (a connect
   to ``127.0.0.1`` succeeds; no other address is ever connected to). Waits poll every
@@ -12,7 +15,11 @@ Rules:
 - **Failure** is a :class:`ProcessError` that names the process and quotes the last :data:`TAIL_LINES`
   lines of its output (a process that exits before it is ready, or is not ready in time, is stopped).
 - **Stopping**: each process leads its own process group (``start_new_session``), so stopping reaches
-  what it started (kms-sim's workers): SIGTERM to the group, SIGKILL after :data:`STOP_TIMEOUT_S`.
+  what it started (kms-sim's workers): SIGTERM (or the signal the caller chooses) to the group, SIGKILL
+  after :data:`STOP_TIMEOUT_S`. :meth:`ProcessGroup.restart` stops a process and starts the same command
+  again under the same name (a server on a fixed port comes back where its clients look for it).
+- **Commands** that run to their end (``nitro-cli build-enclave``) go through :func:`run`: bounded by
+  :data:`COMMAND_TIMEOUT_S`, killed on timeout or interruption, a failure named with its last lines.
 - **Safety net** for every process not started ``detached`` (:mod:`nitro_sim._net`):
   1. it is registered until stopped; an ``atexit`` hook, and SIGTERM/SIGHUP handlers (installed only where
      the signal still has its default disposition), stop whatever is registered. SIGINT needs none:
@@ -21,6 +28,9 @@ Rules:
      through ctypes in ``preexec_fn``; prctl(2)), so even a runner killed with SIGKILL leaves no orphan.
      The signal follows the *thread* that forked the child: start processes from a thread that lives as
      long as they should (a test runner's main thread does). Other systems get the first net only.
+  A process we did not start ourselves (an enclave's supervisor, which ``nitro-cli run-enclave``
+  daemonizes) is put under the first net by its record with :func:`register`, and taken off with
+  :func:`forget` once stopped.
 - **Detached** processes (``nitro-sim up``) outlive their starter: no parent-death signal, no registry.
   They are named by ``(pid, start token)`` (:class:`Recorded`; the token is ``starttime``, field 22 of
   ``/proc/<pid>/stat``, proc(5)), so :func:`stop_recorded` never signals a stranger that reused a pid.
@@ -29,13 +39,10 @@ Rules:
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -48,12 +55,26 @@ from nitro_sim._net import (
     forget,
     live,
     register,
-    signal_group,
-    start_token,
     stop_recorded,
+)
+from nitro_sim._process import (
+    MAX_LINE_BYTES,
+    MAX_TAIL_BYTES,
+    READY_TIMEOUT_S,
+    TAIL_LINES,
+    Command,
+    OutputLine,
+    Process,
+    ProcessError,
+    Ready,
+    TcpPort,
+    UnixSocket,
 )
 
 __all__ = [
+    "COMMAND_TIMEOUT_S",
+    "MAX_LINE_BYTES",
+    "MAX_TAIL_BYTES",
     "POLL_INTERVAL_S",
     "READY_TIMEOUT_S",
     "STOP_TIMEOUT_S",
@@ -67,202 +88,16 @@ __all__ = [
     "TcpPort",
     "UnixSocket",
     "alive",
+    "forget",
     "live",
+    "register",
+    "run",
     "start",
     "stop_recorded",
 ]
 
-#: Bound on how long a process may take to be ready (a loaded CI machine; never asserted as a time).
-READY_TIMEOUT_S = 30.0
-#: Lines of output quoted in a failure, and the most bytes read from the end of a log to find them.
-TAIL_LINES = 20
-MAX_TAIL_BYTES = 16 * 1024
-#: A line longer than this is cut while waiting for a ready line (bounds memory on a runaway writer).
-MAX_LINE_BYTES = 64 * 1024
-
-
-class ProcessError(Exception):
-    """A process failed to start, exited before it was ready, or was not ready in time."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutputLine:
-    """Ready when a line of the process's output matches ``pattern`` (``re.search``)."""
-
-    pattern: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnixSocket:
-    """Ready when a connection to the Unix socket ``path`` succeeds."""
-
-    path: Path
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TcpPort:
-    """Ready when a connection to ``127.0.0.1:port`` succeeds."""
-
-    port: int
-
-
-Ready = OutputLine | UnixSocket | TcpPort
-
-
-class Process:
-    """One started program: its log, its readiness, its stop. See :func:`start`.
-
-    The process is not reaped before :meth:`stop` (exits are seen with ``waitid(WNOWAIT)``): until then its
-    pid, and so its process group id, cannot be reused, and signalling the group never hits a stranger.
-    """
-
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path, offset: int) -> None:
-        self.name = name
-        self.popen = popen
-        self.log = log
-        self._offset = offset
-        self.token = start_token(popen.pid)
-        #: The line :class:`OutputLine` readiness matched (set by :meth:`ProcessGroup.start`).
-        self.ready_line: str | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def recorded(self) -> Recorded:
-        return Recorded(pid=self.pid, token=self.token if self.token is not None else -1)
-
-    def exit_status(self) -> int | None:
-        """The exit status (negative: killed by that signal) once it has ended, else None; never reaps."""
-        if self.popen.returncode is not None:
-            return self.popen.returncode
-        try:
-            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped behind our back
-            return self.popen.poll()
-        if info is None or info.si_pid == 0:
-            return None
-        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-
-    def running(self) -> bool:
-        return self.exit_status() is None
-
-    def output(self) -> str:
-        """Everything this process has written so far."""
-        with self.log.open("rb") as handle:
-            handle.seek(self._offset)
-            return handle.read().decode("utf-8", "replace")
-
-    def tail(self, lines: int = TAIL_LINES) -> str:
-        """The last ``lines`` lines of this process's output."""
-        try:
-            with self.log.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(self._offset, size - MAX_TAIL_BYTES))
-                text = handle.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def error(self, what: str) -> ProcessError:
-        """A :class:`ProcessError` naming this process, with the last lines of its output."""
-        tail = self.tail()
-        quoted = "\n".join(f"  | {line}" for line in tail.splitlines()) if tail else "  (no output)"
-        return ProcessError(f"{self.name} (pid {self.pid}) {what}; last lines of {self.log}:\n{quoted}")
-
-    def wait_ready(self, ready: Ready, *, timeout: float = READY_TIMEOUT_S) -> str | None:
-        """Wait until ``ready`` holds; return the matching line for :class:`OutputLine`.
-
-        On failure the process is stopped and :class:`ProcessError` raised.
-        """
-        check = self._line_check(ready) if isinstance(ready, OutputLine) else _connect_check(ready)
-        deadline = time.monotonic() + timeout
-        while True:
-            found = check()
-            if found is not None:
-                if isinstance(ready, OutputLine):
-                    self.ready_line = found
-                return found if isinstance(ready, OutputLine) else None
-            code = self.exit_status()
-            if code is not None:
-                if isinstance(ready, OutputLine) and (found := check()) is not None:
-                    self.ready_line = found  # it said it, then exited at once: the caller will see
-                    return found
-                error = self.error(f"exited with status {code} before it was ready")
-                self.stop()
-                raise error
-            if time.monotonic() >= deadline:
-                error = self.error(f"was not ready within {timeout:g} s")
-                self.stop()
-                raise error
-            time.sleep(POLL_INTERVAL_S)
-
-    def _line_check(self, ready: OutputLine) -> Callable[[], str | None]:
-        pattern = re.compile(ready.pattern)
-        position = self._offset
-        partial = b""
-
-        def check() -> str | None:
-            nonlocal position, partial
-            with self.log.open("rb") as handle:
-                handle.seek(position)
-                data = handle.read()
-            position += len(data)
-            *lines, partial = (partial + data).split(b"\n")
-            partial = partial[-MAX_LINE_BYTES:]
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").rstrip("\r")
-                if pattern.search(line):
-                    return line
-            return None
-
-        return check
-
-    def signal_group(self, signum: int) -> None:
-        """Send ``signum`` to the process's group, unless it has ended."""
-        if self.running():
-            signal_group(self.pid, signum)
-
-    def wait_exit(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the process to end (without reaping it); True if it did."""
-        deadline = time.monotonic() + timeout
-        while self.running():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_INTERVAL_S)
-        return True
-
-    def stop(self, *, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM the group, SIGKILL after ``timeout``, sweep the group's stragglers; the exit status."""
-        if self.popen.returncode is None:
-            self.signal_group(signal.SIGTERM)
-            if not self.wait_exit(timeout):
-                signal_group(self.pid, signal.SIGKILL)
-            signal_group(self.pid, signal.SIGKILL)  # members that outlive their (unreaped) leader
-        code = self.popen.wait()
-        forget(self.pid)
-        return code
-
-    def __repr__(self) -> str:
-        return f"<Process {self.name} pid={self.pid} {'running' if self.running() else 'exited'}>"
-
-
-def _connect_check(ready: UnixSocket | TcpPort) -> Callable[[], str | None]:
-    """A check that returns "" once a connection succeeds (Unix socket, or 127.0.0.1 only)."""
-    family = socket.AF_UNIX if isinstance(ready, UnixSocket) else socket.AF_INET
-    address: str | tuple[str, int]
-    address = str(ready.path) if isinstance(ready, UnixSocket) else ("127.0.0.1", ready.port)
-
-    def check() -> str | None:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(address)
-            except OSError:
-                return None
-        return ""
-
-    return check
+#: Bound on a command that runs to its end (:func:`run`), e.g. ``nitro-cli build-enclave``.
+COMMAND_TIMEOUT_S = 120.0
 
 
 def start(
@@ -273,32 +108,88 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     detached: bool = False,
+    talk: bool = False,
 ) -> Process:
     """Start ``argv`` with its output in ``log_dir/<name>.log``; ProcessError if it cannot be started.
 
     Not ``detached``: registered in the safety net and given a parent-death signal (module docstring).
+    ``talk``: stdin and stdout are pipes (:meth:`Process.send`, :meth:`Process.read_line`).
     """
+    command = Command(
+        argv=tuple(argv), env=dict(os.environ if env is None else env), cwd=cwd, detached=detached, talk=talk
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     with log.open("ab") as sink:
         offset = sink.tell()
         try:
             popen = subprocess.Popen(  # noqa: S603 - our own programs, an argv list, no shell
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
+                list(command.argv),
+                stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if talk else sink,
                 stderr=sink,
-                env=dict(os.environ if env is None else env),
+                env=command.env,
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=None if detached else die_with_parent(),  # noqa: PLW1509 - see the docstring
             )
         except OSError as error:
             raise ProcessError(f"cannot start {name} ({argv[0]}): {error.strerror or error}") from None
-    process = Process(name, popen, log, offset)
+    process = Process(name, popen, log, offset, command)
     if not detached and process.token is not None:
         register(process.recorded)
     return process
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = COMMAND_TIMEOUT_S,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end, its stdout and stderr captured as text.
+
+    ProcessError naming ``name`` if it cannot start, does not end within ``timeout`` (it is killed, as it
+    is when this process is interrupted), or, with ``check``, exits non-zero (quoting its last lines of
+    stderr, else stdout). The command gets the parent-death signal (module docstring).
+    """
+    try:
+        return _checked(
+            subprocess.run(  # noqa: S603 - our own programs, an argv list, no shell
+                list(argv),
+                env=dict(os.environ if env is None else env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+                preexec_fn=die_with_parent(),  # the parent-death signal: see the module docstring
+            ),
+            name,
+            check=check,
+        )
+    except OSError as error:
+        raise ProcessError(f"cannot start {name} ({argv[0]}): {error.strerror or error}") from None
+    except subprocess.TimeoutExpired:
+        raise ProcessError(f"{name} did not finish within {timeout:g} s (killed)") from None
+
+
+def _checked(
+    done: subprocess.CompletedProcess[str], name: str, *, check: bool
+) -> subprocess.CompletedProcess[str]:
+    if check and done.returncode != 0:
+        text = done.stderr.strip() or done.stdout.strip()
+        lines = text.splitlines()[-TAIL_LINES:]
+        quoted = "\n".join(f"  | {line}" for line in lines) if lines else "  (no output)"
+        raise ProcessError(
+            f"{name} exited with status {done.returncode}; last lines of its output:\n{quoted}"
+        )
+    return done
 
 
 class ProcessGroup:
@@ -320,18 +211,17 @@ class ProcessGroup:
         ready: Ready | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = READY_TIMEOUT_S,
+        talk: bool = False,
     ) -> Process:
         """Start ``argv`` (``env`` added to the group's) and, with ``ready``, wait for it."""
-        process = self.spawn(argv, name=name, env=env)
+        process = self.spawn(argv, name=name, env=env, talk=talk)
         if ready is not None:
-            try:
-                process.wait_ready(ready, timeout=timeout)
-            finally:
-                if not process.running():
-                    self.stop(process)
+            self._await(process, ready, timeout)
         return process
 
-    def spawn(self, argv: Sequence[str], *, name: str, env: Mapping[str, str] | None = None) -> Process:
+    def spawn(
+        self, argv: Sequence[str], *, name: str, env: Mapping[str, str] | None = None, talk: bool = False
+    ) -> Process:
         """Start ``argv`` without waiting (wait later with :meth:`Process.wait_ready`)."""
         taken = {p.name for p in self.processes}
         unique, n = name, 1
@@ -339,13 +229,52 @@ class ProcessGroup:
             n += 1
             unique = f"{name}-{n}"
         process = start(
-            argv, name=unique, log_dir=self.log_dir, env=self.env | dict(env or {}), detached=self.detached
+            argv,
+            name=unique,
+            log_dir=self.log_dir,
+            env=self.env | dict(env or {}),
+            detached=self.detached,
+            talk=talk,
         )
         self.processes.append(process)
         return process
 
-    def stop(self, process: Process) -> int:
-        code = process.stop()
+    def restart(
+        self,
+        process: Process,
+        *,
+        argv: Sequence[str] | None = None,
+        ready: Ready | None = None,
+        timeout: float = READY_TIMEOUT_S,
+    ) -> Process:
+        """Stop ``process``, start its command again (``argv`` instead, if given) under its name, with its
+        environment; its log goes on. With ``ready``, wait for it."""
+        self.stop(process)
+        command = process.command
+        again = start(
+            command.argv if argv is None else argv,
+            name=process.name,
+            log_dir=self.log_dir,
+            env=command.env,
+            cwd=command.cwd,
+            detached=command.detached,
+            talk=command.talk,
+        )
+        self.processes.append(again)
+        if ready is not None:
+            self._await(again, ready, timeout)
+        return again
+
+    def _await(self, process: Process, ready: Ready, timeout: float) -> None:
+        try:
+            process.wait_ready(ready, timeout=timeout)
+        finally:
+            if not process.running():
+                self.stop(process)
+
+    def stop(self, process: Process, *, signum: int = signal.SIGTERM) -> int:
+        """Stop one process (``signum``, then SIGKILL after :data:`STOP_TIMEOUT_S`); its exit status."""
+        code = process.stop(signum=signum)
         if process in self.processes:
             self.processes.remove(process)
         return code

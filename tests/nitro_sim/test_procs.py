@@ -26,6 +26,7 @@ from nitro_sim.procs import (
     TcpPort,
     UnixSocket,
     alive,
+    run,
     start,
     stop_recorded,
 )
@@ -206,3 +207,92 @@ def test_detached_outlives_its_starter_and_is_stopped_by_record(tmp_path: Path) 
 def test_cannot_start_is_a_process_error(tmp_path: Path) -> None:
     with pytest.raises(ProcessError, match=r"cannot start ghost \(/no/such/program\)"):
         start(["/no/such/program"], name="ghost", log_dir=tmp_path)
+
+
+ECHO = (
+    "import sys\n"
+    "print('ready', flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    if line.strip() == 'quit':\n"
+    "        break\n"
+    "    print('echo', line.strip(), flush=True)\n"
+    "    print('noted', line.strip(), file=sys.stderr, flush=True)\n"
+)
+
+
+def test_talk_sends_and_reads_lines_and_logs_stderr(group: ProcessGroup) -> None:
+    process = group.start([PY, "-c", ECHO], name="echo", talk=True)
+    assert process.read_line() == "ready"
+    process.send("one")
+    process.send("two")
+    assert process.read_line() == "echo one"
+    assert process.read_line() == "echo two"
+    process.send("quit")
+    with pytest.raises(ProcessError, match=r"echo \(pid \d+\) closed its output \(exit status 0\)") as caught:
+        process.read_line()
+    assert "  | noted two" in str(caught.value)  # stderr went to the log, quoted in the failure
+    assert group.stop(process) == 0
+    with pytest.raises(ProcessError, match="no longer reads its input"):
+        process.send("late")
+
+
+def test_read_line_is_bounded(group: ProcessGroup) -> None:
+    silent = group.start([PY, "-c", "import time; time.sleep(600)"], name="silent", talk=True)
+    with pytest.raises(ProcessError, match=r"silent \(pid \d+\) printed no line within 0.1 s"):
+        silent.read_line(timeout=0.1)
+    code = "import sys, time; sys.stdout.write('x' * 70000); sys.stdout.flush(); time.sleep(600)"
+    runaway = group.start([PY, "-c", code], name="runaway", talk=True)
+    with pytest.raises(ProcessError, match="wrote a line over 65536 bytes"):
+        runaway.read_line()
+
+
+def test_stop_with_a_chosen_signal(group: ProcessGroup) -> None:
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *_: (print('saved', flush=True), sys.exit(3)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = group.start([PY, "-c", code], name="graceful", ready=OutputLine(pattern="ready"))
+    assert group.stop(process, signum=signal.SIGINT) == 3
+    assert "saved" in process.output()
+    assert group.processes == []
+
+
+def test_restart_runs_the_same_command_again_under_its_name(group: ProcessGroup, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = (
+        "import os, socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', os.getpid(), flush=True); time.sleep(600)"
+    )
+    first = group.start([PY, "-c", server], name="server", ready=TcpPort(port=port), env={"MARK": "kept"})
+    again = group.restart(first, ready=OutputLine(pattern="^up "))
+    assert again.name == "server"
+    assert again.log == first.log
+    assert again.pid != first.pid
+    assert not first.running()
+    assert again.command.env["MARK"] == "kept"
+    assert group.processes == [again]
+    assert first.output().count("up ") == 2  # the log goes on
+    other = group.restart(again, argv=[PY, "-c", "print('other', flush=True); import time; time.sleep(600)"])
+    assert other.wait_ready(OutputLine(pattern="^other$")) == "other"
+
+
+def test_run_a_command_to_its_end(tmp_path: Path) -> None:
+    done = run([PY, "-c", "print('out'); import sys; print('err', file=sys.stderr)"], name="talker")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "out\n", "err\n")
+    code = "import sys; [print(f'line {i}', file=sys.stderr) for i in range(40)]; sys.exit(4)"
+    with pytest.raises(ProcessError) as caught:
+        run([PY, "-c", code], name="failing thing")
+    message = str(caught.value)
+    assert message.startswith("failing thing exited with status 4; last lines of its output:\n")
+    assert "  | line 39" in message
+    assert "line 10\n" not in message
+    assert run([PY, "-c", "raise SystemExit(4)"], name="unchecked", check=False).returncode == 4
+    with pytest.raises(ProcessError, match=r"^sleeper did not finish within 0.2 s \(killed\)$"):
+        run([PY, "-c", "import time; time.sleep(600)"], name="sleeper", timeout=0.2)
+    with pytest.raises(ProcessError, match=r"cannot start ghost \(/no/such/program\)"):
+        run(["/no/such/program"], name="ghost")
