@@ -7,7 +7,11 @@ responseElements (always null: KMS logs no response data for these calls), reque
 readOnly, eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an
 attested call, ``additionalEventData.recipient`` with the module ID, the image digest (PCR0) and the PCRs.
 
-Never logged: plaintext, CiphertextForRecipient, the attestation document, passwords, secrets.
+Never logged: plaintext, CiphertextForRecipient, the attestation document, passwords, secrets, session
+tokens, signatures. A request refused before it was authenticated is recorded with what it claimed (the
+operation its ``X-Amz-Target`` names, the access key and region of its credential scope), and so is one the
+HTTP shell refused before the service saw it (:func:`refused_line`: a head over its bound, a request not
+received whole in time).
 Cheap and safe across worker processes: one ``os.write`` of one line on an ``O_APPEND`` descriptor.
 """
 
@@ -17,21 +21,26 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from kms.operations import AttestedRecipient
-from kms.state import ACCOUNT_ID, Principal
+from kms.operations import OPERATIONS, AttestedRecipient
+from kms.state import ACCOUNT_ID, DEFAULT_REGION, Principal
 
 __all__ = [
     "MAX_AUDIT_ACCESS_KEY_CHARS",
     "MAX_AUDIT_REGION_CHARS",
     "MAX_AUDIT_USER_AGENT_CHARS",
+    "MAX_QUERY_SCAN_CHARS",
     "AuditLog",
+    "claimed_credential",
+    "claimed_operation",
     "event",
     "event_line",
+    "refused_line",
     "request_parameters",
 ]
 
@@ -308,6 +317,81 @@ def event_line(
     if recipient is None:
         return text
     return f'{text[:-1]},"additionalEventData":{{"recipient":{_recipient_json(recipient)}}}}}'
+
+
+def claimed_operation(first: Mapping[str, str]) -> str | None:
+    """The operation a request names, for the record of a request refused before its target was read."""
+    target = first.get("x-amz-target") or ""
+    name = target.removeprefix("TrentService.")
+    return name if target.startswith("TrentService.") and name in OPERATIONS else None
+
+
+#: How much of a query string :func:`claimed_credential` reads (the verifier reads no more either).
+MAX_QUERY_SCAN_CHARS = 16 * 1024
+
+
+def _query_credential(query: str) -> str:
+    """The decoded ``X-Amz-Credential`` of a presigned request's query, or ""."""
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if unquote(name) == "X-Amz-Credential":
+            return unquote(value)
+    return ""
+
+
+def claimed_credential(first: Mapping[str, str], query: str = "") -> tuple[str | None, str]:
+    """The access key and scope region a request claims, for the record (authenticated or not).
+
+    From the ``Authorization`` header (the text after ``Credential=`` up to the next ``,``) or else a
+    presigned query's ``X-Amz-Credential``: the access key is the part before the first ``/`` (truncated to
+    the record's bound), the region the third ``/`` part of a five-part credential.
+    """
+    value = first.get("authorization") or ""
+    start = value.find("Credential=")
+    if start >= 0:
+        credential = value[start + len("Credential=") :].split(",", 1)[0]
+    elif "X-Amz-Credential" in query or "%" in query:
+        credential = _query_credential(query[:MAX_QUERY_SCAN_CHARS])
+    else:
+        return None, DEFAULT_REGION
+    access_key = credential.split("/", 1)[0][:MAX_AUDIT_ACCESS_KEY_CHARS] or None
+    parts = credential.split("/")
+    return access_key, parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
+
+
+def refused_line(
+    *,
+    at: datetime,
+    request_id: str,
+    headers: Iterable[tuple[bytes, bytes]],
+    target: bytes,
+    source_ip: str,
+    error_code: str,
+    error_message: str,
+) -> str:
+    """The record of a request the HTTP shell refused before the service saw it (:func:`event_line`).
+
+    ``headers`` are the (lower-case name, value) fields received so far, ``target`` the request target
+    (path and query) so far: the record names what they claim, as for any unauthenticated request.
+    """
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    access_key, region = claimed_credential(first, target.partition(b"?")[2].decode("latin-1"))
+    return event_line(
+        at=at,
+        request_id=request_id,
+        operation=claimed_operation(first),
+        principal=None,
+        access_key=access_key,
+        region=region,
+        source_ip=source_ip,
+        user_agent=first.get("user-agent"),
+        params={},
+        recipient=None,
+        error_code=error_code,
+        error_message=error_message,
+    )
 
 
 class AuditLog:

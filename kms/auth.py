@@ -1,46 +1,64 @@
 """SigV4 authentication of a KMS request against the principals of the credentials file.
 
-The pipeline, in order, each failure with the name and message AWS gives:
+Where the authentication travels: the ``Authorization`` header, or the query string (a presigned request:
+``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``, ``X-Amz-SignedHeaders``, ``X-Amz-Signature``,
+optionally ``X-Amz-Security-Token`` and ``X-Amz-Expires``; the KMS API Reference's "Common Parameters" lists
+them "for signing Signature Version 4 requests with a query string"). Both are served, as AWS serves both.
+A presigned KMS request is still a POST with its JSON body and ``X-Amz-Target``: the body is signed by its
+SHA-256 as in the header form (``UNSIGNED-PAYLOAD`` is S3's, and would let a captured request carry any
+body), and the headers named in ``X-Amz-SignedHeaders`` are signed.
 
-1. ``Authorization`` present, else MissingAuthenticationTokenException.
-2. It parses (``attestation.sigv4.parse_authorization``, which requires ``host`` to be signed) and
-   ``X-Amz-Date`` is present and well formed, else IncompleteSignatureException; a sent ``X-Amz-Target``
-   is among the signed headers, else InvalidSignatureException (a captured request could otherwise be
-   replayed as another operation; botocore and our SDK sign every header they send but the user agent).
-3. The scope names service ``kms`` (any region) and the date of ``X-Amz-Date``, else
-   InvalidSignatureException.
-4. The access key is known (and a session token, if sent, is the principal's), else
-   UnrecognizedClientException.
-5. ``X-Amz-Date`` is within :data:`MAX_CLOCK_SKEW` of the request time, else InvalidSignatureException
-   ("Signature expired" / "Signature not yet current").
-6. The signature recomputed over the received request equals the sent one (constant-time compare), else
-   InvalidSignatureException.
+The pipeline, in order, each failure with the name and message AWS gives (the messages are coral's, as
+recorded by dynalite and scratchstack-aws-signature from AWS's answers, where ours are not cited otherwise):
 
-Time is an argument (the request's reception time); the secret never appears in a message.
+1. Exactly one of the two: ``Authorization`` and an ``X-Amz-Algorithm`` parameter both, else
+   InvalidSignatureException; neither (or an ``X-Amz-Algorithm`` other than ``AWS4-HMAC-SHA256``), else
+   MissingAuthenticationTokenException.
+2. It parses (``attestation.sigv4``: Credential, SignedHeaders with ``host``, Signature; the required query
+   parameters) and the request has a time, else IncompleteSignatureException. The time is ``X-Amz-Date``
+   (the query parameter of a presigned request, else the header), else the ``Date`` header ("If we can't
+   find an x-amz-date header, then we look for a date header", IAM User Guide, "Elements of an AWS API
+   request signature"): ISO 8601 basic, or for ``Date`` an HTTP date in UTC as botocore writes it, else
+   IncompleteSignatureException ("Date must be in ISO-8601 'basic format'").
+3. Headers that must be signed when sent, else InvalidSignatureException ("'<name>' must be a
+   'SignedHeader' in the AWS Authorization."): ``X-Amz-Target`` (a captured request could otherwise be
+   replayed as another operation) and ``X-Amz-Security-Token`` (the AWS docs let a service require the
+   token "in the canonical (signed) request"; KMS here does, and botocore and our SDK sign it).
+4. The scope names service ``kms`` (any region) and the date of the request time, else
+   InvalidSignatureException.
+5. The access key is known, else UnrecognizedClientException.
+6. The request time is within :data:`MAX_CLOCK_SKEW` of the reception time, else InvalidSignatureException
+   ("Signature expired" / "Signature not yet current"). That is a presigned request's life too: AWS services
+   other than S3 give presigned requests "a fixed request signature expiration" (aws/aws-sdk-go#2224, the
+   SDK's maintainers; STS ignores ``X-Amz-Expires``, aws-iam-authenticator notes). Here an ``X-Amz-Expires``
+   shorter than that is honoured as well: stricter than AWS, never looser, as the signer asked for it.
+7. The signature recomputed over the received request equals the sent one (constant-time compare), else
+   InvalidSignatureException.
+8. The session token: a principal with one (``aws_session_token`` in its profile: temporary credentials)
+   must be sent exactly that token, as ``X-Amz-Security-Token`` header or query parameter; a principal
+   without one must be sent none. Else UnrecognizedClientException "The security token included in the
+   request is invalid." (checked after the signature, as AWS does; compared in constant time).
+
+Time is an argument (the request's reception time); no secret, token or signature appears in a message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from attestation.sigv4 import (
-    ALGORITHM,
     AMZ_DATE_FORMAT,
-    MAX_AUTHORIZATION_CHARS,
-    TERMINATOR,
     MalformedAuthorizationError,
-    ParsedAuthorization,
-    canonical_query,
-    canonical_uri,
-    derive_signing_key,
-    parse_amz_date,
-    parse_authorization,
-    payload_hash,
+    QueryAuthorization,
+    UnsupportedAlgorithmError,
+    amz_date,
+    has_query_authorization,
+    parse_date_header,
+    parse_query_authorization,
 )
+from kms._auth_cache import amz_date_time, expected_signature, parsed_authorization
 from kms.errors import (
     IncompleteSignatureException,
     InvalidSignatureException,
@@ -49,171 +67,48 @@ from kms.errors import (
 )
 from kms.state import Principal
 
-__all__ = ["MAX_CLOCK_SKEW", "SERVICE", "authenticate"]
+__all__ = ["MAX_CLOCK_SKEW", "MAX_ECHOED_CHARS", "SERVICE", "authenticate"]
 
 #: SigV4 rejects a request whose X-Amz-Date is more than 5 minutes from the server's clock.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: The signing name of KMS (botocore kms service-2.json ``signingName``/``endpointPrefix``).
 SERVICE = "kms"
+#: Bound on a caller's value quoted back in a message (and so in the audit record).
+MAX_ECHOED_CHARS = 64
 
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check your AWS "
     "Secret Access Key and signing method. Consult the service documentation for details."
 )
-#: Bound on the cache of parsed Authorization headers (entries: ~200 characters and a small dataclass).
-PARSED_AUTHORIZATION_CACHE_SIZE = 256
-_PARSED: dict[str, ParsedAuthorization] = {}
-_SIGNATURE = "Signature="
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-#: Modelled on what AWS's JSON (coral) services answer for an unsigned Host: InvalidSignatureException
-#: "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization." (DynamoDB, as reported in
-#: aws/aws-sdk-php#2469).
-_UNSIGNED_TARGET = "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
+_MISSING = "Missing Authentication Token"
+_BOTH = "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
+_NO_DATE = "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
 _BAD_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
 
 
-#: The last well-formed X-Amz-Date seen and its time: a client sends the same value all through a second.
-_LAST_AMZ_DATE: tuple[str, datetime] = ("", datetime.min.replace(tzinfo=UTC))
+def _must_be_signed(name: str) -> str:
+    """Modelled on what AWS's JSON (coral) services answer for an unsigned Host: InvalidSignatureException
+    "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization." (DynamoDB, as reported in
+    aws/aws-sdk-php#2469; scratchstack-aws-signature words its required headers the same way)."""
+    return f"'{name}' must be a 'SignedHeader' in the AWS Authorization."
 
 
-def _amz_date(value: str) -> datetime:
-    """``parse_amz_date`` without strptime (~8 us) for the well-formed case; it decides everything else."""
-    global _LAST_AMZ_DATE  # noqa: PLW0603 - a one-entry cache of a pure function
-    last_value, last_time = _LAST_AMZ_DATE
-    if value == last_value:
-        return last_time
-    parsed = _parse_amz_date(value)
-    _LAST_AMZ_DATE = (value, parsed)
-    return parsed
+def _echo(value: str) -> str:
+    """A caller's value as a message quotes it: bounded, printable ASCII (one line, nothing to escape)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in value[:MAX_ECHOED_CHARS])
 
 
-def _parse_amz_date(value: str) -> datetime:
-    if (
-        len(value) == 16
-        and value[8] == "T"
-        and value[15] == "Z"
-        and value[:8].isascii()
-        and value[:8].isdigit()
-        and value[9:15].isascii()
-        and value[9:15].isdigit()
-    ):
-        try:
-            return datetime(
-                int(value[0:4]),
-                int(value[4:6]),
-                int(value[6:8]),
-                int(value[9:11]),
-                int(value[11:13]),
-                int(value[13:15]),
-                tzinfo=UTC,
-            )
-        except ValueError:
-            pass
-    return parse_amz_date(value)  # the slow path's answer, or its one-line error
+def _bad_date(value: str) -> IncompleteSignatureException:
+    return IncompleteSignatureException(
+        f"Date must be in ISO-8601 'basic format'. Got '{_echo(value)}'. See http://en.wikipedia.org/wiki/ISO_8601"
+    )
 
 
-def _parse_authorization(value: str) -> tuple[ParsedAuthorization, str]:
-    """``parse_authorization(value)`` and the signature it carries, with the parse cached per client.
-
-    A client's headers differ only in the trailing ``Signature=<64 hex>``; everything before it is parsed
-    once and kept (bounded, by exact text). The answer is the same as a fresh parse: the rest of the
-    header is identical, and the signature component is checked here exactly as the parser checks it.
-    Only headers that parsed, with the signature last, are kept.
-    """
-    head, separator, signature = value.rpartition(_SIGNATURE)
-    if separator and len(value) <= MAX_AUTHORIZATION_CHARS:
-        known = _PARSED.get(head)
-        if known is not None and _HEX64.fullmatch(signature):
-            return known, signature
-    parsed = parse_authorization(value)
-    if separator and signature == parsed.signature:
-        _PARSED[head] = parsed
-        if len(_PARSED) > PARSED_AUTHORIZATION_CACHE_SIZE:
-            del _PARSED[next(iter(_PARSED))]
-    return parsed, parsed.signature
-
-
-#: Bound on the cache of canonical requests up to the body's hash (entries: ~0.5 KB of text and a key).
-#: Keyed by every input but the body, exact values: a client's requests within one second of X-Amz-Date
-#: share an entry (the service runs on one event-loop thread per process).
-CANONICAL_CACHE_SIZE = 256
-_CANONICAL: dict[tuple[object, ...], tuple[str, str, bytes]] = {}
-
-
-def _all_lower(names: Mapping[str, str]) -> bool:
-    joined = "".join(names)
-    return joined.lower() == joined
-
-
-def _expected_signature(
-    method: str,
-    path: str,
-    query: str,
-    headers: Sequence[tuple[str, str]],
-    body: bytes,
-    *,
-    parsed: ParsedAuthorization,
-    secret_key: str,
-    amz_date_value: str,
-    first: Mapping[str, str] | None = None,
-) -> str:
-    """``attestation.sigv4.request_signature`` over the received request, the verifier's way round.
-
-    The same canonical request, byte for byte (tests/kms/test_auth.py compares the two on arbitrary
-    requests), with less string churn: the signed names are already sorted and unique (the parser
-    refused anything else), so the header block is built in their order from one pass over the headers,
-    and the common ``/`` path with no query needs no canonicalization. The day's signing key is cached
-    (``derive_signing_key``). MalformedAuthorizationError if a signed header is absent. ``first`` (each
-    name's first value) lets a request whose names are distinct and lower-case skip the scan, and its
-    canonical request up to the body's hash (and the string to sign up to the digest) come from
-    :data:`_CANONICAL` when the same values were seen before (the X-Amz-Date value changes once a second).
-    """
-    signed = parsed.signed_headers
-    found: dict[str, str] = {}
-    key: tuple[object, ...] | None = None
-    if first is not None and len(first) == len(headers) and _all_lower(first):
-        # Every name once and already lower-case: each signed header's one value is in ``first``, and
-        # everything but the body's hash is a function of this key (one entry per client and second).
-        values = tuple(map(first.get, signed))
-        key = (secret_key, method, path, query, amz_date_value, signed, parsed.date_stamp, parsed.region,
-               parsed.service, values)  # fmt: skip
-        known = _CANONICAL.get(key)
-        if known is not None:
-            return _signature(*known, body)
-        if None in values:
-            key = None  # a signed header is absent: the scan below says which
-        for name in signed:
-            value = first.get(name)
-            if value is not None:
-                found[name] = " ".join(value.split())  # Trimall
-        headers = ()
-    for raw_name, raw_value in headers:
-        name = raw_name.lower()  # the Request's names are lower-case already; the rule is the spec's
-        if name in signed:
-            value = " ".join(raw_value.split())  # Trimall
-            earlier = found.get(name)
-            found[name] = value if earlier is None else f"{earlier},{value}"
-    if len(found) != len(signed):
-        missing = next(name for name in signed if name not in found)
-        raise MalformedAuthorizationError(f"signed header {missing!r} is not in the request")
-    block = "".join([f"{name}:{found[name]}\n" for name in signed])
-    uri = "/" if path == "/" else canonical_uri(path)
-    canonical_head = f"{method.upper()}\n{uri}\n{canonical_query(query)}\n{block}\n{';'.join(signed)}\n"
-    scope = f"{parsed.date_stamp}/{parsed.region}/{parsed.service}/{TERMINATOR}"
-    to_sign_head = f"{ALGORITHM}\n{amz_date_value}\n{scope}\n"
-    signing_key = derive_signing_key(secret_key, parsed.date_stamp, parsed.region, parsed.service)
-    if key is not None:
-        if len(_CANONICAL) >= CANONICAL_CACHE_SIZE:
-            del _CANONICAL[next(iter(_CANONICAL))]
-        _CANONICAL[key] = (canonical_head, to_sign_head, signing_key)
-    return _signature(canonical_head, to_sign_head, signing_key, body)
-
-
-def _signature(canonical_head: str, to_sign_head: str, signing_key: bytes, body: bytes) -> str:
-    """The signature of a canonical request whose last line, the body's hash, is still to come."""
-    digest = hashlib.sha256(f"{canonical_head}{payload_hash(body)}".encode()).hexdigest()
-    return hmac.digest(signing_key, f"{to_sign_head}{digest}".encode(), "sha256").hex()
+def _same(sent: str, expected: str) -> bool:
+    """Constant-time equality of two tokens (any text: a header's latin-1, a decoded query's UTF-8)."""
+    return hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def authenticate(
@@ -229,75 +124,109 @@ def authenticate(
 ) -> Principal:
     """The principal that signed this request; a KMSError naming the first failed step otherwise.
 
-    ``headers`` are (lower-case name, value) pairs as received; ``first``, if given, maps each name to its
-    first value (what the service indexed once for all its steps).
+    ``headers`` are (lower-case name, value) pairs as received and ``query`` the query string as on the wire;
+    ``first``, if given, maps each name to its first value (what the service indexed once for all its steps).
     """
     if first is None:
         index: dict[str, str] = {}
         for name, item in headers:
             index.setdefault(name, item)
         first = index
-    # (1) present
+    # (1) one way of authenticating
     value = first.get("authorization")
-    if value is None:
-        raise MissingAuthenticationTokenException("Missing Authentication Token")
-    # (2) well formed
+    presigned: QueryAuthorization | None = None
+    if query and has_query_authorization(query):
+        if value is not None:
+            raise InvalidSignatureException(_BOTH)
+        try:
+            presigned = parse_query_authorization(query)
+        except UnsupportedAlgorithmError:
+            raise MissingAuthenticationTokenException(_MISSING) from None
+        except MalformedAuthorizationError as error:  # (2)
+            raise IncompleteSignatureException(str(error)) from None
+    elif value is None:
+        raise MissingAuthenticationTokenException(_MISSING)
+    # (2) well formed, with a time
+    if presigned is not None:
+        parsed, sent_signature = presigned.authorization, presigned.authorization.signature
+        date_value, signed_query = presigned.amz_date, presigned.signed_query
+    else:
+        try:
+            parsed, sent_signature = parsed_authorization(value or "")
+        except MalformedAuthorizationError as error:
+            raise IncompleteSignatureException(str(error)) from None
+        date_value, signed_query = first.get("x-amz-date", ""), query
+    from_date_header = not date_value and presigned is None
+    if from_date_header:  # no X-Amz-Date header: the Date header, if any
+        date_value = first.get("date", "")
+        if not date_value:
+            raise IncompleteSignatureException(_NO_DATE)
     try:
-        parsed, sent_signature = _parse_authorization(value)
-    except MalformedAuthorizationError as error:
-        raise IncompleteSignatureException(str(error)) from None
-    amz_date_value = first.get("x-amz-date")
-    if amz_date_value is None:
-        raise IncompleteSignatureException(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-        )
-    try:
-        signed_at = _amz_date(amz_date_value)
-    except MalformedAuthorizationError as error:
-        raise IncompleteSignatureException(str(error)) from None
-    if "x-amz-target" not in parsed.signed_headers and first.get("x-amz-target") is not None:
-        raise InvalidSignatureException(_UNSIGNED_TARGET)
-    # (3) scope
+        signed_at = parse_date_header(date_value) if from_date_header else amz_date_time(date_value)
+    except MalformedAuthorizationError:
+        raise _bad_date(date_value) from None
+    if from_date_header:
+        date_value = amz_date(signed_at)  # the string to sign has the ISO 8601 basic form
+    # (3) headers that must be signed when sent
+    signed = parsed.signed_headers
+    if "x-amz-target" not in signed and first.get("x-amz-target") is not None:
+        raise InvalidSignatureException(_must_be_signed("X-Amz-Target"))
+    header_token = first.get("x-amz-security-token")
+    if header_token is not None and "x-amz-security-token" not in signed:
+        raise InvalidSignatureException(_must_be_signed("X-Amz-Security-Token"))
+    # (4) scope
     if parsed.service != SERVICE:
         raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
-    if parsed.date_stamp != amz_date_value[:8]:
+    if parsed.date_stamp != date_value[:8]:
         raise InvalidSignatureException(
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
-            f"'{parsed.date_stamp}' != '{amz_date_value[:8]}', from '{amz_date_value}'."
+            f"'{parsed.date_stamp}' != '{date_value[:8]}', from '{date_value}'."
         )
-    # (4) known key (and token)
+    # (5) known key
     principal = principals.get(parsed.access_key)
     if principal is None:
         raise UnrecognizedClientException(_BAD_TOKEN)
-    token = first.get("x-amz-security-token")
-    if token != principal.session_token and not (token is None and principal.session_token is None):
-        raise UnrecognizedClientException(_BAD_TOKEN)
-    # (5) clock skew
+    # (6) clock skew, and a presigned request's own expiry
     if signed_at < at - MAX_CLOCK_SKEW:
         raise InvalidSignatureException(
-            f"Signature expired: {amz_date_value} is now earlier than "
+            f"Signature expired: {date_value} is now earlier than "
             f"{(at - MAX_CLOCK_SKEW).strftime(AMZ_DATE_FORMAT)} ({at.strftime(AMZ_DATE_FORMAT)} - 5 min.)"
         )
     if signed_at > at + MAX_CLOCK_SKEW:
         raise InvalidSignatureException(
-            f"Signature not yet current: {amz_date_value} is still later than "
+            f"Signature not yet current: {date_value} is still later than "
             f"{(at + MAX_CLOCK_SKEW).strftime(AMZ_DATE_FORMAT)} ({at.strftime(AMZ_DATE_FORMAT)} + 5 min.)"
         )
-    # (6) signature
+    if presigned is not None and presigned.expires_s is not None:
+        earliest = at - timedelta(seconds=presigned.expires_s)
+        if signed_at < earliest:
+            raise InvalidSignatureException(
+                f"Signature expired: {date_value} is now earlier than {earliest.strftime(AMZ_DATE_FORMAT)} "
+                f"({at.strftime(AMZ_DATE_FORMAT)} - {presigned.expires_s} sec.)"
+            )
+    # (7) signature
     try:
-        expected = _expected_signature(
+        expected = expected_signature(
             method,
             path,
-            query,
+            signed_query,
             headers,
             body,
             parsed=parsed,
             secret_key=principal.secret_key,
-            amz_date_value=amz_date_value,
+            amz_date_value=date_value,
             first=first,
         )
     except MalformedAuthorizationError:  # a signed header that the request does not carry
         raise InvalidSignatureException(_MISMATCH) from None
     if not hmac.compare_digest(expected, sent_signature):
         raise InvalidSignatureException(_MISMATCH)
+    # (8) session token
+    query_token = presigned.security_token if presigned is not None else None
+    sent = [token for token in (header_token, query_token) if token is not None]
+    if principal.session_token is None:
+        if sent:
+            raise UnrecognizedClientException(_BAD_TOKEN)
+    elif not sent or not all(_same(token, principal.session_token) for token in sent):
+        raise UnrecognizedClientException(_BAD_TOKEN)
     return principal

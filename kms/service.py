@@ -27,7 +27,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from kms.audit import AuditLog, event_line
+from kms.audit import AuditLog, claimed_credential, claimed_operation, event_line
 from kms.auth import authenticate
 from kms.errors import (
     DependencyTimeoutException,
@@ -48,7 +48,7 @@ from kms.protocol import (
     parse_target,
 )
 from kms.reload import Watched
-from kms.state import DEFAULT_REGION, Principal
+from kms.state import Principal
 
 __all__ = [
     "INJECTABLE_FAULTS",
@@ -165,29 +165,6 @@ def _first_values(headers: Sequence[tuple[str, str]]) -> tuple[dict[str, str], i
     earlier ones), and the size sums the lengths of every name and value.
     """
     return dict(reversed(headers)), sum(map(len, chain.from_iterable(headers)))
-
-
-def _claimed_operation(first: Mapping[str, str]) -> str | None:
-    """The operation a request names, for the audit record of a request refused before step (3)."""
-    target = first.get("x-amz-target") or ""
-    name = target.removeprefix("TrentService.")
-    return name if target.startswith("TrentService.") and name in OPERATIONS else None
-
-
-def _claimed_credential(first: Mapping[str, str]) -> tuple[str | None, str]:
-    """The access key and scope region an ``Authorization`` header claims, for the audit record.
-
-    As sent, authenticated or not: the text after the first ``Credential=`` up to a ``/`` (truncated to
-    the audit bound by the record), and the third ``/`` part of the credential if it has five.
-    """
-    value = first.get("authorization") or ""
-    start = value.find("Credential=")
-    if start < 0:
-        return None, DEFAULT_REGION
-    credential = value[start + len("Credential=") :]
-    access_key = credential.split("/", 1)[0][:128] or None
-    parts = credential.split(",", 1)[0].split("/")
-    return access_key, parts[2] if len(parts) == 5 and parts[2] else DEFAULT_REGION
 
 
 @dataclass(slots=True)
@@ -332,12 +309,12 @@ class Service:
             body = encode_error(error)
         request_id = new_request_id()
         if self.audit is not None:
-            access_key, region = _claimed_credential(first)
+            access_key, region = claimed_credential(first, request.query)
             self.audit.write_line(
                 event_line(
                     at=at,
                     request_id=request_id,
-                    operation=trace.operation or _claimed_operation(first),
+                    operation=trace.operation or claimed_operation(first),
                     principal=trace.principal,
                     access_key=access_key,
                     region=region,

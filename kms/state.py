@@ -11,7 +11,9 @@ Layout (DESIGN.md "Credentials"; interfaces.md "KMS wire")::
     kms/tls/             CA and server certificate for ``--tls``
 
 Every profile in the credentials file is a principal: an IAM user of that name in the simulated account.
-Files are created only when missing, so an operator's edits survive restarts.
+A profile with ``aws_session_token`` (or the legacy ``aws_security_token``, which botocore reads first)
+holds temporary credentials: its requests must carry that token (kms.auth). Files are created only when
+missing, so an operator's edits survive restarts.
 """
 
 from __future__ import annotations
@@ -189,7 +191,11 @@ def load_principals(path: Path) -> Mapping[str, Principal]:
         secret_key = section.get("aws_secret_access_key", "").strip()
         if not access_key or not secret_key:
             raise SimulationError(f"credentials file {path}: profile [{name}] lacks a key ID or secret")
-        token = section.get("aws_session_token", "").strip() or None
+        # Temporary credentials: as botocore reads them, the legacy name if present, else aws_session_token.
+        raw_token = section.get("aws_security_token")
+        if raw_token is None:
+            raw_token = section.get("aws_session_token", "")
+        token = raw_token.strip() or None
         principals[access_key] = Principal(
             name=name, access_key=access_key, secret_key=secret_key, session_token=token
         )

@@ -1,4 +1,4 @@
-"""kms.auth's verifier-side signature equals attestation.sigv4's canonical one (pure functions)."""
+"""kms._auth_cache (kms.auth's cached verifier side) equals attestation.sigv4's plain one (pure functions)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from attestation.sigv4 import (
     payload_hash,
     request_signature,
 )
-from kms.auth import _expected_signature
+from kms._auth_cache import expected_signature as _expected_signature
 
 _NAMES = st.sampled_from(
     ["host", "Host", "x-amz-date", "x-amz-target", "content-type", "user-agent", "x-a", "X-B"]
@@ -192,7 +192,7 @@ def test_amz_date_cache_answers_as_the_parser() -> None:
     from datetime import UTC, datetime
 
     from attestation.sigv4 import parse_amz_date
-    from kms.auth import _amz_date
+    from kms._auth_cache import amz_date_time as _amz_date
 
     for value in ("20261129T140506Z", "20261129T140506Z", "20261129T140507Z", "20240229T000000Z"):
         assert _amz_date(value) == parse_amz_date(value) == datetime(*_fields(value), tzinfo=UTC)

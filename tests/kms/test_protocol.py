@@ -98,7 +98,7 @@ def test_any_json_value_either_validates_or_raises_a_kms_error(value: object) ->
 def test_cached_authorization_parse_equals_a_fresh_parse() -> None:
     """kms.auth caches the parse of the text before ``Signature=``; each new signature is checked anew."""
     from attestation.sigv4 import parse_authorization
-    from kms.auth import _parse_authorization
+    from kms._auth_cache import parsed_authorization as _parse_authorization
 
     head = (
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "
