@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean wheel example
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,19 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q
 
+# unit includes tests/packaging: the wheel built and installed in fresh venvs, action.yml run as a runner
+# runs it, and examples/dice's own suite run as its CI would (the line "examples/dice, as a user's CI runs
+# it" near the end gives that suite's count).
 test: lint typecheck unit
+
+# The wheel users install, in dist/. setuptools builds in build/: cleared first, its stale files would be packed.
+wheel: $(STAMP)
+	rm -rf build dist
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+
+# examples/dice as a user's CI runs it (the part of make test that does it, with the inner run's output).
+example: $(STAMP)
+	$(VENV)/bin/pytest -q -rP tests/packaging/test_example.py
 
 # socat is scenario 5's reference relay (Debian's package).
 bench: $(VENV)/.installed-bench
@@ -37,4 +49,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

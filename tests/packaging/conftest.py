@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wheel_user import USER_TEST_REQUIREMENTS, BuiltWheel, build_wheel, copy_source, new_venv, pip_install
+from wheel_user import (
+    USER_SUITE_SUMMARIES,
+    USER_TEST_REQUIREMENTS,
+    BuiltWheel,
+    build_wheel,
+    copy_source,
+    new_venv,
+    pip_install,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +28,9 @@ def user_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel)
     venv = new_venv(tmp_path_factory.mktemp("user") / "venv")
     pip_install(venv, str(built_wheel.path), *USER_TEST_REQUIREMENTS)
     return venv
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The user suites' own counts, so they show in this run's output (each is one test here)."""
+    for name, counts in USER_SUITE_SUMMARIES:
+        terminalreporter.write_line(f"{name}, as a user's CI runs it (fresh venv, built wheel): {counts}")

@@ -31,6 +31,8 @@ INSTALL_TIMEOUT_S = 600.0
 RUN_TIMEOUT_S = 300.0
 #: What a user's CI installs beside the package for the example's suite (boto3: ``kms_sim.boto3_client``).
 USER_TEST_REQUIREMENTS = ("pytest", "boto3")
+#: Summaries of the user suites run in this session (name, pytest's counts), shown at the end of the run.
+USER_SUITE_SUMMARIES: list[tuple[str, str]] = []
 
 
 def run(
@@ -105,9 +107,10 @@ def pip_install(venv: Path, *requirements: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BuiltWheel:
-    """The wheel file and what its build printed (``pip wheel --verbose``)."""
+    """The wheel file, the tree it was built from and what its build printed (``pip wheel --verbose``)."""
 
     path: Path
+    source: Path
     log: str
 
 
@@ -116,4 +119,4 @@ def build_wheel(source: Path, out: Path) -> BuiltWheel:
     argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--verbose", "--wheel-dir", str(out), "."]
     done = checked(run(argv, timeout=INSTALL_TIMEOUT_S, cwd=source, env=user_env()))
     [wheel] = out.glob("attested_random-*.whl")
-    return BuiltWheel(path=wheel, log=done.stdout + done.stderr)
+    return BuiltWheel(path=wheel, source=source, log=done.stdout + done.stderr)
