@@ -23,11 +23,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kms.audit import AuditLog, refused_line
 from kms.cli import DEFAULT_MAX_CONNECTIONS as MAX_CONNECTIONS
 from kms.cli import DEFAULT_REQUEST_TIMEOUT_S
 from kms.errors import ValidationException
@@ -39,6 +41,8 @@ __all__ = [
     "INVALID_REQUEST_REPORT_S",
     "MAX_CONNECTIONS",
     "MAX_REQUEST_HEAD_BYTES",
+    "REQUEST_TIMEOUT_CODE",
+    "REQUEST_TIMEOUT_MESSAGE",
     "CoalescingHttpToolsProtocol",
     "InvalidRequestReports",
     "ServeConfig",
@@ -132,6 +136,11 @@ class TickCoalescingTransport(asyncio.Transport):
 #: but only once it is whole: httptools and uvicorn buffer fields without limit, so a head or a trailer
 #: section that never ended grew the server's memory by what the client sent.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+#: The audit record of a request not received whole before the deadline (the connection is closed without an
+#: answer): AWS's Common Errors name it "RequestTimeoutException: Problems with the request at the HTTP
+#: level. Reading the Request timed out." (HTTP 408).
+REQUEST_TIMEOUT_CODE = "RequestTimeoutException"
+REQUEST_TIMEOUT_MESSAGE = "Problems with the request at the HTTP level. Reading the Request timed out."
 #: Least time between two stderr lines saying that malformed HTTP arrived (any client can send it at will).
 INVALID_REQUEST_REPORT_S = 60.0
 
@@ -204,6 +213,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     - Bad bytes after complete requests on one connection (pipelining): those requests are answered, then
       the connection closes; uvicorn wrote its 400 at once, closed, and dropped their answers (the client
       read the 400 as the answer to its first, valid request).
+
+    A request refused here, before the service sees it, gets its audit record as every other does
+    (kms.audit ``refused_line``: what its fields so far claim, the error it got): a head over the bound
+    (ValidationException, as answered) and a request the deadline cut (:data:`REQUEST_TIMEOUT_CODE`). A body
+    over its bound is the service's to refuse (kms.app reads one byte past it) and audit. Not requests, and
+    not recorded: a connection over the bound (closed unread), one idle between requests, bytes that are not
+    HTTP (uvicorn's 400, rate-limited on stderr by :class:`InvalidRequestReports`).
     """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -216,6 +232,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._unparsed = 0  # bytes of consecutive reads that completed nothing
         self._progress = False  # whether the read being parsed completed anything
         self._refused = False
+        self._in_message = False  # a request has begun and not yet arrived whole
+        self._head_done = False  # ... and its head arrived whole (it has a cycle of its own)
         # This connection included: over the bound, it is closed before any byte of it is read.
         if len(self.connections) > getattr(self.config, "max_connections", MAX_CONNECTIONS):
             self.transport.close()
@@ -233,6 +251,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._progress = True
         self._head_bytes = 0
+        self._in_message = True
+        self._head_done = False
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._head_done = True
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_message = False
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -273,13 +301,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """
         self._refused = True
         self.transport.pause_reading()
+        error = ValidationException(f"Request head is over the {MAX_REQUEST_HEAD_BYTES}-byte limit")
+        request_id = new_request_id()
+        self._audit_refusal(error.code, error.message, request_id)
         if self._close_after_answers():
             return
-        error = ValidationException(f"Request head is over the {MAX_REQUEST_HEAD_BYTES}-byte limit")
         body = encode_error(error)
         head = (
             f"HTTP/1.1 400 Bad Request\r\ncontent-type: {CONTENT_TYPE}\r\n"
-            f"x-amzn-requestid: {new_request_id()}\r\n"
+            f"x-amzn-requestid: {request_id}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
@@ -308,7 +338,32 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             # buffered (close would wait for a reader that never comes, holding the descriptor).
             self.transport.abort()
         else:
+            if self._cut_short():
+                self._audit_refusal(REQUEST_TIMEOUT_CODE, REQUEST_TIMEOUT_MESSAGE, new_request_id())
             self.transport.close()
+
+    def _cut_short(self) -> bool:
+        """Whether part of a request arrived and it was not answered (an answer made while its body still
+        came in, to a body over the bound, is the service's, and audited there)."""
+        answered = self._head_done and self.cycle is not None and self.cycle.response_complete
+        return self._in_message and not answered
+
+    def _audit_refusal(self, code: str, message: str, request_id: str) -> None:
+        """Append the audit record of the current request, refused here (kms.app's service keeps the log)."""
+        audit = getattr(getattr(self.app, "service", None), "audit", None)
+        if not isinstance(audit, AuditLog):  # another ASGI app, or a service that keeps no log
+            return
+        audit.write_line(
+            refused_line(
+                at=datetime.now(UTC),
+                request_id=request_id,
+                headers=self.headers or (),
+                target=getattr(self, "url", None) or b"",
+                source_ip=self.client[0] if self.client else "127.0.0.1",
+                error_code=code,
+                error_message=message,
+            )
+        )
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
