@@ -55,6 +55,7 @@ from nitro_sim._net import (
     forget,
     live,
     register,
+    start_token,
     stop_recorded,
 )
 from nitro_sim._process import (
@@ -93,6 +94,7 @@ __all__ = [
     "register",
     "run",
     "start",
+    "start_token",
     "stop_recorded",
 ]
 

@@ -10,7 +10,18 @@ Fixtures (each test sees them as function-scoped; the processes behind them live
 - ``nsm``: :class:`nitro_sim.stack.Nsm` with the PCRs of the test's markers, its environment
   (``NITRO_SIM_HOME``, ``NITRO_SIM_NSM``, ``NITRO_SIM_CID``, and ``NITRO_SIM_KMS_TLS=0``) set in
   ``os.environ`` for the test, so the test process is that simulated enclave's app;
-- ``enclave_kms``: the SDK's KMS client over all of them: ``enclave_kms.generate_random(NumberOfBytes=32)``.
+- ``enclave_kms``: the SDK's KMS client over all of them: ``enclave_kms.generate_random(NumberOfBytes=32)``;
+- ``built_enclave``: a factory, ``built_enclave(docker_dir, docker_uri=...)``, over ``nitro-cli
+  build-enclave``: an :class:`nitro_sim.enclaves.Image` (``.eif``, ``.measurements``, ``.pcr0``). Each
+  directory is built once per session and content (:class:`nitro_sim.enclaves.ImageCache`: a digest of
+  the files the build may read); the image file is shared, so a test must not change it;
+- ``running_enclave``: a factory, ``running_enclave(image_or_eif, cpu_count=2, memory_mib=512, cid=None,
+  debug=False, name=None)``, over ``nitro-cli run-enclave`` in the stack's home, beside ``kms_sim`` and
+  ``vsock_proxy`` (which it starts): an :class:`nitro_sim.enclaves.Enclave` (``.enclave_id``, ``.cid``,
+  ``.measurements`` from ``describe-enclaves``, ``.eif``, ``.info``). ``NITRO_SIM_HOME`` names the home in
+  ``os.environ`` for the test, so the test process is the parent instance (``host.random_client.fetch``
+  finds the enclave's vsock sockets). At the end of the test, ``nitro-cli terminate-enclave`` stops each
+  enclave it started; until then each one's supervisor is under the safety net.
 
 Markers: ``@pytest.mark.nitro_pcr(index, "hex")`` (repeatable; the closest one wins for an index) and
 ``@pytest.mark.nitro_debug``, registered here so ``--strict-markers`` runs accept them.
@@ -21,16 +32,15 @@ the test's own records); an NSM is chosen per (PCRs, debug) from a pool, and res
 or locked one of its PCRs 16-31. A process that fails to start fails the test with its name and the last
 lines of its output. Processes are stopped when their scope ends, and by the safety net of
 :mod:`nitro_sim.procs` on Ctrl-C, SIGTERM or a killed runner.
-
-Part 2 (``built_enclave``, ``running_enclave``) will build on ``_nitro_sim_stack``: same home, same kms-sim.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -39,6 +49,7 @@ import pytest
 from nitro_sim.procs import ProcessError, ProcessGroup
 
 if TYPE_CHECKING:  # the stack (kms, attestation, cryptography) is imported when a fixture first needs it
+    from nitro_sim.enclaves import Enclave, Image, ImageCache
     from nitro_sim.stack import KmsSim, Nsm, VsockProxy
 
 SCOPES = ("function", "module", "session")
@@ -53,6 +64,8 @@ BOOT_LOCKED_PCRS = 16
 MAX_PCRS = 32
 PCR_BYTES = 48
 _ZERO_PCR = bytes(PCR_BYTES)
+#: attestation.sim.ENV_HOME (not imported: the plugin loads in every pytest run, attestation is heavier).
+ENV_HOME = "NITRO_SIM_HOME"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -109,6 +122,7 @@ class _Stack:
         self.kms: KmsSim | None = None
         self.proxy: VsockProxy | None = None
         self.nsms: OrderedDict[_NsmKey, Nsm] = OrderedDict()
+        self.enclaves: list[Enclave] = []  # started by running_enclave, not terminated yet
         self._pending: set[object] = set()  # spawned, not yet awaited: kms-sim and NSM devices
         self._spawned = 0
 
@@ -175,9 +189,27 @@ class _Stack:
         self.nsms[key] = device
         return device
 
+    def run_enclave(self, eif: Path, **options: Any) -> Enclave:
+        from nitro_sim.enclaves import run_enclave  # noqa: PLC0415 - see the imports
+
+        enclave = run_enclave(eif, env=self.group.env, **options)
+        self.enclaves.append(enclave)
+        return enclave
+
+    def terminate(self, enclave: Enclave) -> None:
+        from nitro_sim.enclaves import terminate_enclave  # noqa: PLC0415 - see the imports
+
+        if enclave in self.enclaves:
+            self.enclaves.remove(enclave)
+            terminate_enclave(enclave, env=self.group.env)
+
     def close(self) -> None:
-        self.group.stop_all()
-        shutil.rmtree(self.home, ignore_errors=True)
+        try:
+            for enclave in reversed(self.enclaves):  # a test's teardown did not get to them
+                self.terminate(enclave)
+        finally:
+            self.group.stop_all()
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 _NsmKey = tuple[tuple[tuple[int, bytes], ...], bool]
@@ -286,3 +318,58 @@ def enclave_kms(_nitro_prestart: None, kms_sim: KmsSim, vsock_proxy: VsockProxy,
 
     with open_enclave_kms(kms_sim, vsock_proxy, nsm) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def _nitro_sim_images() -> Iterator[ImageCache]:
+    """The session's enclave images, one per Dockerfile directory content, in a directory of their own."""
+    from nitro_sim.enclaves import ImageCache  # noqa: PLC0415 - see the imports
+    from nitro_sim.stack import child_environment  # noqa: PLC0415
+
+    directory = Path(tempfile.mkdtemp(prefix="nitro-sim-images-"))
+    try:
+        yield ImageCache(directory / "eif", env=child_environment(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def built_enclave(_nitro_sim_images: ImageCache) -> Callable[..., Image]:
+    """``built_enclave(docker_dir, docker_uri=...)``: ``nitro-cli build-enclave`` of that directory."""
+
+    def build(docker_dir: str | os.PathLike[str], **options: Any) -> Image:
+        try:
+            return _nitro_sim_images.build(Path(docker_dir), **options)
+        except ProcessError as error:
+            _fail(error)
+        except ValueError as error:
+            pytest.fail(f"built_enclave: {error}", pytrace=False)
+
+    return build
+
+
+@pytest.fixture
+def running_enclave(
+    _nitro_sim_stack: _Stack, vsock_proxy: VsockProxy, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Enclave]]:
+    """``running_enclave(image_or_eif, ...)``: ``nitro-cli run-enclave`` beside kms_sim and vsock_proxy;
+    each enclave started is terminated at the end of the test."""
+    from nitro_sim.enclaves import Image  # noqa: PLC0415 - see the imports
+
+    monkeypatch.setenv(ENV_HOME, str(_nitro_sim_stack.home))
+    started: list[Enclave] = []
+
+    def run(image: Image | str | os.PathLike[str], **options: Any) -> Enclave:
+        eif = image.eif if isinstance(image, Image) else Path(image)
+        try:
+            enclave = _nitro_sim_stack.run_enclave(eif, **options)
+        except ProcessError as error:
+            _fail(error)
+        started.append(enclave)
+        return enclave
+
+    try:
+        yield run
+    finally:
+        for enclave in reversed(started):
+            _nitro_sim_stack.terminate(enclave)
