@@ -10,36 +10,31 @@
    enclave's document: pinned root, the image's PCR0 as ``describe-eif`` gives it, the nonce, the digest.
 5. The same image with one changed byte has another PCR0: KMS refuses it (AccessDeniedException).
 
-Everything runs in a fresh NITRO_SIM_HOME, on Unix sockets and 127.0.0.1; every process and enclave started
-here is stopped before exit. Exit status 0 only if every step did what it should.
+Everything runs in a fresh NITRO_SIM_HOME, on Unix sockets and 127.0.0.1, started and stopped through
+:mod:`nitro_sim` (the module the fixtures, the integration tests and the benchmark use); every process and
+enclave started here is stopped before exit. Exit status 0 only if every step did what it should.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+
+from nitro_sim.enclaves import Enclave, Image, build_image, run_enclave, terminate_enclave
+from nitro_sim.procs import ProcessError, ProcessGroup, run
+from nitro_sim.stack import KmsSim, VsockProxy, child_environment, image_policy, program
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PROXY_PORT = 8000
 #: What Dockerfile.enclave reads from the project tree.
 CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 #: The file whose one byte the tampered image changes (a byte of a comment: the app still runs).
 TAMPERED_FILE = Path("enclave") / "provider.py"
-#: How long a program may take to say it is ready, and a command to finish (seconds).
-READY_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 120.0
 
 
 class DemoError(Exception):
@@ -47,76 +42,25 @@ class DemoError(Exception):
 
 
 class Stack:
-    """The processes and enclaves this demo started; all stopped on exit, whatever happens."""
+    """The processes and enclaves this demo started (through :mod:`nitro_sim`); all stopped on exit."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("NITRO_", "AWS_"))}
-        self.env["NITRO_SIM_HOME"] = str(home)
-        self.procs: list[subprocess.Popen[str]] = []
-        self.enclaves = False
+        self.env = child_environment(home)
+        self.group = ProcessGroup(home / "logs", env=self.env)
+        self.enclaves: list[Enclave] = []
 
-    def start(self, argv: Sequence[str], *, ready: str, stream: str = "stdout") -> str:
-        """Start ``argv`` and wait for a line containing ``ready`` on ``stream``; return that line."""
-        proc = subprocess.Popen(
-            list(argv),
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.procs.append(proc)
-        pipe = proc.stdout if stream == "stdout" else proc.stderr
-        assert pipe is not None
-        # A thread reads the lines: a selector on a buffered text pipe misses lines already buffered.
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_pump, args=(pipe, lines), daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        seen: list[str] = []
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line == "":
-                break
-            if ready in line:
-                return line.strip()
-            seen.append(line.strip())
-        raise DemoError(f"{Path(argv[0]).name} did not start: {seen[-1] if seen else 'no output'}")
-
-    def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one command to its end; with ``check``, a non-zero exit is a DemoError with its last line."""
-        if Path(argv[0]).name == "nitro-cli" and argv[1] == "run-enclave":
-            self.enclaves = True
-        done = subprocess.run(
-            list(argv), env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-        )
-        if check and done.returncode != 0:
-            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0]
-            raise DemoError(f"{Path(argv[0]).name} {argv[1]} failed (exit {done.returncode}): {last}")
-        return done
+    def run_enclave(self, eif: Path, cid: int) -> Enclave:
+        enclave = run_enclave(eif, env=self.env, cid=cid)
+        self.enclaves.append(enclave)
+        return enclave
 
     def stop_all(self) -> None:
-        if self.enclaves:
-            self.run([str(BIN / "nitro-cli"), "terminate-enclave", "--all"], check=False)
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _pump(pipe: IO[str], lines: queue.Queue[str]) -> None:
-    """Forward every line of ``pipe`` to ``lines``, then an empty string at end of file."""
-    for line in pipe:
-        lines.put(line)
-    lines.put("")
+        try:
+            for enclave in reversed(self.enclaves):
+                terminate_enclave(enclave, env=self.env)
+        finally:
+            self.group.stop_all()
 
 
 @contextlib.contextmanager
@@ -145,83 +89,33 @@ def copy_context(dest: Path, *, tamper: bool = False) -> Path:
     return dest
 
 
-def build(stack: Stack, context: Path, eif: Path) -> dict[str, str]:
-    done = stack.run(
-        [
-            str(BIN / "nitro-cli"),
-            "build-enclave",
-            "--docker-dir",
-            str(context),
-            "--docker-uri",
-            "attested-random:latest",
-            "--output-file",
-            str(eif),
-        ]
-    )
-    measurements: dict[str, str] = json.loads(done.stdout)["Measurements"]
-    return measurements
-
-
-def run_enclave(stack: Stack, eif: Path, cid: int) -> dict[str, Any]:
-    done = stack.run(
-        [
-            str(BIN / "nitro-cli"),
-            "run-enclave",
-            "--eif-path",
-            str(eif),
-            "--cpu-count",
-            "2",
-            "--memory",
-            "512",
-            "--enclave-cid",
-            str(cid),
-        ]
-    )
-    info: dict[str, Any] = json.loads(done.stdout)
-    return info
+def build(stack: Stack, context: Path, eif: Path) -> Image:
+    return build_image(context, eif, env=stack.env, docker_uri="attested-random:latest")
 
 
 def fetch(stack: Stack, cid: int, eif: Path) -> subprocess.CompletedProcess[str]:
-    argv = [str(BIN / "attested-random"), "fetch", "--enclave-cid", str(cid), "--eif-path", str(eif)]
-    return stack.run([*argv, "--bytes", "32", "--json"], check=False)
+    argv = [*program("attested-random"), "fetch", "--enclave-cid", str(cid), "--eif-path", str(eif)]
+    return run([*argv, "--bytes", "32", "--json"], name="attested-random fetch", env=stack.env, check=False)
 
 
-def kms_policy(pcr0: str) -> dict[str, object]:
-    allow = {
-        "Effect": "Allow",
-        "Action": "kms:GenerateRandom",
-        "Resource": "*",
-        "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}},
-    }
-    return {"nitro-sim": {"Version": "2012-10-17", "Statement": [allow]}}
-
-
-def run(home: Path) -> None:
+def run_demo(home: Path) -> None:
     with running(home) as stack:
         eif = home / "provider.eif"
-        pcrs = build(stack, copy_context(home / "ctx"), eif)
+        image = build(stack, copy_context(home / "ctx"), eif)
+        pcrs = image.measurements
         print(f"nitro-cli   build-enclave Dockerfile.enclave -> {eif.name}")
         for name in ("PCR0", "PCR1", "PCR2"):
             print(f"              {name} {pcrs[name][:32]}…")
 
         policy = home / "demo-policy.json"
-        policy.write_text(json.dumps(kms_policy(pcrs["PCR0"])))
-        url = stack.start(
-            [str(BIN / "kms-sim"), "serve", "--listen", "127.0.0.1:0", "--policy", str(policy)], ready="http"
-        )
-        port = int(url.rsplit(":", 1)[1].rstrip("/"))
-        print(f"kms-sim     {url}  policy: GenerateRandom only for ImageSha384 = PCR0 of {eif.name}")
-        allowlist = home / "vsock-proxy.yaml"
-        allowlist.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {port}}}\n")
-        stack.start(
-            [str(BIN / "vsock-proxy"), str(PROXY_PORT), "127.0.0.1", str(port), "--config", str(allowlist)],
-            ready="listening state",
-            stream="stderr",
-        )
-        print(f"vsock-proxy vsock (3, {PROXY_PORT}) -> 127.0.0.1:{port}, allowlist checked")
+        policy.write_text(json.dumps(image_policy(image.pcr0)))
+        kms = KmsSim.spawn(stack.group, home, policy=policy).wait_ready()
+        print(f"kms-sim     {kms.url}  policy: GenerateRandom only for ImageSha384 = PCR0 of {eif.name}")
+        proxy = VsockProxy.spawn(stack.group, home, kms).wait_ready()
+        print(f"vsock-proxy vsock (3, {proxy.port}) -> 127.0.0.1:{kms.port}, allowlist checked")
 
-        enclave = run_enclave(stack, eif, cid=16)
-        print(f"nitro-cli   run-enclave: {enclave['EnclaveID']} (CID {enclave['EnclaveCID']})")
+        enclave = stack.run_enclave(eif, cid=16)
+        print(f"nitro-cli   run-enclave: {enclave.enclave_id} (CID {enclave.cid})")
         done = fetch(stack, 16, eif)
         if done.returncode != 0:
             raise DemoError(f"fetching from the enclave failed: {done.stderr.strip()}")
@@ -238,12 +132,12 @@ def run(home: Path) -> None:
             raise DemoError("KMS's audit log mentions the plaintext")
 
         tampered = home / "tampered.eif"
-        other = build(stack, copy_context(home / "ctx-tampered", tamper=True), tampered)
+        other = build(stack, copy_context(home / "ctx-tampered", tamper=True), tampered).measurements
         if other["PCR0"] == pcrs["PCR0"] or other["PCR1"] != pcrs["PCR1"]:
             raise DemoError("one changed byte should move PCR0 (and PCR2) but not PCR1")
         print(f"\nnitro-cli   the same image with one changed byte in {TAMPERED_FILE}:")
         print(f"              PCR0 {other['PCR0'][:32]}… (PCR1 unchanged)")
-        run_enclave(stack, tampered, cid=17)
+        stack.run_enclave(tampered, cid=17)
         refused = fetch(stack, 17, tampered)
         if refused.returncode == 0 or "AccessDeniedException" not in refused.stderr:
             raise DemoError(f"the tampered image was not refused by KMS: {refused.stderr.strip()}")
@@ -254,8 +148,8 @@ def main() -> int:
     # A short path: Unix socket paths must fit in 108 bytes.
     with tempfile.TemporaryDirectory(prefix="nsim-", dir="/tmp") as tmp:
         try:
-            run(Path(tmp))
-        except (DemoError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+            run_demo(Path(tmp))
+        except (DemoError, ProcessError, OSError, ValueError, KeyError) as exc:
             print(f"\ndemo FAILED: {exc}", file=sys.stderr)
             return 1
     print("\ndemo OK: attested random bytes reached only the measured image")
