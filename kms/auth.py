@@ -221,12 +221,14 @@ def authenticate(
         raise InvalidSignatureException(_MISMATCH) from None
     if not hmac.compare_digest(expected, sent_signature):
         raise InvalidSignatureException(_MISMATCH)
-    # (8) session token
+    # (8) session token (every one sent, header and query parameter alike, must be the principal's)
     query_token = presigned.security_token if presigned is not None else None
-    sent = [token for token in (header_token, query_token) if token is not None]
-    if principal.session_token is None:
-        if sent:
+    expected = principal.session_token
+    if expected is None:
+        if header_token is not None or query_token is not None:
             raise UnrecognizedClientException(_BAD_TOKEN)
-    elif not sent or not all(_same(token, principal.session_token) for token in sent):
+    elif (header_token is None and query_token is None) or not all(
+        _same(token, expected) for token in (header_token, query_token) if token is not None
+    ):
         raise UnrecognizedClientException(_BAD_TOKEN)
     return principal
