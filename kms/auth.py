@@ -223,12 +223,12 @@ def authenticate(
         raise InvalidSignatureException(_MISMATCH)
     # (8) session token (every one sent, header and query parameter alike, must be the principal's)
     query_token = presigned.security_token if presigned is not None else None
-    expected = principal.session_token
-    if expected is None:
+    own_token = principal.session_token
+    if own_token is None:
         if header_token is not None or query_token is not None:
             raise UnrecognizedClientException(_BAD_TOKEN)
     elif (header_token is None and query_token is None) or not all(
-        _same(token, expected) for token in (header_token, query_token) if token is not None
+        _same(token, own_token) for token in (header_token, query_token) if token is not None
     ):
         raise UnrecognizedClientException(_BAD_TOKEN)
     return principal
