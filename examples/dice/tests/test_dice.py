@@ -1,17 +1,34 @@
-"""The dice app's tests, on attested-random's fixtures (enclave_kms, kms_sim, nsm) and a fake source."""
+"""The dice app's tests, on attested-random's fixtures and a fake source.
+
+- In this process as the enclave's app: ``enclave_kms`` (the SDK's client, attested by the simulated NSM
+  ``nsm``), with ``kms_sim``'s policy, faults and audit records.
+- The real image: ``built_enclave`` builds this directory's Dockerfile with attested-random's nitro-cli,
+  ``running_enclave`` runs it beside ``kms_sim``, and the test asks it for rolls over vsock as the parent.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from dice import MAX_DICE, answer, parse_request, roll
+from dice import MAX_DICE, PORT, answer, parse_request, roll
+
+import enclave
+from enclave import vsock
 
 #: PCR0 of an image that is not ours: KMS must refuse it.
 OTHER_IMAGE = hashlib.sha384(b"someone else's enclave image").hexdigest()
 #: PCR0 this test's simulated enclave reports (its nitro_pcr marker).
 MY_IMAGE = hashlib.sha384(b"the dice image").hexdigest()
+#: The directory of the app's Dockerfile.
+PROJECT = Path(__file__).resolve().parents[1]
+#: Bound on waiting for the enclave's app to listen (run-enclave returns before it does).
+LISTEN_WAIT_S = 30.0
 
 
 def allow_only(pcr0: str) -> dict[str, Any]:
@@ -90,3 +107,39 @@ def test_roll_bounds() -> None:
         roll(FakeKms(b""), MAX_DICE + 1)
     with pytest.raises(ValueError, match="sides"):
         roll(FakeKms(b""), 1, sides=1)
+
+
+def ask(cid: int, request: bytes) -> dict[str, Any]:
+    """Send one request line to the dice enclave at ``cid`` as its parent; its JSON answer."""
+    deadline = time.monotonic() + LISTEN_WAIT_S
+    while True:
+        try:
+            conn = vsock.connect(cid, PORT, timeout=LISTEN_WAIT_S)
+            break
+        except enclave.EnclaveError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    with conn, conn.makefile("rb") as answers:
+        conn.sendall(request + b"\n")
+        result: dict[str, Any] = json.loads(answers.readline())
+        return result
+
+
+def test_the_enclave_serves_rolls_to_its_own_image_only(
+    built_enclave: Any, running_enclave: Any, kms_sim: Any
+) -> None:
+    image = built_enclave(PROJECT, docker_uri="dice:latest")
+    if "DICE_PCR0" in os.environ:  # the pipeline's build (docs/ci.md) is the image tested here
+        assert image.pcr0 == os.environ["DICE_PCR0"]
+    kms_sim.set_policy(allow_only(image.pcr0))
+    running = running_enclave(image)
+    assert running.pcr0 == image.pcr0
+    rolls = ask(running.cid, b"4d6")["rolls"]
+    assert len(rolls) == 4
+    assert all(1 <= r <= 6 for r in rolls)
+    for record in kms_sim.audit():
+        recipient = record["additionalEventData"]["recipient"]
+        assert recipient["attestationDocumentEnclaveImageDigest"] == image.pcr0
+    kms_sim.set_policy(allow_only(OTHER_IMAGE))
+    assert ask(running.cid, b"1d6") == {"error": "AccessDeniedException"}
