@@ -1,10 +1,11 @@
 """``python -m bench`` (``make bench``): every scenario in one run, then the report.
 
-    python -m bench [--quick] [--only 1,2,3,4,5,6] [--out DIR] [--rounds N] [--seconds S] [--no-pin]
+    python -m bench [--quick] [--only 1,2,3,4,5,6,7] [--out DIR] [--rounds N] [--seconds S] [--no-pin]
 
 Order: 3 (crypto floor, needed by 1 and 4), 4 (verification alone), 5 (proxy alone), then 1 and 2
 together (their sequential rounds interleave, so their ratios come from the same minutes), then 6 (enclave
-images: build-enclave and run-enclave against their floors).
+images: build-enclave and run-enclave against their floors), then 7 (the pytest fixtures: stack start-up and a
+function-scoped test against moto's mock_aws).
 A scenario whose programs are missing or fail is reported as not run with its one-line reason; the others
 still run. Exit status: 0 when every selected scenario ran, 1 otherwise.
 """
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import components, e2e, floor, images, proxy, verify
+from bench import components, e2e, fixtures, floor, images, proxy, verify
 from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
 from bench.model import ScenarioResult
@@ -26,7 +27,7 @@ from bench.procs import BenchError, Processes, temp_home
 from bench.report import write
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-ALL = ("1", "2", "3", "4", "5", "6")
+ALL = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             with Processes(log_dir=home / "logs") as procs:
                 _guarded(s6, lambda: images.run(settings, pinning, _sub(home, "s6"), procs, s6))
             results.append(s6)
+        if "7" in selected:
+            print("bench: scenario 7 (pytest fixtures: stack start-up, a test against mock_aws)", flush=True)
+            s7 = ScenarioResult(key="7", title=fixtures.TITLE)
+            _guarded(s7, lambda: fixtures.run(settings, s7))
+            results.append(s7)
     machine["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results.sort(key=lambda r: r.key)
     explain({r.key: r for r in results})

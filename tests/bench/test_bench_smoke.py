@@ -47,7 +47,7 @@ def test_writes_markdown_and_json(quick_run: tuple[subprocess.CompletedProcess[s
     text = (out / "results.md").read_text(encoding="utf-8")
     assert text.startswith("# attested-random benchmark results")
     assert "make bench" in text
-    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5", "6"}
+    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5", "6", "7"}
     assert "## 3. Crypto floor" in proc.stdout  # the table is printed to the terminal too
 
 
@@ -174,3 +174,17 @@ def test_image_scenario_builds_and_runs_the_demo_image(
     assert "run-enclave to the app's first attested answer" in cases
     assert any(case.startswith("floor: read + archive + hash") for case in cases)
     assert s6["data"]["eif_bytes"] > 0  # type: ignore[index]
+
+
+def test_fixture_scenario_times_the_stack_and_the_tests(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    s7 = _scenarios(out)["7"]
+    assert s7["error"] is None
+    cases = [str(row["case"]) for row in s7["rows"]]  # type: ignore[attr-defined]
+    assert cases[0] == "stack ready: kms_sim + vsock_proxy + nsm, fresh home"
+    assert any(case.startswith("function-scoped test (enclave_kms") for case in cases)
+    assert any(case.startswith("session-scoped test") for case in cases)
+    assert "    setup of fixture enclave_kms" in cases
+    assert any(r["name"].startswith("stack-ready goal") for r in s7["ratios"])  # type: ignore[attr-defined]
