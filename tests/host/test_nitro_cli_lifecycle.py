@@ -22,7 +22,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from e2e_procs import BIN, STARTUP_SECONDS, env
 
 from attestation.cpio import CpioEntry, write_newc
 from attestation.eif import build_eif, measure
@@ -30,8 +29,10 @@ from attestation.eif_sign import EifSigner
 from attestation.nsm import extend
 from enclave.nsm import NSMClient, SimulatedDeviceTransport
 from host.nitro_cli._supervisor import MAX_CONSOLE_LOG_BYTES
+from nitro_sim.procs import READY_TIMEOUT_S as STARTUP_SECONDS
+from nitro_sim.stack import child_environment, program
 
-NITRO_CLI = str(BIN / "nitro-cli")
+NITRO_CLI = program("nitro-cli")[0]
 ZERO = bytes(48)
 #: An app that prints two lines and then waits to be terminated.
 WAITING_APP = (
@@ -105,7 +106,12 @@ class Cli:
 
     def __init__(self, home: Path, **extra: str) -> None:
         self.home = home
-        self.env = env(home, NITRO_SIM_CPU_POOL="1-3", **extra)
+        # No developer's ~/.aws/credentials reach the enclaves' apps.
+        self.env = child_environment(home) | {
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file"),
+            "NITRO_SIM_CPU_POOL": "1-3",
+            **extra,
+        }
 
     def __call__(self, *args: str, timeout: float = STARTUP_SECONDS * 2) -> Result:
         proc = subprocess.run(

@@ -4,7 +4,9 @@
         └──(NITRO_SIM_NSM)──► nsm-sim
 
 The tap is a test instrument: a plain TCP forwarder that keeps a copy of every byte the proxy relays, so
-the test can show that the plaintext never crosses the host. Every process is stopped in ``finally``.
+the test can show that the plaintext never crosses the host. Processes are started, awaited and stopped
+through :mod:`nitro_sim.procs` (each stack's group is stopped in ``finally``); a test that needs no tap and
+no restart uses the plugin's fixtures.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import e2e_procs as e2e
 import pytest
 
-from attestation.sim import PARENT_CID, vsock_socket_path
+from nitro_sim.procs import READY_TIMEOUT_S, Process, ProcessGroup
+from nitro_sim.stack import KmsSim, Nsm, VsockProxy, child_environment, program
 
 pytestmark = pytest.mark.slow
 
@@ -128,96 +131,78 @@ class Tap:
 @dataclass
 class Stack:
     home: Path
-    nsm_socket: Path
-    kms_port: int
-    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    group: ProcessGroup
+    nsm: Nsm
+    kms: KmsSim
     tap: Tap | None = None
-    driver: subprocess.Popen[str] | None = None
+    driver: Process | None = None
 
-    def start_kms(self, *extra: str) -> None:
-        proc = e2e.spawn(
-            [str(e2e.BIN / "kms-sim"), "serve", "--listen", f"127.0.0.1:{self.kms_port}", *extra],
-            e2e.env(self.home),
-            self.home / "kms.log",
-            talk=True,
-        )
-        self.procs["kms"] = proc
-        assert e2e.first_line(proc).endswith(f":{self.kms_port}")
+    @property
+    def kms_port(self) -> int:
+        return self.kms.port
 
     def stop_kms(self) -> None:
-        e2e.stop(self.procs.pop("kms"))
+        self.group.stop(self.kms.process)
+
+    def start_kms(self) -> None:
+        """kms-sim again, with the options it had, on the port the tap relays to."""
+        self.kms.restart(self.group)
+        assert self.kms.url.endswith(f":{self.kms_port}")
 
     def sdk_env(self) -> dict[str, str]:
-        return e2e.env(self.home, NITRO_SIM_NSM=str(self.nsm_socket))
+        return {**self.group.env, **self.nsm.environ}
 
     def call(self, **cmd: object) -> dict[str, object]:
         if self.driver is None:
-            self.driver = e2e.spawn(
-                [sys.executable, "-c", DRIVER], self.sdk_env(), self.home / "sdk.log", talk=True
+            self.driver = self.group.start(
+                [sys.executable, "-c", DRIVER], name="sdk", env=self.nsm.environ, talk=True
             )
-        assert self.driver.stdin is not None
-        assert self.driver.stdout is not None
-        self.driver.stdin.write(json.dumps(cmd) + "\n")
-        self.driver.stdin.flush()
-        line = self.driver.stdout.readline()
-        if not line:
-            raise AssertionError(f"SDK driver died: {e2e.tail(self.home, 'sdk')}")
-        result: dict[str, object] = json.loads(line)
+        self.driver.send(json.dumps(cmd))
+        result: dict[str, object] = json.loads(self.driver.read_line())
         return result
 
     def close(self) -> None:
-        if self.driver is not None:
-            e2e.stop(self.driver)
-        for proc in reversed(list(self.procs.values())):
-            e2e.stop(proc)
-        if self.tap is not None:
-            self.tap.close()
+        try:
+            self.group.stop_all()
+        finally:
+            if self.tap is not None:
+                self.tap.close()
 
 
-def _policy(home: Path, pcr0: str) -> Path:
-    path = home / "policy-pcr0.json"
+def _pcr0_policy(pcr0: str) -> dict[str, Any]:
     statement = {
         "Effect": "Allow",
         "Action": "kms:GenerateRandom",
         "Resource": "*",
         "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": pcr0}},
     }
-    path.write_text(json.dumps({"nitro-sim": {"Version": "2012-10-17", "Statement": [statement]}}))
+    return {"nitro-sim": {"Version": "2012-10-17", "Statement": [statement]}}
+
+
+def _policy(home: Path, pcr0: str) -> Path:
+    path = home / "policy-pcr0.json"
+    path.write_text(json.dumps(_pcr0_policy(pcr0)))
     return path
 
 
 def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = ()) -> Stack:
-    stack = Stack(home=home, nsm_socket=home / "nsm.sock", kms_port=e2e.free_port())
+    # No developer's ~/.aws/credentials: the SDK finds kms-sim's credentials in the home.
+    env = child_environment(home) | {"AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file")}
+    group = ProcessGroup(home, env=env)
+    tap: Tap | None = None
     try:
-        nsm = e2e.spawn(
-            [str(e2e.BIN / "nsm-sim"), "--socket", str(stack.nsm_socket), "--pcr", f"0={enclave_pcr0}"],
-            e2e.env(home),
-            home / "nsm.log",
-        )
-        stack.procs["nsm"] = nsm
-        e2e.wait_path(nsm, stack.nsm_socket)
-        stack.start_kms("--policy", str(_policy(home, PCR0_ALLOWED)), *kms_args)
-        stack.tap = Tap(stack.kms_port)
-        allow = home / "allow.yaml"
-        allow.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {stack.tap.port}}}\n")
-        proxy = e2e.spawn(
-            [
-                str(e2e.BIN / "vsock-proxy"),
-                "--config",
-                str(allow),
-                str(e2e.PROXY_PORT),
-                "127.0.0.1",
-                str(stack.tap.port),
-            ],
-            e2e.env(home),
-            home / "proxy.log",
-        )
-        stack.procs["proxy"] = proxy
-        e2e.wait_path(proxy, vsock_socket_path(PARENT_CID, e2e.PROXY_PORT, home))
+        nsm = Nsm.spawn(group, home, cid=16, pcrs={0: enclave_pcr0}, name="nsm")
+        kms = KmsSim.spawn(group, home, policy=_policy(home, PCR0_ALLOWED), args=kms_args)
+        nsm.wait_ready()
+        kms.wait_ready()
+        tap = Tap(kms.port)
+        VsockProxy.spawn(group, home, tap.port).wait_ready()
     except BaseException:
-        stack.close()
+        group.stop_all()
+        if tap is not None:
+            tap.close()
         raise
-    return stack
+    return Stack(home=home, group=group, nsm=nsm, kms=kms, tap=tap)
 
 
 @pytest.fixture(scope="module")
@@ -293,11 +278,11 @@ def test_authentication_errors_surface_as_their_classes(stack: Stack) -> None:
 
 def test_kmstool_enclave_cli_genrandom(stack: Stack) -> None:
     done = subprocess.run(
-        [str(e2e.BIN / "kmstool-enclave-cli"), "genrandom", "--length", "32"],
+        [*program("kmstool-enclave-cli"), "genrandom", "--length", "32"],
         env=stack.sdk_env(),
         capture_output=True,
         text=True,
-        timeout=e2e.STARTUP_SECONDS,
+        timeout=READY_TIMEOUT_S,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -306,14 +291,13 @@ def test_kmstool_enclave_cli_genrandom(stack: Stack) -> None:
     assert len(base64.b64decode(b64, validate=True)) == 32
 
 
-def test_other_pcr0_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
-    stack = _start_stack(tmp_path_factory.mktemp("e2e-denied"), enclave_pcr0=PCR0_OTHER)
-    try:
-        result = stack.call(op="generate", n=32)
-        assert result["error"] == "AccessDeniedException"
-        assert result["same_class"]
-    finally:
-        stack.close()
+@pytest.mark.nitro_pcr(0, PCR0_OTHER)
+def test_other_pcr0_is_refused(enclave_kms: Any, kms_sim: KmsSim) -> None:
+    kms_sim.set_policy(_pcr0_policy(PCR0_ALLOWED))
+    with pytest.raises(enclave_kms.exceptions.ClientError) as refused:
+        enclave_kms.generate_random(NumberOfBytes=32)
+    assert refused.value.code == "AccessDeniedException"
+    assert type(refused.value) is enclave_kms.exceptions.AccessDeniedException
 
 
 def test_stopped_kms_then_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -327,7 +311,7 @@ def test_stopped_kms_then_restart(tmp_path_factory: pytest.TempPathFactory) -> N
         assert down["ok"] is False
         assert down["error"] in ("EndpointConnectionError", "ReadTimeoutError", "ConnectTimeoutError")
         assert "endpoint URL" in str(down["message"])
-        stack.start_kms("--policy", str(_policy(stack.home, PCR0_ALLOWED)))
+        stack.start_kms()
         back = stack.call(op="generate", n=16)
         assert back["ok"], back
     finally:
@@ -423,7 +407,7 @@ def test_sdk_and_boto3_see_the_same_error(
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    with NSMClient(SimulatedDeviceTransport(stack.nsm_socket)) as nsm:
+    with NSMClient(SimulatedDeviceTransport(stack.nsm.socket)) as nsm:
         document = nsm.attestation(public_key=spki)
     recipient = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
     with pytest.raises(botocore.exceptions.ClientError) as info:

@@ -5,7 +5,9 @@
 
 Two enclaves run, as ``nitro-cli run-enclave`` would start them (NITRO_SIM_CID, NITRO_SIM_NSM, NITRO_SIM_HOME
 set): CID 16 whose PCR0 is the test image's, which the KMS policy allows, and CID 17 with another PCR0.
-Everything lives in a short temporary home under /tmp and is stopped at the end of the module.
+Everything lives in a short temporary home under /tmp, is started through :mod:`nitro_sim.procs` and is
+stopped at the end of the module. (The provider's real image, built from ``Dockerfile.enclave`` and run by
+``nitro-cli``, is tested with the plugin's fixtures in ``test_provider_image.py``.)
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import e2e_procs as e2e
 import pytest
 
 from attestation.eif import build_eif, read_eif
@@ -34,7 +36,9 @@ from attestation.provider_wire import (
     encode_frame,
     encode_request,
 )
-from attestation.sim import PARENT_CID, vsock_socket_path
+from attestation.sim import vsock_socket_path
+from nitro_sim.procs import READY_TIMEOUT_S, OutputLine, Process, ProcessGroup
+from nitro_sim.stack import KmsSim, Nsm, VsockProxy, child_environment, program
 
 pytestmark = pytest.mark.slow
 
@@ -50,31 +54,30 @@ CID_ALLOWED, CID_OTHER = 16, 17
 @dataclass
 class Stack:
     home: Path
-    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    group: ProcessGroup
+    nsms: dict[int, Nsm] = field(default_factory=dict)
+    providers: dict[str, Process] = field(default_factory=dict)
 
-    def start_provider(self, name: str, cid: int, *args: str) -> subprocess.Popen[str]:
-        environ = e2e.env(self.home, NITRO_SIM_CID=str(cid), NITRO_SIM_NSM=str(self.home / f"nsm{cid}.sock"))
-        proc = e2e.spawn(
-            [str(e2e.BIN / "python"), "-m", "enclave.provider", *args], environ, self.home / f"{name}.log"
-        )
-        self.procs[name] = proc
+    def start_provider(self, name: str, cid: int, *args: str) -> Process:
         port = int(args[args.index("--port") + 1]) if "--port" in args else PORT
-        e2e.wait_path(proc, vsock_socket_path(cid, port, self.home))
+        proc = self.group.start(
+            [sys.executable, "-m", "enclave.provider", *args],
+            name=name,
+            env=self.nsms[cid].environ,
+            ready=OutputLine(pattern=rf"listening on vsock port {port}\b"),
+        )
+        self.providers[name] = proc
         return proc
 
     def fetch(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(e2e.BIN / "attested-random"), "fetch", *args],
-            env=e2e.env(self.home),
+            [*program("attested-random"), "fetch", *args],
+            env=self.group.env,
             capture_output=True,
             text=True,
-            timeout=2 * e2e.STARTUP_SECONDS,
+            timeout=2 * READY_TIMEOUT_S,
             check=False,
         )
-
-    def close(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            e2e.stop(proc)
 
 
 def _policy(home: Path) -> Path:
@@ -92,55 +95,22 @@ def _policy(home: Path) -> Path:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="arp-", dir="/tmp"))  # short: Unix socket paths fit in 108 bytes
-    stack = Stack(home=home)
+    # No developer's ~/.aws/credentials: the provider finds kms-sim's credentials in the home.
+    env = child_environment(home) | {"AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file")}
     try:
-        (home / "app.eif").write_bytes(IMAGE)
-        for cid, pcr0 in ((CID_ALLOWED, PCR0_ALLOWED), (CID_OTHER, PCR0_OTHER)):
-            sock = home / f"nsm{cid}.sock"
-            nsm = e2e.spawn(
-                [str(e2e.BIN / "nsm-sim"), "--socket", str(sock), "--pcr", f"0={pcr0}"],
-                e2e.env(home),
-                home / f"nsm{cid}.log",
-            )
-            stack.procs[f"nsm{cid}"] = nsm
-            e2e.wait_path(nsm, sock)
-        kms_port = e2e.free_port()
-        kms = e2e.spawn(
-            [
-                str(e2e.BIN / "kms-sim"),
-                "serve",
-                "--listen",
-                f"127.0.0.1:{kms_port}",
-                "--policy",
-                str(_policy(home)),
-            ],
-            e2e.env(home),
-            home / "kms.log",
-            talk=True,
-        )
-        stack.procs["kms"] = kms
-        assert e2e.first_line(kms).endswith(f":{kms_port}")
-        allow = home / "allow.yaml"
-        allow.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {kms_port}}}\n")
-        proxy = e2e.spawn(
-            [
-                str(e2e.BIN / "vsock-proxy"),
-                "--config",
-                str(allow),
-                str(e2e.PROXY_PORT),
-                "127.0.0.1",
-                str(kms_port),
-            ],
-            e2e.env(home),
-            home / "proxy.log",
-        )
-        stack.procs["proxy"] = proxy
-        e2e.wait_path(proxy, vsock_socket_path(PARENT_CID, e2e.PROXY_PORT, home))
-        stack.start_provider("provider16", CID_ALLOWED)
-        stack.start_provider("provider17", CID_OTHER)
-        yield stack
+        with ProcessGroup(home, env=env) as group:
+            stack = Stack(home=home, group=group)
+            (home / "app.eif").write_bytes(IMAGE)
+            for cid, pcr0 in ((CID_ALLOWED, PCR0_ALLOWED), (CID_OTHER, PCR0_OTHER)):
+                stack.nsms[cid] = Nsm.spawn(group, home, cid=cid, pcrs={0: pcr0}, name=f"nsm{cid}")
+            kms = KmsSim.spawn(group, home, policy=_policy(home)).wait_ready()
+            VsockProxy.spawn(group, home, kms).wait_ready()
+            for device in stack.nsms.values():
+                device.wait_ready()
+            stack.start_provider("provider16", CID_ALLOWED)
+            stack.start_provider("provider17", CID_OTHER)
+            yield stack
     finally:
-        stack.close()
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -179,7 +149,7 @@ def test_pcr0_from_the_image(stack: Stack) -> None:
 
 def test_concurrent_clients(stack: Stack) -> None:
     argv = [
-        str(e2e.BIN / "attested-random"),
+        *program("attested-random"),
         "fetch",
         "--enclave-cid",
         "16",
@@ -190,7 +160,7 @@ def test_concurrent_clients(stack: Stack) -> None:
     clients = [
         subprocess.Popen(
             [*argv, *(["--encrypt"] if i % 2 else [])],
-            env=e2e.env(stack.home),
+            env=stack.group.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -199,7 +169,7 @@ def test_concurrent_clients(stack: Stack) -> None:
     ]
     answers = set()
     for client in clients:
-        out, err = client.communicate(timeout=2 * e2e.STARTUP_SECONDS)
+        out, err = client.communicate(timeout=2 * READY_TIMEOUT_S)
         assert client.returncode == 0, err
         answers.add(json.loads(out)["random_hex"])
     assert len(answers) == len(clients)
@@ -222,7 +192,7 @@ def test_kms_policy_refuses_another_image(stack: Stack) -> None:
 
 def _connect(stack: Stack, port: int = PORT) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(2 * e2e.STARTUP_SECONDS)
+    sock.settimeout(2 * READY_TIMEOUT_S)
     sock.connect(str(vsock_socket_path(CID_ALLOWED, port, stack.home)))
     return sock
 
@@ -254,26 +224,27 @@ def test_garbage_does_not_kill_the_provider(stack: Stack) -> None:
     with _connect(stack) as sock:  # gone mid-frame
         sock.sendall(encode_frame(b"\xa2" * 100)[:50])
     _connect(stack).close()  # gone at once
-    assert stack.procs["provider16"].poll() is None
+    assert stack.providers["provider16"].running()
     assert stack.fetch("--enclave-cid", "16", "--pcr0", PCR0_ALLOWED).returncode == 0
 
 
 def test_nothing_secret_in_the_logs(stack: Stack) -> None:
     out = _json(stack.fetch("--enclave-cid", "16", "--pcr0", PCR0_ALLOWED, "--bytes", "64", "--json"))
     random = bytes.fromhex(str(out["random_hex"]))
-    for name in ("provider16", "proxy", "kms", "nsm16"):
-        log = (stack.home / f"{name}.log").read_bytes()
+    names = {proc.name for proc in stack.group.processes}
+    assert {"provider16", "vsock-proxy", "kms-sim", "nsm-sim-nsm16"} <= names
+    for proc in stack.group.processes:
+        log = proc.log.read_bytes()
         for form in (random, random.hex().encode(), base64.b64encode(random)):
-            assert form[:24] not in log, name
+            assert form[:24] not in log, proc.name
 
 
 def test_sigterm_stops_it_and_removes_its_socket(stack: Stack) -> None:
     proc = stack.start_provider("provider-stop", CID_ALLOWED, "--port", "5099")
     path = vsock_socket_path(CID_ALLOWED, 5099, stack.home)
     with _connect(stack, 5099) as idle:  # an idle client does not hold the shutdown up
-        e2e.stop(proc)
+        assert stack.group.stop(proc) == 0
         assert idle.recv(1) == b""
-    assert proc.returncode == 0
     assert not path.exists()
     log = (stack.home / "provider-stop.log").read_text()
     assert "enclave-provider listening on vsock port 5099" in log

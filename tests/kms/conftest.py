@@ -1,10 +1,13 @@
-"""Fixtures for kms-sim: a real server process per test, real boto3 clients, simulated enclave documents."""
+"""Fixtures for kms-sim: a real server process per test, real boto3 clients, simulated enclave documents.
+
+Servers are started, awaited (their first line, the URL) and stopped through :mod:`nitro_sim.procs`; a
+server's output (stdout and stderr) is its log, :attr:`Server.stderr`.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,15 +22,15 @@ from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-#: How long a test waits for the server's first line or its exit.
-STARTUP_TIMEOUT_S = 30
+from nitro_sim.procs import OutputLine, Process, ProcessError, ProcessGroup
+from nitro_sim.stack import child_environment
 
 
 @dataclass
 class Server:
     url: str
     home: Path
-    process: subprocess.Popen[str]
+    process: Process
 
     def client(self, profile: str = "nitro-sim", **config: Any) -> Any:
         """A boto3 KMS client using the home's credentials file (retries off unless asked)."""
@@ -47,25 +50,12 @@ class Server:
 
     @property
     def stderr(self) -> str:
-        return (self.home / f"kms-sim.{self.process.pid}.stderr").read_text()
+        """What the server has written (its URL line, then its stderr)."""
+        return self.process.output()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=STARTUP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return code
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["NITRO_SIM_HOME"] = str(home)
-    return env
+        """``sig``, then SIGKILL if it does not exit in time; the exit status (negative: a signal)."""
+        return self.process.stop(signum=sig)
 
 
 @pytest.fixture
@@ -79,53 +69,37 @@ def aws_env(sim_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return sim_home
 
 
-def _start(started: list[Server], where: Path, *args: str) -> Server:
+def _start(group: ProcessGroup, where: Path, *args: str) -> Server:
     """Start ``kms-sim serve --listen 127.0.0.1:0 ARGS...`` with ``NITRO_SIM_HOME=where``."""
     where.mkdir(parents=True, exist_ok=True)
-    with (where / "kms-sim.stderr.tmp").open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kms.cli", "serve", "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=_env(where),
+    argv = [sys.executable, "-m", "kms.cli", "serve", "--listen", "127.0.0.1:0", *args]
+    try:
+        process = group.start(
+            argv, name="kms-sim", env=child_environment(where), ready=OutputLine(pattern=r"^https?://")
         )
-    (where / "kms-sim.stderr.tmp").rename(where / f"kms-sim.{process.pid}.stderr")
-    server = Server(url="", home=where, process=process)
-    started.append(server)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith(("http://", "https://")):
-        server.stop()
-        pytest.fail(f"kms-sim did not start: {line!r} {server.stderr}")
-    server.url = line
-    return server
+    except ProcessError as error:
+        pytest.fail(f"kms-sim did not start: {error}", pytrace=False)
+    assert process.ready_line is not None
+    return Server(url=process.ready_line, home=where, process=process)
 
 
 @pytest.fixture
-def start_server(aws_env: Path) -> Iterator[Callable[..., Server]]:
+def start_server(aws_env: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start ``kms-sim serve --listen 127.0.0.1:0 ARGS...``; every server started is stopped afterwards."""
-    started: list[Server] = []
+    with ProcessGroup(tmp_path / "kms-sim-logs") as group:
 
-    def start(*args: str, home: Path | None = None) -> Server:
-        return _start(started, home or aws_env, *args)
+        def start(*args: str, home: Path | None = None) -> Server:
+            return _start(group, home or aws_env, *args)
 
-    try:
         yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One default kms-sim for a whole module (for tests that change no state but the audit log)."""
-    started: list[Server] = []
-    try:
-        yield _start(started, tmp_path_factory.mktemp("shared"))
-    finally:
-        for server in started:
-            server.stop()
+    home = tmp_path_factory.mktemp("shared")
+    with ProcessGroup(home / "logs") as group:
+        yield _start(group, home)
 
 
 @pytest.fixture(scope="session")
