@@ -102,16 +102,17 @@ def _duplicates(base: Base) -> list[Bad]:
 def _retyped(base: Base) -> list[Bad]:
     doc = dict(base.pairs)
     stamp = ms(DOC_AT)
+    text = "must be a byte string, got str"
     table: list[tuple[str, str, str, Any, str]] = [
-        ("module_id_retyped", "module_id", "bytes", doc["module_id"].encode(), "non-empty text string"),
+        ("module_id_retyped", "module_id", "bytes", doc["module_id"].encode(), "a non-empty text string"),
         ("digest_retyped", "digest", "the integer 384", 384, "digest must be 'SHA384', got 384"),
         ("timestamp_retyped", "timestamp", "text", str(stamp), "timestamp must be an unsigned integer"),
         ("timestamp_float", "timestamp", "a float", float(stamp), "timestamp must be an unsigned integer"),
         ("timestamp_negative", "timestamp", "a negative integer", -stamp, "timestamp must be in 1..2^64-1"),
         ("pcrs_retyped", "pcrs", "an array of the values", list(doc["pcrs"].values()), "pcrs must be a map"),
-        ("certificate_retyped", "certificate", "hex text", doc["certificate"].hex(), "must be a byte string"),
+        ("certificate_retyped", "certificate", "hex text", doc["certificate"].hex(), f"certificate {text}"),
         ("cabundle_retyped", "cabundle", "one byte string", doc["cabundle"][0], "cabundle must be an array"),
-        ("public_key_retyped", "public_key", "hex text", doc["public_key"].hex(), "must be a byte string"),
+        ("public_key_retyped", "public_key", "hex text", doc["public_key"].hex(), f"public_key {text}"),
         ("user_data_retyped", "user_data", "an integer", 12345, "user_data must be a byte string, got int"),
         ("nonce_retyped", "nonce", "an array of it", [doc["nonce"]], "nonce must be a byte string, got list"),
     ]
