@@ -21,7 +21,6 @@ import contextlib
 import os
 import select
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import NoReturn
 
 from bench.floor import operations
 from bench.harness import Pinning
-from bench.procs import Processes, read_line
+from nitro_sim.procs import OutputLine, Process, ProcessGroup
 
 #: Bytes on the wire per N=32 attested call (strace of nsm-sim and vsock-proxy, 2026-11-29).
 NSM_REQUEST_BYTES = 344
@@ -139,18 +138,20 @@ STANDS_IN_FOR = {"kms stand-in": "kms-sim", "nsm stand-in": "nsm-sim", "proxy st
 @dataclass(frozen=True, slots=True)
 class StandIns:
     worker_args: list[str]  # what ``bench.worker chain`` needs to reach them
-    processes: dict[str, subprocess.Popen[str]]  # by the keys of STANDS_IN_FOR
+    processes: dict[str, Process]  # by the keys of STANDS_IN_FOR
 
 
-def start(procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None) -> StandIns:
-    """Start the three stand-ins (pinned like the programs they stand in for)."""
+def start(procs: ProcessGroup, pinning: Pinning, home: Path, *, cpu: int | None) -> StandIns:
+    """Start the three stand-ins (pinned like the programs they stand in for); each prints one line when
+    it listens (the kms one, its port)."""
     nsm, proxy = home / "chain-nsm.sock", home / "chain-proxy.sock"
-    started: dict[str, subprocess.Popen[str]] = {}
+    started: dict[str, Process] = {}
 
     def run(*args: str) -> str:
         cmd = pinning.wrap([sys.executable, "-m", "bench.chain", *args], cpu)
-        proc = started[f"{args[0]} stand-in"] = procs.start(cmd, name=f"chain-{args[0]}")
-        return read_line(proc).strip()
+        ready = OutputLine(pattern=r"^(\d+|ready)$")
+        proc = started[f"{args[0]} stand-in"] = procs.start(cmd, name=f"chain-{args[0]}", ready=ready)
+        return (proc.ready_line or "").strip()
 
     kms_port = run("kms")
     run("nsm", "--socket", str(nsm))

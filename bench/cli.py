@@ -13,18 +13,21 @@ still run. Exit status: 0 when every selected scenario ran, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import components, e2e, fixtures, floor, images, proxy, verify
 from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
-from bench.model import ScenarioResult
-from bench.procs import BenchError, Processes, temp_home
+from bench.model import BenchError, ScenarioResult, reason
 from bench.report import write
+from nitro_sim.procs import ProcessError, ProcessGroup
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 ALL = ("1", "2", "3", "4", "5", "6", "7")
@@ -43,11 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def temp_home(prefix: str = "arb-") -> Iterator[Path]:
+    """A fresh, short NITRO_SIM_HOME (Unix socket paths must stay under 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _guarded(result: ScenarioResult, fn: Callable[[], None]) -> None:
     try:
         fn()
-    except BenchError as e:
-        result.error = str(e)
+    except (BenchError, ProcessError) as e:  # a program missing or failing: one line, with its last words
+        result.error = reason(e)
     except Exception as e:  # a scenario failing must not lose the others' results
         result.error = f"{type(e).__name__}: {e}"
 
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if "5" in selected:
             print("bench: scenario 5 (proxy vs socat)", flush=True)
             s5 = ScenarioResult(key="5", title=proxy.TITLE)
-            with Processes(log_dir=home / "logs") as procs:
+            with ProcessGroup(home / "logs") as procs:
                 _guarded(s5, lambda: proxy.run(settings, pinning, _sub(home, "s5"), procs, s5))
             results.append(s5)
         if "1" in selected or "2" in selected:
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = e2e.E2EOutcome(
                 s1=ScenarioResult(key="1", title=e2e.TITLE_1), s2=ScenarioResult(key="2", title=e2e.TITLE_2)
             )
-            with Processes(log_dir=home / "logs") as procs:
+            with ProcessGroup(home / "logs") as procs:
                 _guarded(
                     outcome.s2,
                     lambda: e2e.run_sequential(
@@ -114,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "1" in selected and outcome.s1.error is None and outcome.s2.error is None:
                 print("bench: scenario 1 (1, 4, 16 concurrent clients)", flush=True)
-                with Processes(log_dir=home / "logs") as procs:
+                with ProcessGroup(home / "logs") as procs:
                     _guarded(
                         outcome.s1,
                         lambda: e2e.run_concurrency(settings, pinning, _sub(home, "conc"), procs, outcome),
                     )
             if s3 is not None and outcome.s1.error is None:
                 print("bench: profile of one attested run (scenario 3, where the rest goes)", flush=True)
-                with Processes(log_dir=home / "logs") as procs:
+                with ProcessGroup(home / "logs") as procs:
                     try:
                         e2e.run_profile(settings, pinning, _sub(home, "prof"), procs, s3)
                     except Exception as e:  # the profile is an extra: a failure is a note
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if "6" in selected:
             print("bench: scenario 6 (enclave images: build-enclave, run-enclave)", flush=True)
             s6 = ScenarioResult(key="6", title=images.TITLE)
-            with Processes(log_dir=home / "logs") as procs:
+            with ProcessGroup(home / "logs") as procs:
                 _guarded(s6, lambda: images.run(settings, pinning, _sub(home, "s6"), procs, s6))
             results.append(s6)
         if "7" in selected:

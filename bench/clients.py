@@ -7,16 +7,15 @@ calls over the span from the first call's start to the last call's end.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.harness import Latencies, Pinning, Settings, Summary, cpu_seconds, now_ns, summarize
-from bench.procs import BenchError, Processes, read_line
+from bench.model import BenchError
+from nitro_sim.procs import Process, ProcessGroup
 
 #: Lead time between sending "run" and the round's start: every worker gets the command and makes its
 #: untimed call first (16 clients on 2 cores at a few ms per call fit in it).
@@ -27,17 +26,15 @@ RESULT_GRACE_S = 30.0
 
 @dataclass(slots=True)
 class Worker:
-    proc: subprocess.Popen[str]
+    proc: Process  # started with talk=True: commands on its stdin, answers on its stdout
     label: str
     warmup_calls: int = 0
 
     def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        self.proc.send(line)
 
     def receive(self, timeout: float) -> dict[str, Any]:
-        line = read_line(self.proc, timeout)
+        line = self.proc.read_line(timeout)
         try:
             obj: dict[str, Any] = json.loads(line)
         except ValueError:
@@ -48,7 +45,7 @@ class Worker:
 
 
 def start_workers(
-    procs: Processes,
+    procs: ProcessGroup,
     pinning: Pinning,
     *,
     kind: str,
@@ -67,7 +64,7 @@ def start_workers(
         if profile is not None and i == 0:
             cmd += ["--profile", profile]
         own_env = env[i] if isinstance(env, Sequence) else env  # one environment each, or one for all
-        proc = procs.start(pinning.wrap(cmd, cpu), env=own_env, stdin=True, name=f"worker-{kind}")
+        proc = procs.start(pinning.wrap(cmd, cpu), env=own_env, talk=True, name=f"worker-{kind}")
         workers.append(Worker(proc=proc, label=f"{label or kind} client {i}"))
     for w in workers:
         w.warmup_calls = int(w.receive(timeout=120).get("warmup_calls", 0))
@@ -92,12 +89,15 @@ def run_round(workers: Sequence[Worker], seconds: float) -> RoundResult:
     return RoundResult(rate=total * 1e9 / max(span_ns, 1), latencies_us=lat)
 
 
-def quit_workers(procs: Processes, workers: Sequence[Worker]) -> None:
+#: How long a worker may take to exit after "quit" (it dumps its profile first) before it is stopped.
+QUIT_TIMEOUT_S = 30.0
+
+
+def quit_workers(procs: ProcessGroup, workers: Sequence[Worker]) -> None:
     for w in workers:
         w.send("quit")
     for w in workers:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            w.proc.wait(timeout=30)
+        w.proc.wait_exit(QUIT_TIMEOUT_S)
         procs.stop(w.proc)
 
 
@@ -134,7 +134,7 @@ def interleave(
     groups: dict[str, Sequence[Worker]],
     settings: Settings,
     *,
-    watch: Mapping[str, subprocess.Popen[str]] | None = None,
+    watch: Mapping[str, Process] | None = None,
     in_process: Mapping[str, Callable[[float], float]] | None = None,
 ) -> dict[str, Series]:
     """Run the groups' rounds alternately (A B C A B C ...), so slow drifts of the machine hit all alike.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -28,9 +27,9 @@ from bench import chain, profile
 from bench.clients import Series, Worker, interleave, quit_workers, run_round, start_workers
 from bench.floor import floor_round
 from bench.harness import Pinning, Settings
-from bench.model import Ratio, Row, ScenarioResult
-from bench.procs import BenchError, Processes, read_line
+from bench.model import BenchError, Ratio, Row, ScenarioResult, reason
 from bench.stack import KmsServer, enclave_env, kms_supports_workers, start_kms, start_nsm, start_proxy
+from nitro_sim.procs import OutputLine, Process, ProcessError, ProcessGroup
 
 SEQ_CPU = 0
 #: Uvicorn worker processes of kms-sim in the concurrency series (one per core).
@@ -91,21 +90,25 @@ def run_sequential(
     *,
     pinning: Pinning,
     home: Path,
-    procs: Processes,
+    procs: ProcessGroup,
     floors: dict[str, float] | None,
     out: E2EOutcome,
 ) -> None:
     layout = pinning.describe(f"all processes on CPU {SEQ_CPU}")
     groups: dict[str, Sequence[Worker]] = {}
-    watch: dict[str, subprocess.Popen[str]] = {}  # servers whose CPU per call is reported
+    watch: dict[str, Process] = {}  # servers whose CPU per call is reported
     if importlib.util.find_spec("moto") is None:
         out.s2.notes.append("moto not measured: moto[server] is not installed (make bench installs .[bench])")
     else:
-        moto = procs.start(pinning.wrap([sys.executable, "-m", "bench.moto_peer"], SEQ_CPU), name="moto")
+        moto = procs.start(
+            pinning.wrap([sys.executable, "-m", "bench.moto_peer"], SEQ_CPU),
+            name="moto",
+            ready=OutputLine(pattern=r"^http://"),
+        )
         watch["moto"] = moto
         groups[MOTO] = start_workers(
             procs, pinning, kind="boto3", count=1, cpu=SEQ_CPU, settings=settings,
-            args=_boto3_args(read_line(moto), *MOTO_CREDENTIALS, "us-east-1", 32),
+            args=_boto3_args(moto.ready_line or "", *MOTO_CREDENTIALS, "us-east-1", 32),
         )  # fmt: skip
     kms: KmsServer | None = None
     try:
@@ -115,8 +118,8 @@ def run_sequential(
             procs, pinning, kind="boto3", count=1, cpu=SEQ_CPU, settings=settings,
             args=_boto3_args(kms.url, kms.access_key, kms.secret_key, kms.region, 32),
         )  # fmt: skip
-    except BenchError as e:
-        out.s2.notes.append(f"kms-sim not measured: {e}")
+    except (BenchError, ProcessError) as e:
+        out.s2.notes.append(f"kms-sim not measured: {reason(e)}")
     attested: list[str] = []
     if kms is None:
         out.s1.error = "kms-sim is not available"
@@ -133,8 +136,8 @@ def run_sequential(
                     args=_sdk_args(kms, proxy_port, n), env=enclave_env(home, nsm),
                 )  # fmt: skip
                 attested.append(name)
-        except BenchError as e:
-            out.s1.error = str(e)
+        except (BenchError, ProcessError) as e:
+            out.s1.error = reason(e)
     if attested:
         try:  # the topology floor is an extra: without it the report still stands
             stand_ins = chain.start(procs, pinning, home, cpu=SEQ_CPU)
@@ -143,8 +146,8 @@ def run_sequential(
                 args=stand_ins.worker_args,
             )  # fmt: skip
             watch.update(stand_ins.processes)
-        except BenchError as e:
-            out.s1.notes.append(f"Topology floor not measured: {e}")
+        except (BenchError, ProcessError) as e:
+            out.s1.notes.append(f"Topology floor not measured: {reason(e)}")
     if not groups:
         out.s2.error = "neither moto nor kms-sim could be started"
         return
@@ -277,7 +280,7 @@ def _sequential_results(
 
 
 def run_concurrency(
-    settings: Settings, pinning: Pinning, home: Path, procs: Processes, out: E2EOutcome
+    settings: Settings, pinning: Pinning, home: Path, procs: ProcessGroup, out: E2EOutcome
 ) -> None:
     """1, 4, 16 concurrent SDK client processes on both cores; kms-sim with one worker per core."""
     s1 = out.s1
@@ -328,7 +331,7 @@ def run_concurrency(
 
 
 def run_profile(
-    settings: Settings, pinning: Pinning, home: Path, procs: Processes, s3: ScenarioResult
+    settings: Settings, pinning: Pinning, home: Path, procs: ProcessGroup, s3: ScenarioResult
 ) -> None:
     """One profiled round of the sequential attested call (N=32); results go to scenario 3.
 
@@ -345,18 +348,18 @@ def run_profile(
         args=_sdk_args(kms, proxy_port, 32), env=enclave_env(home, nsm), profile=str(prof["client"]),
     )  # fmt: skip
     servers = (kms.proc, nsm_proc)
-    for proc in servers:
-        proc.send_signal(signal.SIGUSR1)
+    for proc in servers:  # to the profiled process itself (bench.profiled), not its group
+        proc.popen.send_signal(signal.SIGUSR1)
     result = run_round(workers, settings.round_seconds)
     for proc in servers:
-        proc.send_signal(signal.SIGUSR2)
+        proc.popen.send_signal(signal.SIGUSR2)
     measured = len(result.latencies_us)
     served = measured + 1  # the worker's untimed call before the round falls inside the servers' window
     lifetime = served + workers[0].warmup_calls  # calls over the client's whole connection
     quit_workers(procs, workers)
     time.sleep(0.3)  # let the servers' connection threads see the client leave and file their profiles
     for proc in servers:  # SIGINT: a re-raised SIGTERM would kill them before the profile is written
-        procs.stop(proc, sig=signal.SIGINT)
+        procs.stop(proc, signum=signal.SIGINT)
     procs.stop_all()
     wall_us = sum(result.latencies_us) / max(measured, 1)
     data: dict[str, Any] = {"requests_profiled": measured, "client_wall_us_per_request": round(wall_us, 1)}

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Settings, Summary, summarize
-from bench.model import Ratio, Row, ScenarioResult
-from bench.procs import BenchError
+from bench.model import BenchError, Ratio, Row, ScenarioResult
 
 TITLE = "pytest fixtures: the attested stack's start-up and a function-scoped test, against moto's mock_aws"
 #: Issue 13's goals.

@@ -25,8 +25,10 @@ from pathlib import Path
 
 from bench.harness import Pinning, Settings, Summary, summarize
 from bench.model import Ratio, Row, ScenarioResult
-from bench.procs import BenchError, Processes, tool
 from bench.stack import start_kms, start_proxy
+from nitro_sim.procs import ProcessGroup
+from nitro_sim.procs import run as run_command
+from nitro_sim.stack import program
 
 TITLE = "Enclave images: build-enclave and run-enclave to the first answer, against their floors"
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +50,9 @@ def _context(dest: Path) -> Path:
 
 
 def _nitro_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [tool("nitro-cli"), *args],
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"nitro-cli {args[0]} exited {done.returncode}: {done.stderr.strip()[:300]}")
-    return done
+    """One nitro-cli command through nitro_sim.procs.run (a failure: ProcessError with its last lines)."""
+    argv = [*program("nitro-cli"), *args]
+    return run_command(argv, name=f"nitro-cli {args[0]}", env=_env(home), timeout=COMMAND_TIMEOUT_S)
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -80,7 +74,9 @@ def _allow_pcr0(home: Path, pcr0: str) -> Path:
     return path
 
 
-def run(settings: Settings, pinning: Pinning, home: Path, procs: Processes, result: ScenarioResult) -> None:
+def run(
+    settings: Settings, pinning: Pinning, home: Path, procs: ProcessGroup, result: ScenarioResult
+) -> None:
     from attestation.cpio import read_newc
     from attestation.eif import read_eif
     from host.nitro_cli._blobs import load_blobs
@@ -123,9 +119,9 @@ def run(settings: Settings, pinning: Pinning, home: Path, procs: Processes, resu
         build_image(args, blobs)
         floor_s.append(time.perf_counter() - start)
     interpreter_s: list[float] = []
-    for _ in range(rounds):
+    for _ in range(rounds):  # started as the nitro-cli commands are (nitro_sim.procs.run), so alike
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import host.nitro_cli._images"], check=True)
+        run_command([sys.executable, "-c", "import host.nitro_cli._images"], name="python -c import")
         interpreter_s.append(time.perf_counter() - start)
 
     build, floor, interp = summarize(build_s), summarize(floor_s), summarize(interpreter_s)

@@ -8,6 +8,19 @@ from typing import Any
 from bench.harness import Summary
 
 
+class BenchError(Exception):
+    """A scenario could not run (a program missing, a server that never came up): one line for the user."""
+
+
+def reason(error: BaseException) -> str:
+    """``error`` as one line for the report: a process failure (nitro_sim's ProcessError, which quotes the
+    process's last lines) is its first line and its last quoted line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    return f"{lines[0]} {lines[-1]}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     """One measured configuration: a rate or a per-op time, its spread, and optionally latencies."""

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import Pinning, Settings, Summary, pinned_self, summarize
-from bench.model import Ratio, Row, ScenarioResult
-from bench.procs import BenchError, Processes, read_line, tool, wait_for_unix_socket
+from bench.model import BenchError, Ratio, Row, ScenarioResult, reason
+from nitro_sim.procs import OutputLine, ProcessError, ProcessGroup, UnixSocket
+from nitro_sim.stack import program
 
 RELAY_CPU = 1
 ENDPOINT_CPU = 0
@@ -82,7 +83,7 @@ def connections(path: Path, seconds: float) -> float:
 
 
 def _start_relays(
-    procs: Processes, pinning: Pinning, home: Path, sink_port: int, notes: list[str]
+    procs: ProcessGroup, pinning: Pinning, home: Path, sink_port: int, notes: list[str]
 ) -> dict[str, Path]:
     config = home / "vsock-proxy.yaml"
     # The allowlist names 127.0.0.1 exactly, so the proxy accepts it without resolving any name.
@@ -93,22 +94,24 @@ def _start_relays(
     proxy_path = vsock_socket_path(3, PROXY_PORT, home)
     relays: dict[str, Path] = {}
     try:
-        proxy_cmd = [tool("vsock-proxy"), "-w", "64", "--config", str(config), str(PROXY_PORT), "127.0.0.1"]
-        proxy = procs.start(
-            pinning.wrap([*proxy_cmd, str(sink_port)], RELAY_CPU), env=env, name="vsock-proxy"
+        proxy_cmd = [*program("vsock-proxy"), "-w", "64", "--config", str(config), str(PROXY_PORT)]
+        procs.start(
+            pinning.wrap([*proxy_cmd, "127.0.0.1", str(sink_port)], RELAY_CPU),
+            env=env,
+            name="vsock-proxy",
+            ready=UnixSocket(path=proxy_path),
         )
-        wait_for_unix_socket(proxy_path, proxy)
         relays["vsock-proxy"] = proxy_path
-    except BenchError as e:
-        notes.append(f"vsock-proxy not measured: {e}")
-    if shutil.which("socat") is None:
+    except ProcessError as e:
+        notes.append(f"vsock-proxy not measured: {reason(e)}")
+    socat = shutil.which("socat")
+    if socat is None:
         notes.append("socat not measured: not installed (make bench installs it from Debian's packages)")
         return relays
     for label, extra in (("socat", []), ("socat -b 262144", ["-b", "262144"])):
         path = home / f"socat{len(relays)}.sock"
-        cmd = [tool("socat"), *extra, f"UNIX-LISTEN:{path},fork,backlog=128", f"TCP:127.0.0.1:{sink_port}"]
-        proc = procs.start(pinning.wrap(cmd, RELAY_CPU), name="socat")
-        wait_for_unix_socket(path, proc)
+        cmd = [socat, *extra, f"UNIX-LISTEN:{path},fork,backlog=128", f"TCP:127.0.0.1:{sink_port}"]
+        procs.start(pinning.wrap(cmd, RELAY_CPU), name="socat", ready=UnixSocket(path=path))
         relays[label] = path
     return relays
 
@@ -116,9 +119,15 @@ def _start_relays(
 TITLE = "Proxy alone: vsock-proxy vs socat (Unix socket -> TCP)"
 
 
-def run(settings: Settings, pinning: Pinning, home: Path, procs: Processes, result: ScenarioResult) -> None:
-    sink = procs.start(pinning.wrap([sys.executable, "-m", "bench.sink"], ENDPOINT_CPU), name="sink")
-    sink_port = int(read_line(sink).rsplit(":", 1)[1])
+def run(
+    settings: Settings, pinning: Pinning, home: Path, procs: ProcessGroup, result: ScenarioResult
+) -> None:
+    sink = procs.start(
+        pinning.wrap([sys.executable, "-m", "bench.sink"], ENDPOINT_CPU),
+        name="sink",
+        ready=OutputLine(pattern=r"^tcp://127\.0\.0\.1:\d+$"),
+    )
+    sink_port = int((sink.ready_line or "").rsplit(":", 1)[1])
     relays = _start_relays(procs, pinning, home, sink_port, result.notes)
     if not relays:
         raise BenchError("neither vsock-proxy nor socat could be started")

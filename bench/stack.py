@@ -1,19 +1,20 @@
 """Starting our programs as a user would: ``kms-sim serve``, ``nsm-sim``, ``vsock-proxy`` (real processes).
 
-Each helper starts one program inside a :class:`~bench.procs.Processes` group (stopped when the group
-exits), optionally pinned to one CPU, and returns how to reach it.
+Each helper starts one program in a :class:`nitro_sim.procs.ProcessGroup` (stopped when the group exits;
+readiness and failures as that module rules), optionally pinned to one CPU, and returns how to reach it.
 """
 
 from __future__ import annotations
 
 import configparser
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Pinning
-from bench.procs import BenchError, Processes, read_line, tool, wait_for_unix_socket
+from bench.model import BenchError
+from nitro_sim.procs import OutputLine, Process, ProcessError, ProcessGroup, UnixSocket, run
+from nitro_sim.stack import program
 
 #: The profile kms-sim writes into $NITRO_SIM_HOME/kms/credentials (interfaces.md, "KMS wire").
 KMS_PROFILE = "nitro-sim"
@@ -27,7 +28,7 @@ PROXY_WORKERS = 64
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KmsServer:
-    proc: subprocess.Popen[str]
+    proc: Process
     url: str
     port: int
     access_key: str
@@ -53,15 +54,14 @@ def _credentials(home: Path) -> tuple[str, str, str]:
 def kms_supports_workers() -> bool:
     """Whether ``kms-sim serve`` takes ``--workers`` (uvicorn worker processes sharing one socket)."""
     try:
-        cmd = [tool("kms-sim"), "serve", "--help"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired, BenchError):
+        out = run([*program("kms-sim"), "serve", "--help"], name="kms-sim serve --help", check=False)
+    except ProcessError:
         return False
     return "--workers" in out.stdout
 
 
 def start_kms(
-    procs: Processes,
+    procs: ProcessGroup,
     pinning: Pinning,
     home: Path,
     *,
@@ -70,14 +70,18 @@ def start_kms(
     profile: Path | None = None,
 ) -> KmsServer:
     """``kms-sim serve --listen 127.0.0.1:0`` (plus ``--workers N`` when N > 1); reads the URL it prints."""
-    script = tool("kms-sim")
-    cmd = [script, "serve", "--listen", "127.0.0.1:0"]
+    cmd = [*program("kms-sim"), "serve", "--listen", "127.0.0.1:0"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     if profile is not None:  # CPU-time profile switched by SIGUSR1/SIGUSR2 (bench.profiled)
         cmd = [sys.executable, "-m", "bench.profiled", str(profile), *cmd]
-    proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="kms-sim")
-    url = read_line(proc).strip()
+    proc = procs.start(
+        pinning.wrap(cmd, cpu),
+        env={"NITRO_SIM_HOME": str(home)},
+        name="kms-sim",
+        ready=OutputLine(pattern=r"^https?://"),
+    )
+    url = (proc.ready_line or "").strip()
     if not url.startswith("http://127.0.0.1:"):
         raise BenchError(f"kms-sim printed {url[:80]!r}, not its URL")
     access_key, secret_key, region = _credentials(home)
@@ -88,36 +92,38 @@ def start_kms(
 
 
 def start_nsm(
-    procs: Processes,
+    procs: ProcessGroup,
     pinning: Pinning,
     home: Path,
     *,
     cpu: int | None,
     index: int = 0,
     profile: Path | None = None,
-) -> tuple[Path, subprocess.Popen[str]]:
+) -> tuple[Path, Process]:
     """``nsm-sim --socket PATH``: a simulated NSM device (one per simulated enclave, as with nitro-cli)."""
     path = home / f"nsm{index}.sock"
-    cmd = [tool("nsm-sim"), "--socket", str(path)]
+    cmd = [*program("nsm-sim"), "--socket", str(path)]
     if profile is not None:
         cmd = [sys.executable, "-m", "bench.profiled", str(profile), *cmd]
-    proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="nsm-sim")
-    wait_for_unix_socket(path, proc)
+    env = {"NITRO_SIM_HOME": str(home)}
+    proc = procs.start(pinning.wrap(cmd, cpu), env=env, name="nsm-sim", ready=UnixSocket(path=path))
     return path, proc
 
 
 def start_proxy(
-    procs: Processes, pinning: Pinning, home: Path, *, cpu: int | None, target_port: int
-) -> tuple[int, subprocess.Popen[str]]:
+    procs: ProcessGroup, pinning: Pinning, home: Path, *, cpu: int | None, target_port: int
+) -> tuple[int, Process]:
     """``vsock-proxy 8000 127.0.0.1 PORT`` with an allowlist naming exactly 127.0.0.1 (nothing resolved)."""
     from attestation.sim import PARENT_CID, vsock_socket_path
 
     config = home / "vsock-proxy-kms.yaml"
     config.write_text(f"allowlist:\n- {{address: 127.0.0.1, port: {target_port}}}\n", encoding="utf-8")
-    cmd = [tool("vsock-proxy"), "-w", str(PROXY_WORKERS), "--config", str(config)]
+    cmd = [*program("vsock-proxy"), "-w", str(PROXY_WORKERS), "--config", str(config)]
     cmd += [str(PROXY_PORT), "127.0.0.1", str(target_port)]
-    proc = procs.start(pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="vsock-proxy")
-    wait_for_unix_socket(vsock_socket_path(PARENT_CID, PROXY_PORT, home), proc)
+    ready = UnixSocket(path=vsock_socket_path(PARENT_CID, PROXY_PORT, home))
+    proc = procs.start(
+        pinning.wrap(cmd, cpu), env={"NITRO_SIM_HOME": str(home)}, name="vsock-proxy", ready=ready
+    )
     return PROXY_PORT, proc
 
 

@@ -143,9 +143,9 @@ def test_chain_stand_ins_exchange_the_real_message_sizes(tmp_path: Path) -> None
     """bench.chain's servers, started as processes, answer the client with the sizes of a real call."""
     from bench import chain
     from bench.harness import Pinning
-    from bench.procs import Processes
+    from nitro_sim.procs import ProcessGroup
 
-    with Processes(log_dir=tmp_path) as procs:
+    with ProcessGroup(tmp_path) as procs:
         stand_ins = chain.start(procs, Pinning(enabled=False, reason="test"), tmp_path, cpu=None)
         assert set(stand_ins.processes) == set(chain.STANDS_IN_FOR)
         args = stand_ins.worker_args
