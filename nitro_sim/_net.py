@@ -9,6 +9,10 @@
 - The parent-death signal: :func:`die_with_parent` is a ``preexec_fn`` calling
   ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (prctl(2), Linux) through ctypes; the kernel then kills the child
   when the *thread* that forked it ends, even by SIGKILL. If the parent is already gone, the child exits.
+
+``host/nitro_cli/_procs.py`` applies the same (pid, start token) rule to an enclave's processes, on its
+own: ``host`` may import only ``attestation`` (DESIGN.md, "Packages"), and ``attestation`` holds no
+processes, so there is no shared home for the ~20 lines both read from ``/proc``.
 """
 
 from __future__ import annotations
