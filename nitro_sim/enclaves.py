@@ -238,7 +238,11 @@ def _ignore_rules(docker_dir: Path) -> tuple[Callable[[str], bool], bool]:
 
 
 class ImageCache:
-    """Builds each Dockerfile directory once per content (:func:`context_digest`), into ``directory``."""
+    """Builds each Dockerfile directory once per content (:func:`context_digest`), into ``directory``.
+
+    :meth:`build` raises ValueError (one line) for a directory it cannot digest, ProcessError for a build
+    that fails; an image of the same content built before is returned as it was (the same object).
+    """
 
     def __init__(self, directory: Path, *, env: Mapping[str, str]) -> None:
         self.directory = directory
@@ -251,7 +255,10 @@ class ImageCache:
         docker_dir = Path(docker_dir).absolute()
         if not docker_dir.is_dir():
             raise ValueError(f"{docker_dir}: not a directory (name the directory of a Dockerfile)")
-        key = context_digest(docker_dir, docker_uri=docker_uri, env=self.env)
+        try:
+            key = context_digest(docker_dir, docker_uri=docker_uri, env=self.env)
+        except OSError as error:
+            raise ValueError(f"{docker_dir}: cannot read it: {error.strerror or error}") from None
         image = self._images.get(key)
         if image is None:
             self.directory.mkdir(parents=True, exist_ok=True)
