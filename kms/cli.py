@@ -155,6 +155,16 @@ def _doc_age(text: str) -> float:
     return _finite(text, minimum=0.0, strict=False, maximum=MAX_DOC_AGE_S)
 
 
+def _instant(text: str) -> str:
+    """An ISO 8601 instant (``Z`` or an offset; none means UTC), kept as its UTC ISO text."""
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"must be an ISO 8601 time, got {text[:40]!r}") from None
+    return at.isoformat()
+
+
 def _fault_rate(text: str) -> str:
     """``NAME:P`` with P a probability (the name is checked with the others when the service is built)."""
     name, sep, number = text.partition(":")
@@ -217,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         policy=str(Path(args.policy).resolve()) if args.policy else None,
         trust_roots=tuple(str(Path(p).resolve()) for p in args.trust_root),
         max_doc_age_s=args.max_doc_age,
+        attestation_time=args.attestation_time,
         rate_limit=args.rate_limit,
         burst=args.burst,
         workers=args.workers,
@@ -324,6 +335,13 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="S",
         help="max Recipient document age, s (300)",
+    )
+    serve.add_argument(
+        "--attestation-time",
+        type=_instant,
+        metavar="ISO8601",
+        help="check Recipient documents as of this fixed time (recorded or test documents); "
+        "default: each request's own time",
     )
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket")
     serve.add_argument(

@@ -92,8 +92,14 @@ class RecipientCheck:
     """Callable ``(document bytes, request time) -> AttestedRecipient``; ValidationException on rejection."""
 
     def __init__(
-        self, *, roots: Sequence[bytes | x509.Certificate], max_age: timedelta = DEFAULT_MAX_DOC_AGE
+        self,
+        *,
+        roots: Sequence[bytes | x509.Certificate],
+        max_age: timedelta = DEFAULT_MAX_DOC_AGE,
+        at: datetime | None = None,
     ) -> None:
+        #: A fixed instant to check every document at (``--attestation-time``), instead of the request's.
+        self._at = at
         self._verifier = Verifier(roots=roots, chain_cache=True)
         self._policy = MaxAge(max_age)
         # One per worker process; the ASGI app calls the service from its event loop thread only.
@@ -103,6 +109,8 @@ class RecipientCheck:
         self._last_recipient: AttestedRecipient | None = None
 
     def __call__(self, data: bytes, at: datetime) -> AttestedRecipient:
+        if self._at is not None:
+            at = self._at
         verified = self._cache.get(data)
         if verified is not None and verified.not_before <= at <= verified.not_after:
             self._cache.move_to_end(data)

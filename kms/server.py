@@ -54,6 +54,8 @@ class Settings:
     policy: str | None = None
     trust_roots: tuple[str, ...] = ()
     max_doc_age_s: float = DEFAULT_MAX_DOC_AGE.total_seconds()
+    #: ``--attestation-time``: the fixed instant Recipient documents are checked at (None: each request's).
+    attestation_time: str | None = None
     rate_limit: float | None = None
     burst: float | None = None
     workers: int = 1
@@ -145,7 +147,8 @@ def build_service(settings: Settings) -> Service:
     policies = Watched(policy_path, load_policies, what="policy", tick=tick, recheck_s=every)
     fault_file = Watched(home.faults, load_faults, what="faults file", tick=tick, recheck_s=every)
     roots = trust_roots(settings, at=datetime.now(UTC))
-    check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s))
+    fixed = None if settings.attestation_time is None else datetime.fromisoformat(settings.attestation_time)
+    check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s), at=fixed)
     throttle = None
     if settings.rate_limit is not None:
         share = max(1, settings.workers)  # each worker enforces its share of the rate

@@ -3,9 +3,10 @@ through boto3: GenerateRandom with each file as its Recipient is refused with th
 ValidationException's message naming what the verifier found, the same detail `nitro-attest verify` prints),
 every refusal is in the audit log, and the server still answers the control document after the whole corpus.
 
-The server is kms-sim as installed, started by tests/kms/kms_sim_at.py so that its Recipient check runs at the
-corpus's time (the documents are signed for that fixed time); its key policy allows GenerateRandom only for
-the corpus image's PCR0 (``kms:RecipientAttestation:ImageSha384``), as the manifest says.
+The server is kms-sim as installed, with ``--attestation-time`` at the corpus's time (the documents are
+signed for that fixed time; SigV4 and the rest stay on the real clock); its key policy allows
+GenerateRandom only for the corpus image's PCR0 (``kms:RecipientAttestation:ImageSha384``),
+as the manifest says.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from attestation.cms import decrypt_ciphertext_for_recipient
 from nitro_sim.procs import ProcessGroup
-from nitro_sim.stack import KmsSim, child_environment, image_policy
+from nitro_sim.stack import KmsSim, child_environment, image_policy, program
 
 CORPUS = Path(__file__).resolve().parents[1] / "attestation" / "corpus"
 MANIFEST: dict[str, Any] = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
 BAD: list[dict[str, str]] = MANIFEST["bad"]
-SHIM = Path(__file__).resolve().parent / "kms_sim_at.py"
 RECIPIENT = "RSAES_OAEP_SHA_256"
 
 
@@ -38,8 +38,9 @@ def kms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsSim]:
     home = tmp_path_factory.mktemp("kms-corpus")
     policy = home / "corpus-policy.json"
     policy.write_text(json.dumps(image_policy(MANIFEST["expected_pcr0"])), encoding="utf-8")
-    env = child_environment(home) | {"CORPUS_RECIPIENT_AT": MANIFEST["at"]}
-    argv = [sys.executable, str(SHIM), "serve", "--listen", "127.0.0.1:0", "--reload-interval", "0"]
+    env = child_environment(home)
+    argv = [*program("kms-sim"), "serve", "--listen", "127.0.0.1:0", "--reload-interval", "0"]
+    argv += ["--attestation-time", MANIFEST["at"]]
     argv += ["--trust-root", str(CORPUS / MANIFEST["root"]), "--policy", str(policy)]
     argv += ["--max-doc-age", str(MANIFEST["max_age_s"])]
     with ProcessGroup(home / "logs", env=env) as group:

@@ -181,3 +181,10 @@ def _alive(pid: str) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_attestation_time_must_be_an_instant(capsys: pytest.CaptureFixture[str]) -> None:
+    from kms.cli import main
+
+    assert main(["serve", "--attestation-time", "yesterday"]) == 2
+    assert "--attestation-time: must be an ISO 8601 time" in capsys.readouterr().err
