@@ -58,8 +58,13 @@ def tally(out: Outcome, clients: Sequence[Client], operator: Operator, messages:
                 "incarnations": client.incarnations,
             }
         )
-    for fault in out.windows:  # how long until a client's call was answered again
-        later = [int(o["t1"]) for c in clients for o in c.answered() if int(o["t0"]) >= fault.start_ns]
+    for (
+        fault
+    ) in out.windows:  # crashes: how long until a call of a client it hit (all, or the named) is answered
+        if not fault.name.endswith("crash"):
+            continue
+        hit = [c for c in clients if fault.clients is None or c.index in fault.clients]
+        later = [int(o["t1"]) for c in hit for o in c.answered() if int(o["t0"]) >= fault.start_ns]
         out.recovery_s[fault.name] = round((min(later) - fault.start_ns) / _NS, 2) if later else None
     kms_down = [w for w in out.windows if w.name.startswith("kms-sim")]
     unexpected = [
@@ -143,7 +148,8 @@ def scan(
     out: Outcome, stack: Stack, search: Needles, texts: Sequence[bytes], messages: Sequence[str]
 ) -> None:
     """Search the capture, every log, every file under the home, argv and environments, messages."""
-    out.needles = search.kinds()
+    out.needles = len(search)
+    out.values = {k: v for k, v in search.values.items() if not k.endswith(" number")}
     places: list[tuple[str, bytes | Path]] = [("proxy capture", stack.capture)]
     places += [(f"logs/{p.name}", p) for p in sorted(stack.logs.glob("*.log"))]
     places += [(f"home/{p.relative_to(stack.home)}", p) for p in sorted(stack.home.rglob("*")) if p.is_file()]

@@ -59,6 +59,8 @@ class Needles:
         self._needles: list[bytes] = []
         self._kinds: list[str] = []
         self._homes: list[frozenset[str]] = []
+        #: Values searched for, by kind (each value is several needles: its written forms).
+        self.values: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._needles)
@@ -78,13 +80,15 @@ class Needles:
 
     def add_value(self, value: bytes, kind: str, *, home: Iterable[str] = ()) -> None:
         """Search for every form of ``value`` (:func:`forms`)."""
+        self.values[kind] = self.values.get(kind, 0) + 1
         for form in forms(value):
             self.add(form[:MAX_NEEDLE_BYTES], kind, home=home)
 
     def add_private_key(self, der: bytes, numbers: Iterable[int], kind: str) -> None:
         """An RSA private key: its secret numbers in every form, its DER's base64 past the shared header."""
         for number in numbers:
-            self.add_value(number.to_bytes((number.bit_length() + 7) // 8, "big"), kind)
+            self.add_value(number.to_bytes((number.bit_length() + 7) // 8, "big"), f"{kind} number")
+        self.values[kind] = self.values.get(kind, 0) + 1
         start = PKCS8_SHARED_PREFIX - PKCS8_SHARED_PREFIX % 3  # base64 of whole 3-byte groups
         self.add(base64.b64encode(der)[start // 3 * 4 :][:MAX_NEEDLE_BYTES], kind)
 

@@ -77,7 +77,8 @@ class Outcome:
     allowed_hits: list[Finding] = field(default_factory=list)
     scanned: dict[str, int] = field(default_factory=dict)
     capture: dict[str, int] = field(default_factory=dict)
-    needles: dict[str, int] = field(default_factory=dict)
+    needles: int = 0
+    values: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def flat(self) -> dict[str, bool]:
@@ -135,6 +136,7 @@ class Outcome:
             "flat": self.flat(),
             "leaks": [asdict(f) for f in self.leaks],
             "scan": {
+                "values_by_kind": self.values,
                 "needles": self.needles,
                 "bytes_scanned": self.scanned,
                 "capture": self.capture,

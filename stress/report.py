@@ -86,7 +86,7 @@ def summary(out: Outcome) -> list[tuple[str, str]]:
         f"client {u['client']}: {u['err']} {u.get('msg') or ''}".strip() for u in out.unexpected[:5]
     )
     hostile = "; ".join(f"{h.name}: {h.outcome}" for h in out.hostile)
-    needles = sum(out.needles.values())
+    values = ", ".join(f"{_n(n)} {kind}{'s' if n != 1 else ''}" for kind, n in out.values.items())
     scanned = sum(out.scanned.values())
     flat = out.flat()
     return [
@@ -126,9 +126,10 @@ def summary(out: Outcome) -> list[tuple[str, str]]:
         ),
         (
             "leaks found",
-            f"{len(out.leaks)} ({_n(needles)} values x forms searched in {scanned / 1e6:,.0f} MB: proxy "
-            "capture, logs, every file under the home, argv and environment, error messages; the secret key "
-            f"found in its own file {len(out.allowed_hits)} time(s), as it must be)",
+            f"{len(out.leaks)} ({values}; {_n(out.needles)} needles, each value in each written form, "
+            f"searched in {scanned / 1e6:,.0f} MB: proxy capture, logs, every file under the home, argv and "
+            f"environment, error messages; the secret key found in its own file {len(out.allowed_hits)} "
+            "time(s), as it must be)",
         ),
         (
             "cross-decryption",
@@ -217,14 +218,15 @@ def markdown(machine: Mapping[str, Any], out: Outcome) -> str:
         f"{s.request_timeout_s:g}`; flood {s.flood_bytes / 1e6:g} MB, "
         f"drip one byte per {s.drip_interval_s:g} s; {s.key_stores} key stores.",
         "",
+        "",
     ]
     events = ["", "## What happened", ""]
     events += [
-        f"- {note} (a client's call answered again {out.recovery_s.get(w.name)} s after it struck)"
+        f"- {note} (the first call it hit begun after it: answered {out.recovery_s.get(w.name)} s after it)"
         for note, w in zip(out.restarts, out.windows, strict=False)
     ]
     events += [f"- hostile {h.name}: {h.outcome}" for h in out.hostile]
-    events += [f"- phases (s from start): {out.phases}"]
+    events += ["- " + ", ".join(f"{name} at {at:.1f} s" for name, at in out.phases.items())]
     return "\n".join(head) + tables(out) + "\n" + "\n".join(events) + "\n"
 
 

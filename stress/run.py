@@ -66,6 +66,7 @@ class _Run:
         self.messages: list[str] = []
         self.t0 = time.monotonic()
         self.swap_from = 0
+        self.victim = 0  # the client the client crash killed
 
     def execute(self) -> Outcome:
         try:
@@ -125,14 +126,16 @@ class _Run:
         errors: frozenset[str],
         clients: frozenset[int] | None = None,
     ) -> Callable[[], None]:
-        """The fault ``action`` as a round's strike: its window (start to service back) and its note."""
+        """The fault ``action`` as a round's strike: its window (start to service back) and its note.
+
+        ``clients``: the clients it hits (None: all); the client crash's victim is chosen as it strikes.
+        """
 
         def go() -> None:
             start = time.monotonic_ns()
             note = action()
-            window = Window(
-                name=name, start_ns=start, end_ns=time.monotonic_ns(), errors=errors, clients=clients
-            )
+            hit = frozenset({self.victim}) if name == "client crash" else clients
+            window = Window(name=name, start_ns=start, end_ns=time.monotonic_ns(), errors=errors, clients=hit)
             self.out.windows.append(window)
             self.out.restarts.append(note)
 
@@ -163,10 +166,11 @@ class _Run:
                 victim = next((c for c in busy if c.index == client_victim), busy[0] if busy else None)
                 victim = victim or self.load.clients[client_victim]
                 state = "mid-request" if victim.busy else "between calls"
+                self.victim = victim.index
                 self.load.kill(victim)
                 return f"kill -9 of client {victim.index} {state}; started again with a new key pair"
 
-            self.load.round(batch, strike=self.strike("client crash", kill_client, frozenset(), frozenset()))
+            self.load.round(batch, strike=self.strike("client crash", kill_client, frozenset()))
         finally:
             self.operator.stop(OPERATOR_STOP_S)
         self.load.round(batch)
