@@ -3,6 +3,8 @@
 - A process is named by ``(pid, start token)`` (:class:`Recorded`): the token is ``starttime``, field 22
   of ``/proc/<pid>/stat`` (proc(5)), so a pid reused by a stranger is never mistaken for ours, and a
   zombie counts as gone. Only verified processes, each the leader of its own group, are signalled.
+  A zombie's exit status is field 52 (``exit_code``, in waitpid(2)'s form; Linux 3.5), which is how the
+  owner of a process forked by the zygote (:mod:`nitro_sim._zygote`), not its parent, sees it end.
 - The net: every registered process is stopped by an ``atexit`` hook and by SIGTERM/SIGHUP handlers
   (installed only where the signal has its default disposition; after stopping, the handler dies of the
   signal as the default would have). It takes no lock, so it may run inside a signal handler.
@@ -35,6 +37,7 @@ __all__ = [
     "Recorded",
     "alive",
     "die_with_parent",
+    "exit_status_of_zombie",
     "forget",
     "live",
     "register",
@@ -49,6 +52,10 @@ STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.005
 #: The longest ``/proc/<pid>/stat`` read (the kernel's is a few hundred bytes).
 _MAX_STAT_BYTES = 4096
+#: proc(5): fields after ``comm`` are numbered from 3; ``starttime`` is field 22, ``exit_code`` field 52.
+_FIRST_FIELD = 3
+_STARTTIME_FIELD = 22
+_EXIT_CODE_FIELD = 52
 #: linux/prctl.h
 _PR_SET_PDEATHSIG = 1
 
@@ -61,17 +68,37 @@ class Recorded:
     token: int
 
 
-def start_token(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` for a live (non-zombie) process, else None."""
+def _stat(pid: int) -> list[bytes]:
+    """The fields of ``/proc/<pid>/stat`` from field 3 (state) on; empty if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read(_MAX_STAT_BYTES)
     except OSError:
+        return []
+    return raw.rpartition(b")")[2].split()  # after ``comm``, which may hold spaces and parentheses
+
+
+def _field(fields: list[bytes], number: int) -> int | None:
+    index = number - _FIRST_FIELD
+    return int(fields[index]) if len(fields) > index and fields[index].isdigit() else None
+
+
+def start_token(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` for a live (non-zombie) process, else None."""
+    fields = _stat(pid)
+    if not fields or fields[0] in (b"Z", b"X", b"x"):
         return None
-    fields = raw.rpartition(b")")[2].split()  # after ``comm``, which may hold spaces and parentheses
-    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
+    return _field(fields, _STARTTIME_FIELD)
+
+
+def exit_status_of_zombie(recorded: Recorded) -> int | None:
+    """If ``recorded`` has ended and is not reaped yet (a zombie), its exit status (negative: the signal
+    that ended it, as ``Popen.returncode``); None while it runs or once it is gone."""
+    fields = _stat(recorded.pid)
+    if not fields or fields[0] != b"Z" or _field(fields, _STARTTIME_FIELD) != recorded.token:
         return None
-    return int(fields[19]) if fields[19].isdigit() else None
+    status = _field(fields, _EXIT_CODE_FIELD)
+    return None if status is None else os.waitstatus_to_exitcode(status)
 
 
 def alive(recorded: Recorded) -> bool:

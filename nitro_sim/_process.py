@@ -8,11 +8,11 @@ import re
 import select
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 from nitro_sim._net import POLL_INTERVAL_S, STOP_TIMEOUT_S, Recorded, forget, signal_group, start_token
 
@@ -67,22 +67,47 @@ class Command:
     talk: bool
 
 
+class Child(Protocol):
+    """What :class:`Process` uses of a child: ``subprocess.Popen``, or a process the zygote forked
+    (:class:`nitro_sim._zygote.ForkedChild`). ``poll`` of a child that is not ours must not reap it."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+
+
 class Process:
     """One started program: its log, its readiness, its pipes when it talks, its stop. See :func:`start`.
 
-    The process is not reaped before :meth:`stop` (exits are seen with ``waitid(WNOWAIT)``): until then its
-    pid, and so its process group id, cannot be reused, and signalling the group never hits a stranger.
+    The process is not reaped before :meth:`stop` (exits are seen with ``waitid(WNOWAIT)``, or in /proc
+    for a process the zygote forked): until then its pid, and so its process group id, cannot be reused,
+    and signalling the group never hits a stranger.
     """
 
     def __init__(
-        self, name: str, popen: subprocess.Popen[bytes], log: Path, offset: int, command: Command
+        self,
+        name: str,
+        popen: Child,
+        log: Path,
+        offset: int,
+        command: Command,
+        *,
+        token: int | None = None,
     ) -> None:
         self.name = name
         self.popen = popen
         self.log = log
         self._offset = offset
         self.command = command
-        self.token = start_token(popen.pid)
+        self.token = token if token is not None else start_token(popen.pid)
         #: The line :class:`OutputLine` readiness matched (set by :meth:`wait_ready`).
         self.ready_line: str | None = None
         self._unread = bytearray()  # stdout of a talking process, read but not yet returned
@@ -101,7 +126,7 @@ class Process:
             return self.popen.returncode
         try:
             info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped behind our back
+        except ChildProcessError:  # the zygote's child (poll does not reap it), or reaped behind our back
             return self.popen.poll()
         if info is None or info.si_pid == 0:
             return None

@@ -31,6 +31,11 @@ Rules:
   A process we did not start ourselves (an enclave's supervisor, which ``nitro-cli run-enclave``
   daemonizes) is put under the first net by its record with :func:`register`, and taken off with
   :func:`forget` once stopped.
+- **Forked** (``ProcessGroup(zygote=...)``): kms-sim, vsock-proxy and nsm-sim are forked by a zygote that
+  has imported their code (:mod:`nitro_sim._zygote`, :mod:`nitro_sim._zygote_main`): a few milliseconds a
+  start instead of ~100. The same rules hold (own group, log, readiness, stop, both nets: the zygote has the
+  parent-death signal towards its starter, each child towards the zygote); only their parent differs. What
+  the zygote cannot fork (another program, ``talk``, ``detached``, other ``PYTHON*`` settings) is exec'd.
 - **Detached** processes (``nitro-sim up``) outlive their starter: no parent-death signal, no registry.
   They are named by ``(pid, start token)`` (:class:`Recorded`; the token is ``starttime``, field 22 of
   ``/proc/<pid>/stat``, proc(5)), so :func:`stop_recorded` never signals a stranger that reused a pid.
@@ -45,6 +50,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from nitro_sim._net import (
     POLL_INTERVAL_S,
@@ -71,6 +77,9 @@ from nitro_sim._process import (
     TcpPort,
     UnixSocket,
 )
+
+if TYPE_CHECKING:  # the zygote's module imports this one
+    from nitro_sim._zygote import Zygote
 
 __all__ = [
     "COMMAND_TIMEOUT_S",
@@ -195,14 +204,23 @@ def _checked(
 
 
 class ProcessGroup:
-    """The processes of one owner; :meth:`stop_all` (and leaving the ``with`` block) stops them all."""
+    """The processes of one owner; :meth:`stop_all` (and leaving the ``with`` block) stops them all.
+
+    With a ``zygote``, what it :meth:`~nitro_sim._zygote.Zygote.serves` is forked by it (module docstring).
+    """
 
     def __init__(
-        self, log_dir: Path, *, env: Mapping[str, str] | None = None, detached: bool = False
+        self,
+        log_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        detached: bool = False,
+        zygote: Zygote | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.env = dict(os.environ if env is None else env)
         self.detached = detached
+        self.zygote = zygote
         self.processes: list[Process] = []
 
     def start(
@@ -230,13 +248,8 @@ class ProcessGroup:
         while unique in taken:
             n += 1
             unique = f"{name}-{n}"
-        process = start(
-            argv,
-            name=unique,
-            log_dir=self.log_dir,
-            env=self.env | dict(env or {}),
-            detached=self.detached,
-            talk=talk,
+        process = self._start(
+            argv, name=unique, env=self.env | dict(env or {}), cwd=None, detached=self.detached, talk=talk
         )
         self.processes.append(process)
         return process
@@ -253,10 +266,9 @@ class ProcessGroup:
         environment; its log goes on. With ``ready``, wait for it."""
         self.stop(process)
         command = process.command
-        again = start(
+        again = self._start(
             command.argv if argv is None else argv,
             name=process.name,
-            log_dir=self.log_dir,
             env=command.env,
             cwd=command.cwd,
             detached=command.detached,
@@ -266,6 +278,22 @@ class ProcessGroup:
         if ready is not None:
             self._await(again, ready, timeout)
         return again
+
+    def _start(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str],
+        cwd: Path | None,
+        detached: bool,
+        talk: bool,
+    ) -> Process:
+        """Forked by the zygote when it serves ``argv`` in ``env``, else exec'd (:func:`start`)."""
+        zygote = self.zygote
+        if zygote is not None and not detached and not talk and zygote.serves(argv, env):
+            return zygote.spawn(argv, name=name, log_dir=self.log_dir, env=env, cwd=cwd)
+        return start(argv, name=name, log_dir=self.log_dir, env=env, cwd=cwd, detached=detached, talk=talk)
 
     def _await(self, process: Process, ready: Ready, timeout: float) -> None:
         try:
