@@ -18,7 +18,7 @@ from typing import Any
 from kms.iam import parse_policies
 from kms.server import MAX_FAULT_COUNT
 from kms.service import INJECTABLE_FAULTS
-from kms.state import DEFAULT_PROFILE, DEFAULT_REGION, KMSHome
+from kms.state import DEFAULT_PROFILE, DEFAULT_REGION, KMSHome, ensure_home
 from nitro_sim._programs import program
 from nitro_sim.procs import OutputLine, Process, ProcessGroup
 
@@ -87,8 +87,11 @@ class KmsSim:
         """Start kms-sim (then :meth:`wait_ready`) on ``127.0.0.1:port`` (0: a free one).
 
         ``policy``: a file to serve instead of the home's; ``args``: more ``kms-sim serve`` options
-        (``--tls``, ``--fault NAME:COUNT``, ``--workers N``).
+        (``--tls``, ``--fault NAME:COUNT``, ``--workers N``). The home's kms-sim state (credentials, config,
+        policy: each only if missing) is created here first, as kms-sim would, so :attr:`credentials` can be
+        read at once.
         """
+        ensure_home(home)
         argv = [*program("kms-sim"), "serve", "--listen", f"127.0.0.1:{port}", "--reload-interval", reload]
         if policy is not None:
             argv += ["--policy", str(policy)]

@@ -32,6 +32,12 @@ the test's own records); an NSM is chosen per (PCRs, debug) from a pool, and res
 or locked one of its PCRs 16-31. A process that fails to start fails the test with its name and the last
 lines of its output. Processes are stopped when their scope ends, and by the safety net of
 :mod:`nitro_sim.procs` on Ctrl-C, SIGTERM or a killed runner.
+
+What a scope's start and end cost (bench scenario 7): kms-sim, vsock-proxy and nsm-sim are forked by one
+zygote per session (:mod:`nitro_sim._zygote`: their code imported once, a few milliseconds a start; Linux),
+each still a process of its own in the scope's fresh home. At the end of a scope its processes get SIGTERM
+and are handed to one reaper thread per session (:mod:`nitro_sim._reaper`), which reaps them and then
+removes the home while the next test runs; the session's end waits for all of it, then stops the zygote.
 """
 
 from __future__ import annotations
@@ -39,14 +45,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from nitro_sim.procs import ProcessError, ProcessGroup
+from nitro_sim._scope import BOOT_LOCKED_PCRS, PCR_BYTES, ClientMaker, Runtime, Stack
+from nitro_sim.procs import ProcessError
 
 if TYPE_CHECKING:  # the stack (kms, attestation, cryptography) is imported when a fixture first needs it
     from nitro_sim.enclaves import Enclave, Image, ImageCache
@@ -54,16 +60,9 @@ if TYPE_CHECKING:  # the stack (kms, attestation, cryptography) is imported when
 
 SCOPES = ("function", "module", "session")
 DEFAULT_SCOPE = "session"
-#: Distinct (PCRs, debug) NSM devices kept running per scope; the least recently used one is stopped.
-MAX_POOLED_NSMS = 8
 #: A home under this many bytes keeps ``<home>/vsock/<cid>/<port>.sock`` far below the 107-byte limit.
 MAX_HOME_PATH_BYTES = 48
 
-#: nsm-api: PCRs 0-15 are the boot PCRs (locked), 16-31 the enclave's own; each 48 bytes (SHA-384).
-BOOT_LOCKED_PCRS = 16
-MAX_PCRS = 32
-PCR_BYTES = 48
-_ZERO_PCR = bytes(PCR_BYTES)
 #: attestation.sim.ENV_HOME (not imported: the plugin loads in every pytest run, attestation is heavier).
 ENV_HOME = "NITRO_SIM_HOME"
 
@@ -107,135 +106,18 @@ def _fail(error: ProcessError) -> NoReturn:
     pytest.fail(str(error), pytrace=False)
 
 
-class _Stack:
-    """What one scope owns: the home, its processes and, once asked for, kms-sim, the proxy and NSMs.
-
-    Programs are spawned first and awaited when a fixture needs them, so :meth:`prestart` lets kms-sim and
-    an NSM device start together (the proxy needs kms-sim's port, so it comes after).
-    """
-
-    def __init__(self, home: Path) -> None:
-        from nitro_sim.stack import child_environment  # noqa: PLC0415 - see the imports
-
-        self.home = home
-        self.group = ProcessGroup(home / "logs", env=child_environment(home))
-        self.kms: KmsSim | None = None
-        self.proxy: VsockProxy | None = None
-        self.nsms: OrderedDict[_NsmKey, Nsm] = OrderedDict()
-        self.enclaves: list[Enclave] = []  # started by running_enclave, not terminated yet
-        self._pending: set[object] = set()  # spawned, not yet awaited: kms-sim and NSM devices
-        self._spawned = 0
-
-    def prestart(self, pcrs: dict[int, bytes], debug: bool) -> None:
-        """Spawn kms-sim and the NSM device for (``pcrs``, ``debug``) if they are not running yet."""
-        self._spawn_kms()
-        self._spawn_nsm(pcrs, debug)
-
-    def kms_sim(self) -> KmsSim:
-        kms = self._spawn_kms()
-        if kms in self._pending:
-            self._pending.discard(kms)
-            try:
-                kms.wait_ready()
-            except ProcessError:
-                self.kms = None  # the next test tries again (and says why again)
-                raise
-        return kms
-
-    def vsock_proxy(self) -> VsockProxy:
-        from nitro_sim.stack import VsockProxy  # noqa: PLC0415 - see the imports
-
-        if self.proxy is None:
-            self.proxy = VsockProxy.spawn(self.group, self.home, self.kms_sim()).wait_ready()
-        return self.proxy
-
-    def nsm(self, pcrs: dict[int, bytes], debug: bool) -> Nsm:
-        device = self._spawn_nsm(pcrs, debug)
-        if device in self._pending:
-            self._pending.discard(device)
-            try:
-                device.wait_ready()
-            except ProcessError:
-                self.nsms.pop(_key(pcrs, debug), None)
-                raise
-        return device
-
-    def _spawn_kms(self) -> KmsSim:
-        from nitro_sim.stack import KmsSim  # noqa: PLC0415 - see the imports
-
-        if self.kms is None:
-            self.kms = KmsSim.spawn(self.group, self.home)
-            self._pending.add(self.kms)
-        return self.kms
-
-    def _spawn_nsm(self, pcrs: dict[int, bytes], debug: bool) -> Nsm:
-        """The pooled device for the key (restarted if a test spoiled it), spawned if there is none."""
-        from nitro_sim.stack import FIRST_NSM_CID, Nsm  # noqa: PLC0415 - see the imports
-
-        key = _key(pcrs, debug)
-        device = self.nsms.pop(key, None)
-        if device is not None and device not in self._pending and not _pristine(device):
-            self.group.stop(device.process)
-            device = None
-        if device is None:
-            if len(self.nsms) >= MAX_POOLED_NSMS:
-                _, oldest = self.nsms.popitem(last=False)
-                self._pending.discard(oldest)
-                self.group.stop(oldest.process)
-            cid = FIRST_NSM_CID + self._spawned
-            self._spawned += 1
-            device = Nsm.spawn(self.group, self.home, cid=cid, pcrs=pcrs, debug=debug)
-            self._pending.add(device)
-        self.nsms[key] = device
-        return device
-
-    def run_enclave(self, eif: Path, **options: Any) -> Enclave:
-        from nitro_sim.enclaves import run_enclave  # noqa: PLC0415 - see the imports
-
-        enclave = run_enclave(eif, env=self.group.env, **options)
-        self.enclaves.append(enclave)
-        return enclave
-
-    def terminate(self, enclave: Enclave) -> None:
-        from nitro_sim.enclaves import terminate_enclave  # noqa: PLC0415 - see the imports
-
-        if enclave in self.enclaves:
-            self.enclaves.remove(enclave)
-            terminate_enclave(enclave, env=self.group.env)
-
-    def close(self) -> None:
-        try:
-            for enclave in reversed(self.enclaves):  # a test's teardown did not get to them
-                self.terminate(enclave)
-        finally:
-            self.group.stop_all()
-            shutil.rmtree(self.home, ignore_errors=True)
-
-
-_NsmKey = tuple[tuple[tuple[int, bytes], ...], bool]
-
-
-def _key(pcrs: dict[int, bytes], debug: bool) -> _NsmKey:
-    return (tuple(sorted(pcrs.items())), debug)
-
-
-def _pristine(device: Nsm) -> bool:
-    """Whether no test has extended or locked the device's PCRs 16-31 (asked over its socket)."""
-    from enclave.nsm import NSMClient, SimulatedDeviceTransport  # noqa: PLC0415 - only when reusing
-
-    if not device.process.running():
-        return False
-    with NSMClient(SimulatedDeviceTransport(device.socket)) as client:
-        for index in range(BOOT_LOCKED_PCRS, MAX_PCRS):
-            described = client.describe_pcr(index)
-            if described.lock or described.data != _ZERO_PCR:
-                return False
-    return True
+@pytest.fixture(scope="session")
+def _nitro_sim_runtime() -> Iterator[Runtime]:
+    runtime = Runtime()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 @pytest.fixture(scope=_scope)
-def _nitro_sim_stack() -> Iterator[_Stack]:
-    stack = _Stack(_short_home())
+def _nitro_sim_stack(_nitro_sim_runtime: Runtime) -> Iterator[Stack]:
+    stack = Stack(_short_home(), _nitro_sim_runtime)
     try:
         yield stack
     finally:
@@ -243,13 +125,13 @@ def _nitro_sim_stack() -> Iterator[_Stack]:
 
 
 @pytest.fixture
-def nitro_home(_nitro_sim_stack: _Stack) -> Path:
+def nitro_home(_nitro_sim_stack: Stack) -> Path:
     """The temporary NITRO_SIM_HOME the stack runs in."""
     return _nitro_sim_stack.home
 
 
 @pytest.fixture
-def kms_sim(_nitro_sim_stack: _Stack) -> KmsSim:
+def kms_sim(_nitro_sim_stack: Stack) -> KmsSim:
     """A running kms-sim: the first policy, no faults, audit() empty at the start of the test."""
     try:
         kms = _nitro_sim_stack.kms_sim()
@@ -260,7 +142,7 @@ def kms_sim(_nitro_sim_stack: _Stack) -> KmsSim:
 
 
 @pytest.fixture
-def vsock_proxy(_nitro_sim_stack: _Stack, kms_sim: KmsSim) -> VsockProxy:
+def vsock_proxy(_nitro_sim_stack: Stack, kms_sim: KmsSim) -> VsockProxy:
     """The parent's vsock-proxy: vsock port 8000 to ``kms_sim``."""
     try:
         return _nitro_sim_stack.vsock_proxy()
@@ -287,7 +169,7 @@ def _marked_pcrs(request: pytest.FixtureRequest) -> dict[int, bytes]:
 
 
 @pytest.fixture
-def nsm(_nitro_sim_stack: _Stack, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Nsm:
+def nsm(_nitro_sim_stack: Stack, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Nsm:
     """A simulated NSM with the PCRs of the test's markers; this process is its enclave's app."""
     debug = request.node.get_closest_marker("nitro_debug") is not None
     try:
@@ -302,22 +184,29 @@ def nsm(_nitro_sim_stack: _Stack, request: pytest.FixtureRequest, monkeypatch: p
 
 
 @pytest.fixture
-def _nitro_prestart(_nitro_sim_stack: _Stack, request: pytest.FixtureRequest) -> None:
-    """Start kms-sim and the test's NSM device together (``enclave_kms`` needs both)."""
+def _nitro_prestart(_nitro_sim_stack: Stack, request: pytest.FixtureRequest) -> Iterator[ClientMaker]:
+    """Start kms-sim and the test's NSM device together, and make the SDK client meanwhile (``enclave_kms``
+    needs all three)."""
     debug = request.node.get_closest_marker("nitro_debug") is not None
     try:
-        _nitro_sim_stack.prestart(_marked_pcrs(request), debug)
+        kms, device = _nitro_sim_stack.prestart(_marked_pcrs(request), debug)
     except ProcessError as error:
         _fail(error)
+    maker = ClientMaker(kms, device)
+    try:
+        yield maker
+    finally:
+        maker.close()
 
 
 @pytest.fixture
-def enclave_kms(_nitro_prestart: None, kms_sim: KmsSim, vsock_proxy: VsockProxy, nsm: Nsm) -> Iterator[Any]:
+def enclave_kms(_nitro_prestart: ClientMaker, kms_sim: KmsSim, vsock_proxy: VsockProxy, nsm: Nsm) -> Any:
     """The enclave SDK's KMS client through ``vsock_proxy`` to ``kms_sim``, attested by ``nsm``."""
-    from nitro_sim.stack import enclave_kms as open_enclave_kms  # noqa: PLC0415 - see the imports
+    from nitro_sim.stack import PROXY_PORT  # noqa: PLC0415 - see the imports
 
-    with open_enclave_kms(kms_sim, vsock_proxy, nsm) as client:
-        yield client
+    if _nitro_prestart.device is not nsm or vsock_proxy.port != PROXY_PORT:
+        raise RuntimeError("enclave_kms: the client was made for another NSM device or proxy port")
+    return _nitro_prestart.client()
 
 
 @pytest.fixture(scope="session")
@@ -350,7 +239,7 @@ def built_enclave(_nitro_sim_images: ImageCache) -> Callable[..., Image]:
 
 @pytest.fixture
 def running_enclave(
-    _nitro_sim_stack: _Stack, vsock_proxy: VsockProxy, monkeypatch: pytest.MonkeyPatch
+    _nitro_sim_stack: Stack, vsock_proxy: VsockProxy, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Enclave]]:
     """``running_enclave(image_or_eif, ...)``: ``nitro-cli run-enclave`` beside kms_sim and vsock_proxy;
     each enclave started is terminated at the end of the test."""

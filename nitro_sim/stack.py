@@ -3,7 +3,8 @@
 All of it lives in one ``NITRO_SIM_HOME`` (a short path: Unix socket paths fit in 107 bytes) and talks over
 Unix sockets and ``127.0.0.1`` only; every process is started, awaited and stopped by :mod:`nitro_sim.procs`.
 
-- :class:`KmsSim` (:mod:`nitro_sim._kms_sim`): ``kms-sim serve --listen 127.0.0.1:0 --reload-interval 0``
+- :class:`KmsSim` (:mod:`nitro_sim._kms_sim`): ``kms-sim serve --listen 127.0.0.1:PORT --reload-interval 0``,
+  PORT 0 (a free one) or one held for it (:func:`reserve_port`) so the proxy can start beside it
   (:meth:`KmsSim.restart`: again on the port it had). Its policy and faults files
   (``kms/policy.json``, ``kms/faults.json``) are replaced by an atomic rename with a strictly increasing
   mtime, so their (inode, size, mtime) stamp always changes and, with a reload interval of 0, the next
@@ -18,12 +19,16 @@ Unix sockets and ``127.0.0.1`` only; every process is started, awaited and stopp
   PCRs are computed here by the same :class:`attestation.nsm.NSM`, so a caller can write a policy on them.
 - :func:`enclave_kms`: the SDK's KMS client over that proxy and NSM. The SDK's vsock transport finds the
   proxy's socket through ``NITRO_SIM_HOME`` in ``os.environ``; it must name the stack's home.
+  :func:`new_enclave_kms` makes one before any of it is ready (it connects on its first call), given
+  kms-sim's credentials, which :meth:`KmsSim.spawn` writes into the home before kms-sim starts.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,9 @@ __all__ = [
     "child_environment",
     "enclave_kms",
     "image_policy",
+    "new_enclave_kms",
     "program",
+    "reserve_port",
     "start_all",
 ]
 
@@ -163,37 +170,74 @@ class Nsm:
         return {ENV_HOME: str(self.home), ENV_NSM: str(self.socket), ENV_CID: str(self.cid)}
 
 
+def new_enclave_kms(
+    credentials: Credentials, nsm: Nsm, *, proxy_port: int = PROXY_PORT, **client_args: Any
+) -> tuple[Any, Callable[[], None]]:
+    """The SDK's ``enclave.client("kms")`` over vsock ``(3, proxy_port)`` and ``nsm``, with ``credentials``,
+    and what closes it (the client and its NSM connection). Nothing is connected yet (the SDK connects on
+    the first call), so it can be made, RSA key pair and all, while the stack is still starting.
+    """
+    import enclave  # noqa: PLC0415 - the SDK is only needed here
+    from enclave.nsm import NSMClient, SimulatedDeviceTransport  # noqa: PLC0415
+
+    device = NSMClient(SimulatedDeviceTransport(nsm.socket))
+    environ = {**nsm.environ, ENV_KMS_TLS: "0"}
+    client_args.setdefault("region_name", DEFAULT_REGION)
+    client_args.setdefault("aws_access_key_id", credentials.access_key_id)
+    client_args.setdefault("aws_secret_access_key", credentials.secret_access_key)
+    try:
+        client = enclave.client(
+            "kms", proxy_port=proxy_port, use_ssl=False, nsm=device, environ=environ, **client_args
+        )
+    except BaseException:
+        device.close()
+        raise
+
+    def close() -> None:
+        try:
+            client.close()
+        finally:
+            device.close()
+
+    return client, close
+
+
 @contextlib.contextmanager
 def enclave_kms(kms: KmsSim, proxy: VsockProxy, nsm: Nsm, **client_args: Any) -> Iterator[Any]:
     """The SDK's ``enclave.client("kms")`` over ``proxy`` and ``nsm`` with kms-sim's credentials, then closed.
 
     ``os.environ["NITRO_SIM_HOME"]`` must name the stack's home (the SDK's vsock transport reads it there).
     """
-    import enclave  # noqa: PLC0415 - the SDK is only needed here
-    from enclave.nsm import NSMClient, SimulatedDeviceTransport  # noqa: PLC0415
-
     if sim_home().absolute() != nsm.home.absolute():
         raise RuntimeError(
             f"set {ENV_HOME}={nsm.home} in os.environ first (the SDK finds vsock sockets there)"
         )
-    creds = kms.credentials
-    device = NSMClient(SimulatedDeviceTransport(nsm.socket))
-    environ = {**nsm.environ, ENV_KMS_TLS: "0"}
-    client_args.setdefault("region_name", DEFAULT_REGION)
-    client_args.setdefault("aws_access_key_id", creds.access_key_id)
-    client_args.setdefault("aws_secret_access_key", creds.secret_access_key)
-    try:
-        client = enclave.client(
-            "kms", proxy_port=proxy.port, use_ssl=False, nsm=device, environ=environ, **client_args
-        )
-    except BaseException:
-        device.close()
-        raise
+    client, close = new_enclave_kms(kms.credentials, nsm, proxy_port=proxy.port, **client_args)
     try:
         yield client
     finally:
-        client.close()
-        device.close()
+        close()
+
+
+def reserve_port() -> socket.socket | None:
+    """A free TCP port of 127.0.0.1 held for kms-sim, so the proxy can be started towards it before kms-sim
+    listens; None off Linux. Close the socket once kms-sim is ready (``getsockname()[1]`` is the port).
+
+    The socket is bound with SO_REUSEADDR and does not listen. While it is open, Linux gives the port to no
+    one who lets the kernel choose (bind to port 0, connect's ephemeral ports skip bound ports), and
+    kms-sim, which binds with SO_REUSEADDR too, can still take it: two such binds conflict only when the
+    first socket listens (``inet_csk_bind_conflict``).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", 0))
+    except OSError:
+        held.close()
+        raise
+    return held
 
 
 def start_all(
@@ -206,10 +250,18 @@ def start_all(
     policy: Path | None = None,
     reload: str = "0",
 ) -> tuple[KmsSim, VsockProxy, Nsm]:
-    """kms-sim and nsm-sim started together, then the proxy once kms-sim's port is known."""
+    """kms-sim, nsm-sim and the proxy started together (on Linux: the proxy towards a port held for
+    kms-sim, :func:`reserve_port`; elsewhere the proxy once kms-sim's port is known), all three ready."""
     SimulatedPKI.load_or_create(home, at=datetime.now(UTC))  # once, before two programs want it
-    kms = KmsSim.spawn(group, home, policy=policy, reload=reload)
-    nsm = Nsm.spawn(group, home, cid=cid, pcrs=pcrs, debug=debug)
-    kms.wait_ready()
-    proxy = VsockProxy.spawn(group, home, kms).wait_ready()
+    held = reserve_port()
+    try:
+        port = held.getsockname()[1] if held is not None else 0
+        kms = KmsSim.spawn(group, home, policy=policy, reload=reload, port=port)
+        nsm = Nsm.spawn(group, home, cid=cid, pcrs=pcrs, debug=debug)
+        proxy = VsockProxy.spawn(group, home, port) if port else None
+        kms.wait_ready()
+    finally:
+        if held is not None:
+            held.close()
+    proxy = (proxy or VsockProxy.spawn(group, home, kms)).wait_ready()
     return kms, proxy, nsm.wait_ready()

@@ -75,7 +75,7 @@ import os
 
 def _record(kms_sim, nsm):
     with open(os.environ["PIDS_FILE"], "a") as out:
-        out.write(f"{kms_sim.process.pid} {nsm.process.pid}\\n")
+        out.write(f"{kms_sim.process.pid} {nsm.process.pid} {kms_sim.home}\\n")
 
 
 def test_one(kms_sim, nsm, enclave_kms):
@@ -114,9 +114,12 @@ def test_each_scope_and_the_reset_between_tests(
     assert len(rows) == 4
     assert len({row.split()[0] for row in rows}) == stacks  # kms-sim processes
     assert len({row.split()[1] for row in rows}) == stacks  # NSM devices
+    assert len({row.split()[2] for row in rows}) == stacks  # homes
     for row in rows:
-        for pid in row.split():
-            assert not _running(int(pid))
+        kms_pid, nsm_pid, home = row.split()
+        assert not _running(int(kms_pid))
+        assert not _running(int(nsm_pid))
+        assert not Path(home).exists()  # removed once its processes had ended
 
 
 def test_a_bad_scope_or_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -195,7 +198,7 @@ def test_an_interrupted_run_leaves_no_process_of_ours(pytester: pytest.Pytester,
         assert pids.exists(), f"the child pytest did not reach its test (exit status {runner.poll()})"
         home, *rows = pids.read_text().split("\n")[:-1]
         ours = [Recorded(pid=int(row.split()[0]), token=int(row.split()[1])) for row in rows]
-        assert len(ours) == 3  # kms-sim, vsock-proxy, nsm-sim
+        assert len(ours) == 4  # the zygote, and kms-sim, vsock-proxy, nsm-sim forked by it
         assert all(alive(p) for p in ours)
         runner.send_signal(how)
         runner.wait(timeout=WAIT_S)
