@@ -3,10 +3,14 @@
 Measured, rounds interleaved (issue 13's goals: the stack ready in under :data:`READY_GOAL_S`, a
 function-scoped test at most :data:`TEST_RATIO_GOAL` times a ``mock_aws`` test):
 
-1. **Stack start-up**, in this process, with what the fixtures run (:mod:`nitro_sim.stack`) in a fresh home
-   each round, as a function-scoped fixture gets: the simulated PKI created, ``kms-sim`` and ``nsm-sim``
-   spawned together, ``vsock-proxy`` once kms-sim's port is known, until all three are ready; then the
-   stop of all three. Floors: a bare interpreter start, and one that imports each program's code.
+1. **Stack start-up**, in this process, as the fixtures start it in a fresh home each round (a
+   function-scoped fixture's): the simulated PKI created, then ``kms-sim``, ``nsm-sim`` and ``vsock-proxy``
+   forked together by the session's zygote (:mod:`nitro_sim._zygote`; the proxy towards a port held for
+   kms-sim, :func:`nitro_sim.stack.reserve_port`), until all three are ready; then their stop as the
+   fixtures stop them: SIGTERM and a handover to the reaper thread (what a test's teardown pays), and the
+   time until the reaper has reaped them all (paid in the background). Once per run: the zygote's own start
+   (an interpreter importing every program's code), which a session pays once. Floors: a bare interpreter
+   start, and one that imports each program's code (what each start cost before the zygote).
 2. **Per test**, in child pytest sessions (the plugin loaded from its entry point, as a user has it), each
    of :data:`TESTS_PER_SESSION` tests, the first of each session left out (imports, caches):
 
@@ -34,10 +38,14 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.harness import Settings, Summary, summarize
 from bench.model import BenchError, Ratio, Row, ScenarioResult
+
+if TYPE_CHECKING:
+    from nitro_sim._reaper import Reaper
+    from nitro_sim._zygote import Zygote
 
 TITLE = "pytest fixtures: the attested stack's start-up and a function-scoped test, against moto's mock_aws"
 #: Issue 13's goals.
@@ -134,25 +142,32 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _stack_round(home: Path, *, one_by_one: bool) -> dict[str, float]:
-    """One start of the stack as the fixtures start it, then its stop (seconds per step): all at once as the
-    fixtures stop it (``stop_all``), or ``one_by_one`` to see what each program's stop takes."""
+def _stack_round(home: Path, zygote: Zygote, reaper: Reaper, *, one_by_one: bool) -> dict[str, float]:
+    """One start of the stack as the fixtures start it, then its stop (seconds per step): handed to the
+    reaper as the fixtures stop it, or ``one_by_one`` (each SIGTERM awaited) to see what each program's
+    stop takes."""
     from attestation.pki import SimulatedPKI
     from nitro_sim.procs import ProcessGroup
-    from nitro_sim.stack import KmsSim, Nsm, VsockProxy
+    from nitro_sim.stack import KmsSim, Nsm, VsockProxy, reserve_port
 
-    group = ProcessGroup(home / "logs", env=_env(NITRO_SIM_HOME=str(home)))
+    group = ProcessGroup(home / "logs", env=_env(NITRO_SIM_HOME=str(home)), zygote=zygote)
     times: dict[str, float] = {}
     try:
         start = time.perf_counter()
         SimulatedPKI.load_or_create(home, at=datetime.now(UTC))
         pki = time.perf_counter()
-        kms = KmsSim.spawn(group, home)
-        nsm = Nsm.spawn(group, home, cid=NSM_CID)
-        spawned = time.perf_counter()
-        kms.wait_ready()
+        held = reserve_port()
+        if held is None:
+            raise BenchError("the fixtures' start (a port held for kms-sim, the zygote) needs Linux")
+        with held:
+            port = held.getsockname()[1]
+            kms = KmsSim.spawn(group, home, port=port)
+            nsm = Nsm.spawn(group, home, cid=NSM_CID)
+            proxy = VsockProxy.spawn(group, home, port)
+            spawned = time.perf_counter()
+            kms.wait_ready()
         kms_ready = time.perf_counter()
-        proxy = VsockProxy.spawn(group, home, kms).wait_ready()
+        proxy.wait_ready()
         proxy_ready = time.perf_counter()
         nsm.wait_ready()
         ready = time.perf_counter()
@@ -172,12 +187,30 @@ def _stack_round(home: Path, *, one_by_one: bool) -> dict[str, float]:
                 begin = time.perf_counter()
                 group.stop(process)
                 times[f"stop {name}"] = time.perf_counter() - begin
+        else:
+            begin = time.perf_counter()
+            processes, group.processes = list(reversed(group.processes)), []
+            reaper.stop_later(processes)
+            handed = time.perf_counter()
+            while reaper.pending():
+                time.sleep(0.001)
+            times |= {"handover": handed - begin, "reaped": time.perf_counter() - begin}
     finally:
-        stopping = time.perf_counter()
         group.stop_all()
-        if not one_by_one:
-            times["stop"] = time.perf_counter() - stopping
     return times
+
+
+def _zygote_start(work: Path) -> float:
+    """Seconds from asking for a zygote to its ready line (an interpreter importing every program's code)."""
+    from nitro_sim._zygote import Zygote
+
+    zygote = Zygote(work / "zygote-floor", env=_env(NITRO_SIM_HOME=str(work)))
+    try:
+        begin = time.perf_counter()
+        zygote.start()
+        return time.perf_counter() - begin
+    finally:
+        zygote.close()
 
 
 def _floor(code: str) -> float:
@@ -236,13 +269,19 @@ def run(settings: Settings, result: ScenarioResult) -> None:
     phases: dict[str, dict[str, list[float]]] = {label: {} for label, _, _ in sessions}
     fixtures: dict[str, list[float]] = {}
     work = Path(tempfile.mkdtemp(prefix="arb7-", dir="/tmp"))
+    from nitro_sim._reaper import Reaper
+    from nitro_sim._zygote import Zygote
+
+    zygote = Zygote(work / "zygote", env=_env(NITRO_SIM_HOME=str(work)))
+    reaper = Reaper()
     try:
-        _stack_round(_fresh(work, "warmup"), one_by_one=False)
+        _stack_round(_fresh(work, "warmup"), zygote, reaper, one_by_one=False)
         for index in range(rounds):
             for one_by_one in (False, True):
                 home = _fresh(work, f"stack{index}{'-one-by-one' if one_by_one else ''}")
-                for name, value in _stack_round(home, one_by_one=one_by_one).items():
+                for name, value in _stack_round(home, zygote, reaper, one_by_one=one_by_one).items():
                     stack.setdefault(name, []).append(value)
+            floors.setdefault("zygote", []).append(_zygote_start(work))
             floors.setdefault("python", []).append(_floor("pass"))
             floors.setdefault("attestation", []).append(_floor("import attestation"))
             for program, module in PROGRAM_MODULES.items():
@@ -257,7 +296,11 @@ def run(settings: Settings, result: ScenarioResult) -> None:
                         values = [r["fixtures"].get(name, 0.0) for r in records]
                         fixtures.setdefault(name, []).append(statistics.median(values))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            reaper.close()
+        finally:
+            zygote.close()
+            shutil.rmtree(work, ignore_errors=True)
     _report(
         result, stack=stack, floors=floors, per_test=per_test, phases=phases, fixtures=fixtures, tests=tests
     )
@@ -282,11 +325,16 @@ def _report(
     rows = [
         ("stack ready: kms_sim + vsock_proxy + nsm, fresh home", stack["ready"]),
         ("  of which: simulated PKI created in the home", stack["pki"]),
-        ("  of which: kms-sim and nsm-sim spawned (fork/exec, NSM PCRs)", stack["spawn"]),
-        ("  of which: kms-sim ready (nsm-sim starting beside it)", stack["kms"]),
-        ("  of which: vsock-proxy ready (started once kms-sim's port is known)", stack["proxy"]),
-        ("stack stop: SIGTERM to all three, exits awaited (as the fixtures stop it)", stack["stop"]),
+        (
+            "  of which: kms-sim, nsm-sim and vsock-proxy forked by the zygote (kms-sim state, NSM PCRs)",
+            stack["spawn"],
+        ),
+        ("  of which: kms-sim ready (nsm-sim and vsock-proxy starting beside it)", stack["kms"]),
+        ("  of which: vsock-proxy ready after kms-sim", stack["proxy"]),
+        ("stack stop, a test's part: SIGTERM to all three, handed to the reaper thread", stack["handover"]),
+        ("stack stop, in the background: until the reaper has reaped all three", stack["reaped"]),
         *[(f"  {name} alone: SIGTERM to exit", stack[f"stop {name}"]) for name in PROGRAM_MODULES],
+        ("zygote start, once per session: Python importing every program's code", floors["zygote"]),
         ("floor: start Python (python -c pass)", floors["python"]),
         ("floor: start Python and import attestation (every program loads it)", floors["attestation"]),
     ]
@@ -361,22 +409,26 @@ def _where_it_goes(
     function = phases["function"]
     text = (
         f"Where a function-scoped test's {med(per_test['function']):.0f} ms go: setup "
-        f"{med(function['setup']):.0f} ms (the stack: kms-sim ready {med(stack['kms']):.0f} ms, of which "
-        f"starting Python and importing its code {med(floors['kms-sim']):.0f} ms; vsock-proxy after it "
-        f"{med(stack['proxy']):.0f} ms, of which imports {med(floors['vsock-proxy']):.0f} ms; nsm-sim starts "
-        f"beside kms-sim, its imports {med(floors['nsm-sim']):.0f} ms"
+        f"{med(function['setup']):.0f} ms (the stack, measured alone in {med(stack['ready']):.0f} ms: the "
+        f"simulated PKI {med(stack['pki']):.0f} ms, three forks by the zygote {med(stack['spawn']):.0f} ms, "
+        f"kms-sim ready {med(stack['kms']):.0f} ms after them with nsm-sim and vsock-proxy starting beside "
+        f"it, the proxy ready {med(stack['proxy']):.0f} ms later"
     )
     if "enclave_kms" in fixtures:
         text += (
-            f"; the SDK client, an RSA-2048 key pair made per client, {med(fixtures['enclave_kms']):.0f} ms"
+            f"; the SDK client, its RSA-2048 key pair made in a thread meanwhile, waited for "
+            f"{med(fixtures['enclave_kms']):.0f} ms more"
         )
     text += (
-        f"), the attested call {med(function['call']):.1f} ms, teardown {med(function['teardown']):.0f} ms "
-        f"(stopping the three processes together: {med(stack['stop']):.0f} ms measured alone; kms-sim's own "
-        f"stop {med(stack['stop kms-sim']):.0f} ms, vsock-proxy's {med(stack['stop vsock-proxy']):.0f}, "
-        f"nsm-sim's {med(stack['stop nsm-sim']):.0f}). Python's start is {med(floors['python']):.0f} ms and "
-        f"importing the attestation package, which each program loads, takes it to "
-        f"{med(floors['attestation']):.0f} ms."
+        f"), the attested call {med(function['call']):.1f} ms, teardown {med(function['teardown']):.1f} ms "
+        f"(SIGTERM and the handover, {med(stack['handover']):.1f} ms alone; the reaper thread reaps them in "
+        f"{med(stack['reaped']):.0f} ms while the next test runs: kms-sim's own stop "
+        f"{med(stack['stop kms-sim']):.0f} ms, vsock-proxy's {med(stack['stop vsock-proxy']):.0f}, "
+        f"nsm-sim's {med(stack['stop nsm-sim']):.0f}). Without the zygote each program's start would cost "
+        f"an interpreter importing its code: {med(floors['kms-sim']):.0f} ms for kms-sim, "
+        f"{med(floors['vsock-proxy']):.0f} for vsock-proxy, {med(floors['nsm-sim']):.0f} for nsm-sim "
+        f"(Python alone {med(floors['python']):.0f} ms); the zygote pays that once per session "
+        f"({med(floors['zygote']):.0f} ms)."
     )
     if "mock_aws" in per_test:
         moto = phases["mock_aws"]
