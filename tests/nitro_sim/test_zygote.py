@@ -3,8 +3,9 @@
 A forked nsm-sim (cheap, quiet, exits 0 on SIGTERM) or kms-sim is checked from outside through /proc: its
 own session and group, its log as stdout and stderr, /dev/null as stdin, none of the zygote's descriptors,
 default signal dispositions, its name, the request's environment and working directory; its end seen and
-reaped through the zygote; the zygote's death taking its children with it. Every process a test starts is
-stopped by it; waits are bounded, nothing asserts on a duration.
+reaped through the zygote; the zygote's death taking its children with it. How a child ends (exit status,
+message, traceback, threads joined, atexit hooks, no finalization) is checked on ``_exit`` itself in a plain
+interpreter. Every process a test starts is stopped by it; waits are bounded, nothing asserts on a duration.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -170,3 +172,33 @@ def test_the_control_channel_refuses_bad_requests_and_goes_on(zygote: Zygote, tm
     assert "is not an unreaped child" in json.loads(process.read_line())["error"]
     with pytest.raises(ValueError, match="does not run"):
         zygote.spawn([sys.executable], name="x", log_dir=tmp_path, env={}, cwd=None)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "stdout", "stderr"),
+    [
+        ("lambda: 3", 3, "hook\n", ""),
+        ("lambda: None", 0, "hook\n", ""),
+        ("lambda: sys.exit('bad config')", 1, "hook\n", "bad config\n"),
+        ("lambda: 1 / 0", 1, "hook\n", "ZeroDivisionError"),
+        ("interrupted", -signal.SIGINT, "hook\n", ""),
+    ],
+    ids=["returns-3", "returns-none", "exit-message", "uncaught", "keyboard-interrupt"],
+)
+def test_a_child_ends_as_an_interpreter_would(body: str, status: int, stdout: str, stderr: str) -> None:
+    code = (
+        "import atexit, sys, threading, time\n"
+        "from nitro_sim._zygote_main import _exit\n"
+        "def interrupted():\n"
+        "    raise KeyboardInterrupt\n"
+        "late = []\n"
+        "threading.Thread(target=lambda: (time.sleep(0.05), late.append(1))).start()  # joined first\n"
+        "atexit.register(lambda: print('hook' * len(late), flush=True))\n"
+        f"_exit({body})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == status
+    assert done.stdout == stdout
+    assert stderr in done.stderr
