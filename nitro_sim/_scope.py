@@ -226,23 +226,23 @@ class ClientMaker:
     """``nitro_sim.stack.new_enclave_kms`` in a thread while the stack starts: the RSA key pair it makes
     (~20-30 ms) is most of its cost, and cryptography makes it without holding the GIL. The client
     connects only on its first call, so it needs nothing ready (kms-sim's credentials are in the home from
-    its spawn on)."""
+    its spawn on). A failure is raised by :meth:`client`, so a kms-sim that cannot start is reported first,
+    by the ``kms_sim`` fixture, with its own words."""
 
     def __init__(self, kms: KmsSim, device: Nsm) -> None:
         self.device = device
         self._made: tuple[Any, Callable[[], None]] | None = None
         self._error: Exception | None = None
-        credentials = kms.credentials
         self._thread = threading.Thread(
-            target=self._make, args=(credentials, device), name="nitro-sim-enclave-kms", daemon=True
+            target=self._make, args=(kms, device), name="nitro-sim-enclave-kms", daemon=True
         )
         self._thread.start()
 
-    def _make(self, *args: Any) -> None:
+    def _make(self, kms: KmsSim, device: Nsm) -> None:
         from nitro_sim.stack import new_enclave_kms  # noqa: PLC0415 - see the module docstring
 
         try:
-            self._made = new_enclave_kms(*args)
+            self._made = new_enclave_kms(kms.credentials, device)
         except Exception as error:  # raised in the test's thread by client()
             self._error = error
 

@@ -141,17 +141,27 @@ def test_a_bad_scope_or_marker_is_a_usage_error(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(["*nitro_pcr: index must be 0..15, got 16*"])
 
 
-def test_a_fixture_failure_names_the_process_and_its_last_lines(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("file", "fixture", "said"),
+    [
+        ("policy.json", "kms_sim", "policy file * is not valid JSON"),
+        ("credentials", "enclave_kms", "cannot read credentials file *"),  # not the client's own error
+    ],
+    ids=["policy-kms_sim", "credentials-enclave_kms"],
+)
+def test_a_fixture_failure_names_the_process_and_its_last_lines(
+    pytester: pytest.Pytester, file: str, fixture: str, said: str
+) -> None:
     pytester.makepyfile(
-        test_broken="""
+        test_broken=f"""
         import pytest
 
         @pytest.fixture
-        def broken_policy(nitro_home):
+        def broken_state(nitro_home):
             (nitro_home / "kms").mkdir()
-            (nitro_home / "kms" / "policy.json").write_text("{")
+            (nitro_home / "kms" / "{file}").write_text("{{")
 
-        def test_x(broken_policy, kms_sim):
+        def test_x(broken_state, {fixture}):
             pass
         """
     )
@@ -160,7 +170,7 @@ def test_a_fixture_failure_names_the_process_and_its_last_lines(pytester: pytest
     result.stdout.fnmatch_lines(
         [
             "*kms-sim (pid *) exited with status 1 before it was ready; last lines of *kms-sim.log:",
-            "*| kms-sim: error: policy file * is not valid JSON*",
+            f"*| kms-sim: error: {said}*",
         ]
     )
     assert "Traceback" not in result.stdout.str()
