@@ -15,7 +15,7 @@ import pytest
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 Server = Any
 
@@ -49,6 +49,8 @@ def server(shared_server: Server) -> Server:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+        except EndpointConnectionError:  # the server is gone: say what it said before it went
+            pytest.fail(f"kms-sim is not running; its output:\n{shared_server.stderr[-3000:]}", pytrace=False)
     return shared_server
 
 
