@@ -187,8 +187,21 @@ def _faults(values: Sequence[str], convert: type[int] | type[float], flag: str) 
     return out
 
 
+#: The Unix socket ``serve`` listens on (removed when it stops), if it listens on one.
+_unix_socket: Path | None = None
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    """SIGTERM/SIGINT outside uvicorn's own handling: exit 0 now, removing a Unix socket we created.
+
+    Raising SystemExit here would be lost when the signal lands inside a weakref callback or a finalizer
+    ("Exception ignored"), and the server would then run on with the signal spent; an exit cannot be lost.
+    Nothing else needs a clean-up at these moments: before uvicorn starts nothing is served, and after
+    uvicorn re-raises the signal it has already shut down (audit records and key stores are written through).
+    """
+    if _unix_socket is not None:
+        _unix_socket.unlink(missing_ok=True)
+    os._exit(0)
 
 
 def _descriptors_for(asked: int | None) -> int:
@@ -246,6 +259,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     max_connections = _descriptors_for(args.max_connections)
     sock, authority = _bind(args.listen)
     url = authority if authority.startswith("unix:") else f"{scheme}://{authority}"
+    global _unix_socket  # noqa: PLW0603 - the one socket this process serves, for the signal handler
+    _unix_socket = Path(authority[len("unix:") :]) if authority.startswith("unix:") else None
     # From the moment the URL is out, SIGTERM/SIGINT mean a clean stop with exit status 0: before uvicorn
     # takes the signals over, and after it re-raises the one that stopped it once it has shut down.
     for number in (signal.SIGTERM, signal.SIGINT):
