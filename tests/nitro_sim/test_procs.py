@@ -30,6 +30,7 @@ from nitro_sim.procs import (
     start,
     stop_recorded,
 )
+from nitro_sim.stack import reserve_port
 
 PY = sys.executable
 #: Bound on waiting for a process to go (generous; never asserted as a time).
@@ -260,25 +261,30 @@ def test_stop_with_a_chosen_signal(group: ProcessGroup) -> None:
 
 
 def test_restart_runs_the_same_command_again_under_its_name(group: ProcessGroup, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = (
-        "import os, socket, time; s = socket.socket(); "
-        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-        f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', os.getpid(), flush=True); time.sleep(600)"
-    )
-    first = group.start([PY, "-c", server], name="server", ready=TcpPort(port=port), env={"MARK": "kept"})
-    again = group.restart(first, ready=OutputLine(pattern="^up "))
-    assert again.name == "server"
-    assert again.log == first.log
-    assert again.pid != first.pid
-    assert not first.running()
-    assert again.command.env["MARK"] == "kept"
-    assert group.processes == [again]
-    assert first.output().count("up ") == 2  # the log goes on
-    other = group.restart(again, argv=[PY, "-c", "print('other', flush=True); import time; time.sleep(600)"])
-    assert other.wait_ready(OutputLine(pattern="^other$")) == "other"
+    held = reserve_port()  # held for the whole test: no ephemeral port takes it between the two servers
+    assert held is not None
+    with held:
+        port = held.getsockname()[1]
+        server = (
+            "import os, socket, time; s = socket.socket(); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', os.getpid(), flush=True); "
+            "time.sleep(600)"
+        )
+        ready = TcpPort(port=port)
+        first = group.start([PY, "-c", server], name="server", ready=ready, env={"MARK": "kept"})
+        again = group.restart(first, ready=OutputLine(pattern="^up "))
+        assert again.name == "server"
+        assert again.log == first.log
+        assert again.pid != first.pid
+        assert not first.running()
+        assert again.command.env["MARK"] == "kept"
+        assert group.processes == [again]
+        assert first.output().count("up ") == 2  # the log goes on
+        other = group.restart(
+            again, argv=[PY, "-c", "print('other', flush=True); import time; time.sleep(600)"]
+        )
+        assert other.wait_ready(OutputLine(pattern="^other$")) == "other"
 
 
 def test_run_a_command_to_its_end(tmp_path: Path) -> None:
