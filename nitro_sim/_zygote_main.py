@@ -24,7 +24,8 @@ milliseconds where an exec costs ~100 (Python's start and these imports). Rules:
      SIGTERM/SIGHUP handlers are undone, then the mask is restored;
   4. stdin from ``/dev/null``, stdout and stderr appended to its log, every other descriptor closed;
   5. the request's environment (``os.environ`` replaced whole), working directory and argv; its ``comm``
-     (what ``ps -e`` and ``top`` show) set to the program's name; ``/proc/<pid>/cmdline`` stays the zygote's.
+     (what ``ps -e``, ``top`` and ``pgrep`` see) set to the program's name; ``/proc/<pid>/cmdline`` and
+     ``/proc/<pid>/environ`` (what the kernel saw at exec) stay the zygote's.
   It ends as an interpreter does up to its finalization: ``SystemExit``'s code (a message printed, status
   1), an uncaught exception's traceback (status 1) or KeyboardInterrupt's SIGINT death, non-daemon threads
   joined, atexit hooks run, standard streams flushed; then ``os._exit``. The finalization itself (every
