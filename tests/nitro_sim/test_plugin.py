@@ -179,10 +179,11 @@ def test_a_fixture_failure_names_the_process_and_its_last_lines(
 HANGING_SUITE = """
 import os, time
 
-def test_hangs(enclave_kms, nitro_home):
+def test_hangs(enclave_kms, nitro_home, _nitro_sim_runtime):
     from nitro_sim.procs import live
     with open(os.environ["PIDS_FILE"] + ".tmp", "w") as out:
         out.write(str(nitro_home) + "\\n")
+        out.write(str(_nitro_sim_runtime.directory) + "\\n")
         for process in live():
             out.write(f"{process.pid} {process.token}\\n")
     os.replace(os.environ["PIDS_FILE"] + ".tmp", os.environ["PIDS_FILE"])
@@ -206,7 +207,7 @@ def test_an_interrupted_run_leaves_no_process_of_ours(pytester: pytest.Pytester,
         while not pids.exists() and runner.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert pids.exists(), f"the child pytest did not reach its test (exit status {runner.poll()})"
-        home, *rows = pids.read_text().split("\n")[:-1]
+        home, session, *rows = pids.read_text().split("\n")[:-1]
         ours = [Recorded(pid=int(row.split()[0]), token=int(row.split()[1])) for row in rows]
         assert len(ours) == 4  # the zygote, and kms-sim, vsock-proxy, nsm-sim forked by it
         assert all(alive(p) for p in ours)
@@ -217,12 +218,16 @@ def test_an_interrupted_run_leaves_no_process_of_ours(pytester: pytest.Pytester,
             time.sleep(0.02)
         assert not any(alive(p) for p in ours)
         assert _processes_mentioning(home) == []
+        if how == signal.SIGINT:  # the interrupted runner cleaned up after itself
+            assert not Path(home).exists()
+            assert not Path(session).exists()
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-        if pids.exists():  # a SIGKILLed runner could not remove its home
-            shutil.rmtree(pids.read_text().split("\n")[0], ignore_errors=True)
+        if pids.exists():  # a SIGKILLed runner could not remove its home, nor the session's directory
+            for directory in pids.read_text().split("\n")[:2]:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:
