@@ -18,6 +18,7 @@ stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -189,16 +190,21 @@ def _faults(values: Sequence[str], convert: type[int] | type[float], flag: str) 
 
 #: The Unix socket ``serve`` listens on (removed when it stops), if it listens on one.
 _unix_socket: Path | None = None
+#: Set once uvicorn has taken the signals over (it gives them back, re-raised, when it has shut down).
+_uvicorn_took_over = False
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    """SIGTERM/SIGINT outside uvicorn's own handling: exit 0 now, removing a Unix socket we created.
+    """SIGTERM/SIGINT outside uvicorn's own handling: a clean stop with exit status 0.
 
-    Raising SystemExit here would be lost when the signal lands inside a weakref callback or a finalizer
-    ("Exception ignored"), and the server would then run on with the signal spent; an exit cannot be lost.
-    Nothing else needs a clean-up at these moments: before uvicorn starts nothing is served, and after
-    uvicorn re-raises the signal it has already shut down (audit records and key stores are written through).
+    Before uvicorn takes the signals over, exit at once (removing a Unix socket we created): a SystemExit
+    raised then can land inside a weakref callback or a finalizer during start-up, where it is dropped
+    ("Exception ignored") and the server would run on with the signal spent; nothing is served yet, so
+    nothing needs a clean-up. After uvicorn has shut down and re-raised the signal, raise SystemExit in
+    the normal flow, so ``finally`` blocks and exit hooks (a profiler's, say) still run.
     """
+    if _uvicorn_took_over:
+        raise SystemExit(0)
     if _unix_socket is not None:
         _unix_socket.unlink(missing_ok=True)
     os._exit(0)
@@ -230,6 +236,16 @@ def _descriptors_for(asked: int | None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only ``serve`` needs the server stack
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, telling :func:`_exit_cleanly` when it has the signals."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            global _uvicorn_took_over  # noqa: PLW0603 - read by the signal handler
+            with super().capture_signals():
+                _uvicorn_took_over = True
+                yield
 
     from kms.transport import CoalescingHttpToolsProtocol, ServeConfig  # noqa: PLC0415 - imports uvicorn
 
@@ -287,8 +303,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         if args.workers == 1:
-            uvicorn.Server(config).run(sockets=[sock])
+            _Server(config).run(sockets=[sock])
         else:
+            global _uvicorn_took_over  # noqa: PLW0603 - the supervisor installs its handlers in run()
+            _uvicorn_took_over = True
             Multiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
