@@ -6,16 +6,13 @@ Files in the output directory (``stress/results/`` by default), overwritten by e
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib.metadata
 import json
-import os
-import platform
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.harness import _version
+from bench.harness import machine_info as bench_machine_info
 from stress.outcome import Outcome
 from stress.sampling import Usage
 
@@ -23,54 +20,13 @@ __all__ = ["JSON", "MARKDOWN", "machine_info", "summary", "tables", "write"]
 
 MARKDOWN = "results.md"
 JSON = "results.json"
-#: Packages whose versions go into the report.
-VERSIONED_PACKAGES = ("attested-random", "cryptography", "cbor2", "uvicorn", "uvloop", "httptools", "boto3")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _git() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],  # noqa: S607 - git from PATH, fixed argv
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:
-    load1, load5, load15 = os.getloadavg()
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "git": _git(),
-        "load_at_start": [round(load1, 2), round(load5, 2), round(load15, 2)],
-        "versions": {name: _version(name) for name in VERSIONED_PACKAGES},
-    }
+    """Where and with what the run was taken: the benchmark's machine description, plus uvloop's version."""
+    info = bench_machine_info()
+    info["versions"]["uvloop"] = _version("uvloop")
+    return info
 
 
 def _n(value: int) -> str:
