@@ -50,6 +50,21 @@ class Opt:
         return f"--{self.long} {value}..." if self.kind == "many" else f"--{self.long} {value}"
 
 
+#: The signing pair of build-enclave and sign-eif (each requires the other, as clap's ``requires``).
+_SIGNING = (
+    Opt(
+        "signing-certificate",
+        "Local path to developer's X509 signing certificate.",
+        requires=("private-key",),
+    ),
+    Opt(
+        "private-key",
+        "KMS key ARN or local path to developer's Eliptic Curve private key.",
+        requires=("signing-certificate",),
+    ),
+)
+
+
 _NOT_IDS = ("cpu-count", "config")
 _NOT_COUNT = ("cpu-ids", "config")
 _CPU = "List of cpu-ids that will be provided to the enclave"
@@ -129,16 +144,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[Opt, ...]]] = {
             ),
             Opt("docker-dir", "Local path to a directory containing a Dockerfile"),
             Opt("output-file", "Location where the Enclave Image should be saved", required=True),
-            Opt(
-                "signing-certificate",
-                "Local path to developer's X509 signing certificate.",
-                requires=("private-key",),
-            ),
-            Opt(
-                "private-key",
-                "KMS key ARN or local path to developer's Eliptic Curve private key.",
-                requires=("signing-certificate",),
-            ),
+            *_SIGNING,
             Opt("name", "Name for enclave image", value_name="image_name"),
             Opt("version", "Version of the enclave image", dest="image_version"),
             Opt("metadata", "Path to JSON containing the custom metadata provided by the user."),
@@ -199,16 +205,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[Opt, ...]]] = {
         "Sign EIF with the given key",
         (
             Opt("eif-path", "Path pointing to a prebuilt Eif image"),
-            Opt(
-                "signing-certificate",
-                "Local path to developer's X509 signing certificate.",
-                requires=("private-key",),
-            ),
-            Opt(
-                "private-key",
-                "KMS key ARN or local path to developer's Eliptic Curve private key.",
-                requires=("signing-certificate",),
-            ),
+            *_SIGNING,
         ),
     ),
 }
