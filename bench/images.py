@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,29 +26,18 @@ from pathlib import Path
 from bench.harness import Pinning, Settings, Summary, summarize
 from bench.model import Ratio, Row, ScenarioResult
 from bench.stack import start_kms, start_proxy
+from nitro_sim.enclaves import copy_build_context
 from nitro_sim.procs import ProcessGroup
 from nitro_sim.procs import run as run_command
 from nitro_sim.stack import program
 
 TITLE = "Enclave images: build-enclave and run-enclave to the first answer, against their floors"
 REPO = Path(__file__).resolve().parents[1]
-CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 ENCLAVE_CID = 16
 #: Programs started one after another before a new enclave answers: nitro-cli, supervisor, nsm-sim, the app.
 STARTS_ON_CRITICAL_PATH = 4
 #: How long one nitro-cli command may take before the scenario gives up on it.
 COMMAND_TIMEOUT_S = 120.0
-
-
-def _context(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in CONTEXT:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def _nitro_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -86,7 +74,7 @@ def run(
     from host.nitro_cli._images import build_image
 
     rounds = max(1, settings.rounds if not settings.quick else 1)
-    context = _context(home / "ctx")
+    context = copy_build_context(REPO, home / "ctx")
     eif = home / "provider.eif"
     build_s: list[float] = []
     for _ in range(rounds):

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "ImageCache",
     "build_image",
     "context_digest",
+    "copy_build_context",
     "run_enclave",
     "terminate_enclave",
 ]
@@ -180,6 +182,27 @@ def context_digest(docker_dir: Path, *, docker_uri: str = "", env: Mapping[str, 
     source = os.environ if env is None else env
     digest = hashlib.sha256()
     digest.update(json.dumps([docker_uri, [source.get(k) for k in _IMAGE_SETTINGS]]).encode() + b"\0")
+    for path, entry in _kept_entries(docker_dir):
+        info = entry.stat(follow_symlinks=False)
+        digest.update(path.encode("utf-8", "surrogateescape") + b"\0")
+        if stat.S_ISREG(info.st_mode):
+            digest.update(b"f%o\0" % stat.S_IMODE(info.st_mode))
+            with open(entry.path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            digest.update(b"\0%d\0" % info.st_size)
+        elif stat.S_ISLNK(info.st_mode):
+            digest.update(b"l" + os.fsencode(os.readlink(entry.path)) + b"\0")
+        elif stat.S_ISDIR(info.st_mode):
+            digest.update(b"d\0")
+        else:
+            digest.update(b"o\0")  # a FIFO, socket or device: the build refuses it if it copies it
+    return digest.hexdigest()
+
+
+def _kept_entries(docker_dir: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every path ``build-enclave`` of ``docker_dir`` may read (relative, each directory before what it
+    holds), by the directory's ignore rules; ValueError (one line) over :data:`MAX_DIGEST_ENTRIES` names."""
     excluded, enter_excluded = _ignore_rules(docker_dir)
     seen = 0
     pending = [""]
@@ -190,31 +213,31 @@ def context_digest(docker_dir: Path, *, docker_uri: str = "", env: Mapping[str, 
         for entry in names:
             seen += 1
             if seen > MAX_DIGEST_ENTRIES:
-                raise ValueError(f"{docker_dir}: over {MAX_DIGEST_ENTRIES} names to digest")
+                raise ValueError(f"{docker_dir}: over {MAX_DIGEST_ENTRIES} names to read")
             path = f"{relative}/{entry.name}" if relative else entry.name
             left_out = excluded(path)
-            if entry.is_dir(follow_symlinks=False):
-                if not left_out or enter_excluded:  # a ``!`` exception may keep something inside
-                    pending.append(path)
-                if left_out:
-                    continue
-            elif left_out:
-                continue
-            info = entry.stat(follow_symlinks=False)
-            digest.update(path.encode("utf-8", "surrogateescape") + b"\0")
-            if stat.S_ISREG(info.st_mode):
-                digest.update(b"f%o\0" % stat.S_IMODE(info.st_mode))
-                with open(entry.path, "rb") as handle:
-                    while chunk := handle.read(_CHUNK):
-                        digest.update(chunk)
-                digest.update(b"\0%d\0" % info.st_size)
-            elif stat.S_ISLNK(info.st_mode):
-                digest.update(b"l" + os.fsencode(os.readlink(entry.path)) + b"\0")
-            elif stat.S_ISDIR(info.st_mode):
-                digest.update(b"d\0")
-            else:
-                digest.update(b"o\0")  # a FIFO, socket or device: the build refuses it if it copies it
-    return digest.hexdigest()
+            if entry.is_dir(follow_symlinks=False) and (not left_out or enter_excluded):
+                pending.append(path)  # a left-out directory may still hold a ``!`` exception
+            if not left_out:
+                yield path, entry
+
+
+def copy_build_context(docker_dir: Path, dest: Path) -> Path:
+    """A copy of what ``build-enclave`` of ``docker_dir`` may read, at ``dest`` (made): the Dockerfile, its
+    ignore file and every path the ignore rules keep, links as links. For a test or a demo that builds a
+    changed image; the copy builds the same image as the original."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path, entry in _kept_entries(docker_dir):
+        target = dest / path
+        if entry.is_dir(follow_symlinks=False):
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.is_symlink():
+            target.symlink_to(os.readlink(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copy2(entry.path, target)
+    return dest
 
 
 def _ignore_rules(docker_dir: Path) -> tuple[Callable[[str], bool], bool]:

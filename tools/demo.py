@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from nitro_sim.enclaves import Enclave, Image, build_image, run_enclave, terminate_enclave
+from nitro_sim.enclaves import Enclave, Image, build_image, copy_build_context, run_enclave, terminate_enclave
 from nitro_sim.procs import ProcessError, ProcessGroup, run
 from nitro_sim.stack import KmsSim, VsockProxy, child_environment, image_policy, program
 
 REPO = Path(__file__).resolve().parents[1]
-#: What Dockerfile.enclave reads from the project tree.
-CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 #: The file whose one byte the tampered image changes (a byte of a comment: the app still runs).
 TAMPERED_FILE = Path("enclave") / "provider.py"
 
@@ -74,13 +71,7 @@ def running(home: Path) -> Iterator[Stack]:
 
 def copy_context(dest: Path, *, tamper: bool = False) -> Path:
     """A copy of the image's build context; with ``tamper``, one byte of a comment changed."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in CONTEXT:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
+    copy_build_context(REPO, dest)  # what build-enclave of the project may read
     if tamper:
         target = dest / TAMPERED_FILE
         data = target.read_bytes()

@@ -20,11 +20,11 @@ from cryptography.x509.oid import NameOID
 
 from attestation.cpio import read_newc
 from attestation.eif import read_eif
+from nitro_sim.enclaves import copy_build_context
 
 REPO = Path(__file__).resolve().parents[2]
 NITRO_CLI = Path(sys.executable).parent / "nitro-cli"
 #: What Dockerfile.enclave copies (with the Dockerfile and its .dockerignore).
-CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 
 
 def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -39,14 +39,8 @@ def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProce
 
 
 def copy_context(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in CONTEXT:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
+    """A copy of the provider image's build context (what build-enclave of the project may read)."""
+    return copy_build_context(REPO, dest)
 
 
 def build(context: Path, out: Path, home: Path, *extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,13 @@ from cryptography import x509
 
 from attestation.verify import Verifier
 from host.random_client import ProviderError, fetch
-from nitro_sim.enclaves import Enclave, Image
+from nitro_sim.enclaves import Enclave, Image, copy_build_context
 from nitro_sim.procs import live
 from nitro_sim.stack import KmsSim, image_policy
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-#: What Dockerfile.enclave reads from the project tree (as tools/demo.py copies it).
-CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 #: The provider's vsock port (attestation.provider_wire.DEFAULT_PORT).
 PROVIDER_PORT = 5005
 #: Bound on waiting for the enclave's app to listen (never asserted as a time).
@@ -37,14 +34,8 @@ OTHER_IMAGE = hashlib.sha384(b"another enclave image").hexdigest()
 
 
 def _context(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in CONTEXT:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
+    """A copy of the provider image's build context (what build-enclave of the project may read)."""
+    return copy_build_context(REPO, dest)
 
 
 def _fetch(home: Path, enclave: Enclave, pcr0: str) -> Any:

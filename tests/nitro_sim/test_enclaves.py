@@ -9,7 +9,6 @@ their processes gone, even when the run is interrupted). The provider's image se
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,27 +18,19 @@ from typing import Any
 
 import pytest
 
-from nitro_sim.enclaves import ImageCache, context_digest
+from nitro_sim.enclaves import ImageCache, context_digest, copy_build_context
 from nitro_sim.procs import Recorded, alive
 
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[2]
-#: What Dockerfile.enclave reads from the project tree (as tools/demo.py copies it).
-CONTEXT = ("Dockerfile.enclave", ".dockerignore", "attestation", "enclave")
 #: Bound on waiting for a child pytest to get somewhere, or its enclave to go (never asserted as a time).
 WAIT_S = 60.0
 
 
 def _context(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in CONTEXT:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
+    """A copy of the provider image's build context (what build-enclave of the project may read)."""
+    return copy_build_context(REPO, dest)
 
 
 def test_each_directory_content_is_built_once(
