@@ -8,9 +8,13 @@
 - The net: every registered process is stopped by an ``atexit`` hook and by SIGTERM/SIGHUP handlers
   (installed only where the signal has its default disposition; after stopping, the handler dies of the
   signal as the default would have). It takes no lock, so it may run inside a signal handler.
-- The parent-death signal: :func:`die_with_parent` is a ``preexec_fn`` calling
-  ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (prctl(2), Linux) through ctypes; the kernel then kills the child
-  when the *thread* that forked it ends, even by SIGKILL. If the parent is already gone, the child exits.
+- The parent-death signal: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (prctl(2), Linux) in the child; the kernel
+  then kills it when the *thread* that forked it ends, even by SIGKILL. :func:`parent_death` sets it by
+  starting the child through util-linux's ``setpriv --pdeathsig KILL --`` (which execs the program), not
+  through a ``preexec_fn``: Python code run between fork and exec is unsafe while other threads run (a
+  starter under load printed "Exception ignored ... release unlocked lock" from ``_fork_exec``). Where
+  ``setpriv`` is missing it falls back to :func:`die_with_parent`, that ``preexec_fn`` (prctl through
+  ctypes; if the parent is already gone, the child exits).
 
 ``host/nitro_cli/_procs.py`` applies the same (pid, start token) rule to an enclave's processes, on its
 own: ``host`` may import only ``attestation`` (DESIGN.md, "Packages"), and ``attestation`` holds no
@@ -23,11 +27,12 @@ import atexit
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -40,6 +45,7 @@ __all__ = [
     "exit_status_of_zombie",
     "forget",
     "live",
+    "parent_death",
     "register",
     "signal_group",
     "start_token",
@@ -122,6 +128,19 @@ def stop_recorded(procs: Iterable[Recorded], *, timeout: float = STOP_TIMEOUT_S)
         time.sleep(POLL_INTERVAL_S)
     for proc in targets:
         signal_group(proc.pid, signal.SIGKILL)
+
+
+#: util-linux's setpriv sets the parent-death signal, then execs the program (setpriv(1) ``--pdeathsig``).
+_SETPRIV = ("--pdeathsig", "KILL", "--")
+
+
+def parent_death(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``(argv, preexec_fn)`` that start ``argv`` with the parent-death signal (module docstring)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    # A program that cannot be found is started directly, so that Popen says so (OSError), not setpriv.
+    if setpriv is not None and argv and shutil.which(argv[0]) is not None:
+        return [setpriv, *_SETPRIV, *argv], None
+    return list(argv), die_with_parent()
 
 
 def die_with_parent() -> Callable[[], None] | None:

@@ -25,7 +25,8 @@ Rules:
      the signal still has its default disposition), stop whatever is registered. SIGINT needs none:
      Python raises KeyboardInterrupt, which unwinds through the owners' ``finally`` blocks and then atexit.
   2. Linux: the child asks the kernel for a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``
-     through ctypes in ``preexec_fn``; prctl(2)), so even a runner killed with SIGKILL leaves no orphan.
+     set by ``setpriv --pdeathsig`` before the program is exec'd; prctl(2)), so even a runner killed with
+     SIGKILL leaves no orphan.
      The signal follows the *thread* that forked the child: start processes from a thread that lives as
      long as they should (a test runner's main thread does). Other systems get the first net only.
   A process we did not start ourselves (an enclave's supervisor, which ``nitro-cli run-enclave``
@@ -57,9 +58,9 @@ from nitro_sim._net import (
     STOP_TIMEOUT_S,
     Recorded,
     alive,
-    die_with_parent,
     forget,
     live,
+    parent_death,
     register,
     start_token,
     stop_recorded,
@@ -131,18 +132,19 @@ def start(
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
+    started, preexec = (list(command.argv), None) if detached else parent_death(command.argv)
     with log.open("ab") as sink:
         offset = sink.tell()
         try:
             popen = subprocess.Popen(  # noqa: S603 - our own programs, an argv list, no shell
-                list(command.argv),
+                started,
                 stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if talk else sink,
                 stderr=sink,
                 env=command.env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=None if detached else die_with_parent(),  # noqa: PLW1509 - see the docstring
+                preexec_fn=preexec,  # noqa: PLW1509 - only where setpriv is missing: see the docstring
             )
         except OSError as error:
             raise ProcessError(f"cannot start {name} ({argv[0]}): {error.strerror or error}") from None
@@ -167,10 +169,11 @@ def run(
     is when this process is interrupted), or, with ``check``, exits non-zero (quoting its last lines of
     stderr, else stdout). The command gets the parent-death signal (module docstring).
     """
+    started, preexec = parent_death(argv)
     try:
         return _checked(
             subprocess.run(  # noqa: S603 - our own programs, an argv list, no shell
-                list(argv),
+                started,
                 env=dict(os.environ if env is None else env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -179,7 +182,7 @@ def run(
                 errors="replace",
                 timeout=timeout,
                 check=False,
-                preexec_fn=die_with_parent(),  # the parent-death signal: see the module docstring
+                preexec_fn=preexec,
             ),
             name,
             check=check,
