@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from kms.operations import OPERATIONS, AttestedRecipient
+from kms._op import AttestedRecipient
+from kms.operations import OPERATIONS
 from kms.state import ACCOUNT_ID, DEFAULT_REGION, Principal
 
 __all__ = [

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccessDeniedException",
+    "AlreadyExistsException",
     "CloudHsmClusterInUseException",
     "CloudHsmClusterNotFoundException",
     "CustomKeyStoreHasCMKsException",
@@ -29,13 +30,25 @@ __all__ = [
     "CustomKeyStoreNameInUseException",
     "CustomKeyStoreNotFoundException",
     "DependencyTimeoutException",
+    "DisabledException",
+    "DryRunOperationException",
     "IncompleteSignatureException",
+    "IncorrectKeyException",
+    "InvalidAliasNameException",
+    "InvalidArnException",
+    "InvalidCiphertextException",
+    "InvalidGrantTokenException",
+    "InvalidKeyUsageException",
     "InvalidMarkerException",
     "InvalidSignatureException",
     "KMSError",
     "KMSInternalException",
+    "KMSInvalidStateException",
+    "KeyUnavailableException",
     "LimitExceededException",
+    "MalformedPolicyDocumentException",
     "MissingAuthenticationTokenException",
+    "NotFoundException",
     "SerializationException",
     "ThrottlingException",
     "UnknownOperationException",
@@ -140,5 +153,61 @@ class KMSInternalException(KMSError):
 
 class DependencyTimeoutException(KMSError):
     """A dependency (the simulated HSM) did not answer in time."""
+
+    status = 500
+
+
+class NotFoundException(KMSError):
+    """The key, alias or other resource named does not exist."""
+
+
+class AlreadyExistsException(KMSError):
+    """An alias of this name already exists."""
+
+
+class InvalidAliasNameException(KMSError):
+    """An alias name that breaks the rules (``alias/`` prefix, ``alias/aws/`` reserved)."""
+
+
+class InvalidArnException(KMSError):
+    """A malformed key or alias ARN."""
+
+
+class MalformedPolicyDocumentException(KMSError):
+    """A key policy that is not valid JSON or not in the documented shape."""
+
+
+class DisabledException(KMSError):
+    """The key is disabled."""
+
+
+class KMSInvalidStateException(KMSError):
+    """The key's state (e.g. PendingDeletion) does not allow the operation."""
+
+
+class InvalidCiphertextException(KMSError):
+    """A ciphertext blob that does not open: changed, another key's, or another EncryptionContext's."""
+
+
+class IncorrectKeyException(KMSError):
+    """The KeyId given to Decrypt is not the key that encrypted the ciphertext."""
+
+
+class InvalidKeyUsageException(KMSError):
+    """The key's KeyUsage or KeySpec does not allow the operation or algorithm."""
+
+
+class InvalidGrantTokenException(KMSError):
+    """A grant token that is not valid."""
+
+
+class DryRunOperationException(KMSError):
+    """A DryRun request that would have succeeded (HTTP 412)."""
+
+    status = 412
+
+
+class KeyUnavailableException(KMSError):
+    """The key material is unavailable (fault: true in the model)."""
 
     status = 500

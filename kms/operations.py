@@ -7,17 +7,24 @@ returns the response members; failures are KMSErrors. Shapes copy botocore kms s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from attestation.cms import build_ciphertext_for_recipient
 from kms._document_text import decode_document_text
+from kms._op import (
+    KEY_ENCRYPTION_ALGORITHM,
+    MAX_ATTESTATION_DOCUMENT_BYTES,
+    RECIPIENT_FIELD,
+    AttestedRecipient,
+    Backend,
+    Operation,
+)
+from kms.crypto_ops import CRYPTO_OPERATIONS
 from kms.errors import (
     CustomKeyStoreInvalidStateException,
     DependencyTimeoutException,
@@ -25,52 +32,18 @@ from kms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
+from kms.key_admin import KEY_OPERATIONS
+from kms.keys import Key, KeyRing
 from kms.keystores import CLOUDHSM, EXTERNAL, KeyStore, KeyStores
-from kms.protocol import Field, validate
+from kms.protocol import Field
 
 __all__ = ["OPERATIONS", "AttestedRecipient", "Operation", "Operations"]
 
 #: GenerateRandom's NumberOfBytes range (``NumberOfBytesType``: min 1, max 1024).
 MIN_RANDOM_BYTES = 1
 MAX_RANDOM_BYTES = 1024
-#: RecipientInfo.AttestationDocument is a blob of 1..262144 bytes (``AttestationDocumentType``).
-MAX_ATTESTATION_DOCUMENT_BYTES = 262144
 #: DescribeCustomKeyStores ``Limit``: 1..1000, default 1000 (``LimitType``).
 MAX_DESCRIBE_LIMIT = 1000
-KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttestedRecipient:
-    """What a verified Recipient contributes: identity for policy and audit, and the key to encrypt to."""
-
-    module_id: str
-    pcrs: Mapping[int, bytes]
-    public_key: rsa.RSAPublicKey
-    key_id: bytes
-
-
-Handler = Callable[["Operations", dict[str, Any], AttestedRecipient | None, datetime], dict[str, Any]]
-#: A shortcut for ``validate(fields, raw)``: the same members for input it recognizes as plainly valid,
-#: None for anything else (then ``validate`` runs and words the error).
-PlainValidator = Callable[[Mapping[str, object]], dict[str, Any] | None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Operation:
-    fields: tuple[Field, ...]
-    handler: Handler
-    #: The IAM action name, ``kms:<Operation>`` (filled in by OPERATIONS).
-    action: str = ""
-    plain: PlainValidator | None = None
-
-    def members(self, raw: Mapping[str, object]) -> dict[str, Any]:
-        """``validate(self.fields, raw)``, by the shortcut when it applies."""
-        if self.plain is not None:
-            members = self.plain(raw)
-            if members is not None:
-                return members
-        return validate(self.fields, raw)
 
 
 _KEY_STORE_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=64)
@@ -131,23 +104,7 @@ GENERATE_RANDOM_FIELDS = (
         required=True,
     ),
     _KEY_STORE_ID,
-    Field(
-        name="Recipient",
-        kind="structure",
-        members=(
-            # RecipientRequest.md (aws-nitro-enclaves-sdk-c): both members are required.
-            Field(
-                name="KeyEncryptionAlgorithm", kind="string", enum=(KEY_ENCRYPTION_ALGORITHM,), required=True
-            ),
-            Field(
-                name="AttestationDocument",
-                kind="blob",
-                minimum=1,
-                maximum=MAX_ATTESTATION_DOCUMENT_BYTES,
-                required=True,
-            ),
-        ),
-    ),
+    RECIPIENT_FIELD,
 )
 
 
@@ -183,115 +140,159 @@ def plain_generate_random(raw: Mapping[str, object]) -> dict[str, Any] | None:
 
 
 class Operations:
-    """Handlers bound to the key-store table."""
+    """The state every handler runs against: the custom key stores and the KMS keys (a :class:`Backend`)."""
 
-    def __init__(self, keystores: KeyStores) -> None:
-        self.keystores = keystores
+    def __init__(self, keystores: KeyStores, keys: KeyRing) -> None:
+        self._keystores = keystores
+        self._keys = keys
 
-    def generate_random(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        store_id = params.get("CustomKeyStoreId")
-        if store_id is not None:
-            store = self.keystores.get(store_id)
-            if store.type == EXTERNAL:
-                raise UnsupportedOperationException(
-                    f"GenerateRandom is not supported in external key store '{store_id}'."
-                )
-            if store.state != "CONNECTED":
-                raise CustomKeyStoreInvalidStateException(
-                    f"Custom key store '{store_id}' is not connected; its ConnectionState is {store.state}."
-                )
-            if store.hsm_timeout:
-                raise DependencyTimeoutException(
-                    f"The CloudHSM cluster of custom key store '{store_id}' did not respond in time."
-                )
-        plaintext = os.urandom(params["NumberOfBytes"])
-        if recipient is None:
-            return {"Plaintext": plaintext}
-        blob = build_ciphertext_for_recipient(plaintext, recipient.public_key, key_id=recipient.key_id)
-        return {"CiphertextForRecipient": blob}
+    @property
+    def keystores(self) -> KeyStores:
+        return self._keystores
 
-    def create_custom_key_store(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        store_type = params.get("CustomKeyStoreType", CLOUDHSM)
-        needed: tuple[str, ...]
-        if store_type == CLOUDHSM:
-            needed = ("CloudHsmClusterId", "TrustAnchorCertificate", "KeyStorePassword")
-        else:
-            needed = (
-                "XksProxyUriEndpoint",
-                "XksProxyUriPath",
-                "XksProxyAuthenticationCredential",
-                "XksProxyConnectivity",
+    @property
+    def keys(self) -> KeyRing:
+        return self._keys
+
+    def close(self) -> None:
+        """Release both stores' database connections."""
+        self._keystores.close()
+        self._keys.close()
+
+
+def generate_random(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    store_id = params.get("CustomKeyStoreId")
+    if store_id is not None:
+        store = backend.keystores.get(store_id)
+        if store.type == EXTERNAL:
+            raise UnsupportedOperationException(
+                f"GenerateRandom is not supported in external key store '{store_id}'."
             )
-        missing = [name for name in needed if name not in params]
-        if missing:
-            raise ValidationException(f"A {store_type} custom key store requires {', '.join(missing)}.")
-        xks = None
-        if store_type == EXTERNAL:
-            xks = json.dumps(
-                {
-                    "Connectivity": params["XksProxyConnectivity"],
-                    "AccessKeyId": params["XksProxyAuthenticationCredential"]["AccessKeyId"],
-                    "UriEndpoint": params["XksProxyUriEndpoint"],
-                    "UriPath": params["XksProxyUriPath"],
-                    "VpcEndpointServiceName": params.get("XksProxyVpcEndpointServiceName"),
-                    "VpcEndpointServiceOwner": params.get("XksProxyVpcEndpointServiceOwner"),
-                }
+        if store.state != "CONNECTED":
+            raise CustomKeyStoreInvalidStateException(
+                f"Custom key store '{store_id}' is not connected; its ConnectionState is {store.state}."
             )
-        store_id = self.keystores.create(
-            name=params["CustomKeyStoreName"],
-            store_type=store_type,
-            cluster_id=params.get("CloudHsmClusterId") if store_type == CLOUDHSM else None,
-            trust_anchor=params.get("TrustAnchorCertificate") if store_type == CLOUDHSM else None,
-            xks=xks,
-            at=at,
+        if store.hsm_timeout:
+            raise DependencyTimeoutException(
+                f"The CloudHSM cluster of custom key store '{store_id}' did not respond in time."
+            )
+    plaintext = os.urandom(params["NumberOfBytes"])
+    if recipient is None:
+        return {"Plaintext": plaintext}
+    blob = build_ciphertext_for_recipient(plaintext, recipient.public_key, key_id=recipient.key_id)
+    return {"CiphertextForRecipient": blob}
+
+
+def create_custom_key_store(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    store_type = params.get("CustomKeyStoreType", CLOUDHSM)
+    needed: tuple[str, ...]
+    if store_type == CLOUDHSM:
+        needed = ("CloudHsmClusterId", "TrustAnchorCertificate", "KeyStorePassword")
+    else:
+        needed = (
+            "XksProxyUriEndpoint",
+            "XksProxyUriPath",
+            "XksProxyAuthenticationCredential",
+            "XksProxyConnectivity",
         )
-        return {"CustomKeyStoreId": store_id}
-
-    def describe_custom_key_stores(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        if "CustomKeyStoreId" in params and "CustomKeyStoreName" in params:
-            raise ValidationException("Specify either CustomKeyStoreId or CustomKeyStoreName, not both.")
-        stores = self.keystores.find(
-            key_store_id=params.get("CustomKeyStoreId"), name=params.get("CustomKeyStoreName")
+    missing = [name for name in needed if name not in params]
+    if missing:
+        raise ValidationException(f"A {store_type} custom key store requires {', '.join(missing)}.")
+    xks = None
+    if store_type == EXTERNAL:
+        xks = json.dumps(
+            {
+                "Connectivity": params["XksProxyConnectivity"],
+                "AccessKeyId": params["XksProxyAuthenticationCredential"]["AccessKeyId"],
+                "UriEndpoint": params["XksProxyUriEndpoint"],
+                "UriPath": params["XksProxyUriPath"],
+                "VpcEndpointServiceName": params.get("XksProxyVpcEndpointServiceName"),
+                "VpcEndpointServiceOwner": params.get("XksProxyVpcEndpointServiceOwner"),
+            }
         )
-        start = 0
-        if "Marker" in params:
-            marker = params["Marker"]
-            # Only markers we issue (ASCII decimal offsets); str.isdigit alone also takes "²" (int() refuses
-            # it: a 500) and "٣" (int() reads 3: a marker we never issued).
-            if not (marker.isascii() and marker.isdigit()) or int(marker) > len(stores):
-                raise InvalidMarkerException("The request was rejected because the marker is not valid.")
-            start = int(marker)
-        limit = params.get("Limit", MAX_DESCRIBE_LIMIT)
-        page = stores[start : start + limit]
-        result: dict[str, Any] = {"CustomKeyStores": [list_entry(s) for s in page], "Truncated": False}
-        if start + limit < len(stores):
-            result["Truncated"] = True
-            result["NextMarker"] = str(start + limit)
-        return result
+    store_id = backend.keystores.create(
+        name=params["CustomKeyStoreName"],
+        store_type=store_type,
+        cluster_id=params.get("CloudHsmClusterId") if store_type == CLOUDHSM else None,
+        trust_anchor=params.get("TrustAnchorCertificate") if store_type == CLOUDHSM else None,
+        xks=xks,
+        at=at,
+    )
+    return {"CustomKeyStoreId": store_id}
 
-    def connect_custom_key_store(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        self.keystores.connect(params["CustomKeyStoreId"])
-        return {}
 
-    def disconnect_custom_key_store(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        self.keystores.disconnect(params["CustomKeyStoreId"])
-        return {}
+def describe_custom_key_stores(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    if "CustomKeyStoreId" in params and "CustomKeyStoreName" in params:
+        raise ValidationException("Specify either CustomKeyStoreId or CustomKeyStoreName, not both.")
+    stores = backend.keystores.find(
+        key_store_id=params.get("CustomKeyStoreId"), name=params.get("CustomKeyStoreName")
+    )
+    start = 0
+    if "Marker" in params:
+        marker = params["Marker"]
+        # Only markers we issue (ASCII decimal offsets); str.isdigit alone also takes "²" (int() refuses
+        # it: a 500) and "٣" (int() reads 3: a marker we never issued).
+        if not (marker.isascii() and marker.isdigit()) or int(marker) > len(stores):
+            raise InvalidMarkerException("The request was rejected because the marker is not valid.")
+        start = int(marker)
+    limit = params.get("Limit", MAX_DESCRIBE_LIMIT)
+    page = stores[start : start + limit]
+    result: dict[str, Any] = {"CustomKeyStores": [list_entry(s) for s in page], "Truncated": False}
+    if start + limit < len(stores):
+        result["Truncated"] = True
+        result["NextMarker"] = str(start + limit)
+    return result
 
-    def delete_custom_key_store(
-        self, params: dict[str, Any], recipient: AttestedRecipient | None, at: datetime
-    ) -> dict[str, Any]:
-        self.keystores.delete(params["CustomKeyStoreId"])
-        return {}
+
+def connect_custom_key_store(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    backend.keystores.connect(params["CustomKeyStoreId"])
+    return {}
+
+
+def disconnect_custom_key_store(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    backend.keystores.disconnect(params["CustomKeyStoreId"])
+    return {}
+
+
+def delete_custom_key_store(
+    backend: Backend,
+    params: dict[str, Any],
+    recipient: AttestedRecipient | None,
+    at: datetime,
+    key: Key | None,
+) -> dict[str, Any]:
+    backend.keystores.delete(params["CustomKeyStoreId"])
+    return {}
 
 
 def list_entry(store: KeyStore) -> dict[str, Any]:
@@ -317,7 +318,7 @@ _REQUIRED_ID = Field(name="CustomKeyStoreId", kind="string", minimum=1, maximum=
 
 _OPERATIONS: Mapping[str, Operation] = {
     "GenerateRandom": Operation(
-        fields=GENERATE_RANDOM_FIELDS, handler=Operations.generate_random, plain=plain_generate_random
+        fields=GENERATE_RANDOM_FIELDS, handler=generate_random, plain=plain_generate_random
     ),
     "CreateCustomKeyStore": Operation(
         fields=(
@@ -334,7 +335,7 @@ _OPERATIONS: Mapping[str, Operation] = {
             Field(name="CustomKeyStoreType", kind="string", enum=(CLOUDHSM, EXTERNAL)),
             *_XKS_FIELDS,
         ),
-        handler=Operations.create_custom_key_store,
+        handler=create_custom_key_store,
     ),
     "DescribeCustomKeyStores": Operation(
         fields=(
@@ -343,16 +344,14 @@ _OPERATIONS: Mapping[str, Operation] = {
             Field(name="Limit", kind="integer", minimum=1, maximum=MAX_DESCRIBE_LIMIT),
             Field(name="Marker", kind="string", minimum=1, maximum=1024, pattern="[\u0020-\u00ff]*"),
         ),
-        handler=Operations.describe_custom_key_stores,
+        handler=describe_custom_key_stores,
     ),
-    "ConnectCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=Operations.connect_custom_key_store),
-    "DisconnectCustomKeyStore": Operation(
-        fields=(_REQUIRED_ID,), handler=Operations.disconnect_custom_key_store
-    ),
-    "DeleteCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=Operations.delete_custom_key_store),
+    "ConnectCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=connect_custom_key_store),
+    "DisconnectCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=disconnect_custom_key_store),
+    "DeleteCustomKeyStore": Operation(fields=(_REQUIRED_ID,), handler=delete_custom_key_store),
 }
 
 OPERATIONS: Mapping[str, Operation] = {
-    name: Operation(fields=op.fields, handler=op.handler, action=f"kms:{name}", plain=op.plain)
-    for name, op in _OPERATIONS.items()
+    name: dataclasses.replace(op, action=f"kms:{name}")
+    for name, op in {**_OPERATIONS, **KEY_OPERATIONS, **CRYPTO_OPERATIONS}.items()
 }

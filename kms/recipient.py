@@ -43,8 +43,8 @@ from attestation.document import AttestationDocument
 from attestation.errors import AttestationError, MalformedError, PolicyError, VerificationError
 from attestation.policy import MaxAge, load_rsa_public_key
 from attestation.verify import Verifier
+from kms._op import AttestedRecipient
 from kms.errors import ValidationException
-from kms.operations import AttestedRecipient
 
 __all__ = ["DEFAULT_MAX_DOC_AGE", "RecipientCheck"]
 

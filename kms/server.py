@@ -22,6 +22,7 @@ from attestation.errors import SimulationError
 from attestation.pki import SimulatedPKI
 from kms.audit import AuditLog
 from kms.iam import load_policies
+from kms.keys import KeyRing
 from kms.keystores import KeyStores
 from kms.operations import Operations
 from kms.recipient import DEFAULT_MAX_DOC_AGE, RecipientCheck
@@ -165,7 +166,7 @@ def build_service(settings: Settings) -> Service:
     return Service(
         principals=principals,
         policies=policies,
-        operations=Operations(keystores),
+        operations=Operations(keystores, KeyRing(home.keys)),
         recipient_verifier=check,
         audit=audit,
         throttle=throttle,

@@ -27,6 +27,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
+from kms._op import AttestedRecipient
 from kms.audit import AuditLog, claimed_credential, claimed_operation, event_line
 from kms.auth import authenticate
 from kms.errors import (
@@ -37,7 +38,8 @@ from kms.errors import (
     ValidationException,
 )
 from kms.iam import IAMPolicies
-from kms.operations import OPERATIONS, AttestedRecipient, Operations
+from kms.keys import Key
+from kms.operations import OPERATIONS, Operations
 from kms.protocol import (
     CONTENT_TYPE,
     MAX_REQUEST_BODY_BYTES,
@@ -175,6 +177,7 @@ class _Trace:
     operation: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     recipient: AttestedRecipient | None = None
+    key: Key | None = None
 
 
 CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
@@ -218,8 +221,8 @@ class Service:
         self._armed: Mapping[str, int] | None = None
 
     def close(self) -> None:
-        """Release the key-store connection and the audit descriptor."""
-        self.operations.keystores.close()
+        """Release the stores' database connections and the audit descriptor."""
+        self.operations.close()
         if self.audit is not None:
             self.audit.close()
 
@@ -281,12 +284,13 @@ class Service:
         # (7) Recipient
         if "Recipient" in trace.params:
             trace.recipient = self.verify_recipient(trace.params["Recipient"]["AttestationDocument"], at)
-        # (8) authorization
+        # (8) authorization, of the key the request acts on (if any) by its key policy too
+        trace.key = spec.resolve(self.operations, trace.params, at)
         policies = self.policies.get(tick)
         context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
         policies.authorize(trace.principal, spec.action, context)
         # (9) operation
-        return spec.handler(self.operations, trace.params, trace.recipient, at)
+        return spec.handler(self.operations, trace.params, trace.recipient, at, trace.key)
 
     def handle(self, request: Request, *, at: datetime, tick: float) -> Response:
         """Answer one request received at ``at`` (aware UTC; ``tick`` is a monotonic clock reading)."""

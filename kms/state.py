@@ -6,6 +6,7 @@ Layout (DESIGN.md "Credentials"; interfaces.md "KMS wire")::
     kms/config           AWS config file: ``[profile nitro-sim]`` region us-east-1
     kms/policy.json      per-principal IAM-style policies (default: nitro-sim may do every kms action)
     kms/keystores.db     custom key stores (SQLite, WAL, synchronous=FULL)
+    kms/keys.db          KMS keys, their material and policies, and aliases (SQLite, mode 0600)
     kms/audit.jsonl      one CloudTrail-shaped event per request
     kms/faults.json      optional: faults to inject at run time, ``{"KMSInternalException": 2}`` (kms.server)
     kms/tls/             CA and server certificate for ``--tls``
@@ -92,6 +93,10 @@ class KMSHome:
     @property
     def keystores(self) -> Path:
         return self.root / "keystores.db"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys.db"
 
     @property
     def audit(self) -> Path:
