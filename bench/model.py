@@ -80,7 +80,7 @@ class Ratio:
 
 @dataclass(slots=True, kw_only=True)
 class ScenarioResult:
-    key: str  # "1".."5"
+    key: str  # "1".."8"
     title: str
     rows: list[Row] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
