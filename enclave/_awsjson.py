@@ -1,4 +1,4 @@
-"""GenerateRandom as awsJson1_1 bytes, without I/O: the request body out; an answer's parts in.
+"""The attested KMS operations as awsJson1_1 bytes, without I/O: the request body out; an answer's parts in.
 
 Separate from :mod:`enclave.kms` as a codec from the client that uses it: these functions see bytes and
 :class:`enclave._http.Response` objects only, never the connection, the credentials or the RSA key. The
@@ -11,6 +11,13 @@ client signs and sends the body, retries on the error code, and decrypts the Cip
 - Error answers: ``(code, message)`` as botocore's JSON parser reads them (``__type`` or ``code``, the
   part after ``#`` and before ``:``); without a code, the HTTP status and reason.
 - A success must carry a non-empty base64 ``CiphertextForRecipient``; a ``Plaintext`` is never read.
+- Decrypt, GenerateDataKey, GenerateDataKeyPair and DeriveSharedSecret (:data:`ATTESTED_SHAPES`): the body
+  is the request's members (blobs in base64) plus the same ``Recipient``; the answer's members of the
+  model's output shape are read (blobs base64-decoded, within the model's bounds; members the model does
+  not name are ignored, as botocore ignores them), and an answer that carries the plaintext member
+  (``Plaintext``, ``PrivateKeyPlaintext``, ``SharedSecret``) with a value is refused: KMS sends it "null or
+  empty" when a Recipient is given (API reference, ``CiphertextForRecipient``), so a value there came from
+  the host, which must never be able to hand the enclave a plaintext of its choosing.
 """
 
 from __future__ import annotations
@@ -18,13 +25,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from enclave._http import Response
 from enclave.errors import ResponseError
 
 __all__ = [
+    "ATTESTED_SHAPES",
     "KEY_ENCRYPTION_ALGORITHM",
+    "AttestedShape",
+    "attested_answer",
+    "attested_body",
     "ciphertext_for_recipient",
     "error_code",
     "generate_random_body",
@@ -53,6 +66,114 @@ def generate_random_body(n: int, store: str | None, document: bytes) -> bytes:
             b'"}}',
         )
     )
+
+
+#: ``CiphertextType`` (CiphertextBlob, PrivateKeyCiphertextBlob, CiphertextForRecipient): 1..6144 bytes.
+MAX_CIPHERTEXT_BYTES = 6144
+#: ``PublicKeyType`` (GenerateDataKeyPair's PublicKey): 1..8192 bytes.
+MAX_PUBLIC_KEY_BYTES = 8192
+#: ``KeyIdType`` (a key ID or ARN in an answer): 1..2048 characters; the other string members are shorter.
+MAX_STRING_MEMBER_CHARS = 2048
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttestedShape:
+    """An attested operation's output shape (botocore kms model): its plaintext member and what else it reads.
+
+    ``blobs`` maps each blob member to its maximum length; ``strings`` names the string members.
+    """
+
+    plaintext: str
+    blobs: Mapping[str, int]
+    strings: frozenset[str]
+
+
+#: The output shapes of the operations that take a Recipient besides GenerateRandom (botocore kms model).
+ATTESTED_SHAPES: Mapping[str, AttestedShape] = {
+    "Decrypt": AttestedShape(
+        plaintext="Plaintext",
+        blobs={"CiphertextForRecipient": MAX_CIPHERTEXT_BYTES},
+        strings=frozenset({"KeyId", "EncryptionAlgorithm", "KeyMaterialId"}),
+    ),
+    "GenerateDataKey": AttestedShape(
+        plaintext="Plaintext",
+        blobs={"CiphertextBlob": MAX_CIPHERTEXT_BYTES, "CiphertextForRecipient": MAX_CIPHERTEXT_BYTES},
+        strings=frozenset({"KeyId", "KeyMaterialId"}),
+    ),
+    "GenerateDataKeyPair": AttestedShape(
+        plaintext="PrivateKeyPlaintext",
+        blobs={
+            "PrivateKeyCiphertextBlob": MAX_CIPHERTEXT_BYTES,
+            "PublicKey": MAX_PUBLIC_KEY_BYTES,
+            "CiphertextForRecipient": MAX_CIPHERTEXT_BYTES,
+        },
+        strings=frozenset({"KeyId", "KeyPairSpec", "KeyMaterialId"}),
+    ),
+    "DeriveSharedSecret": AttestedShape(
+        plaintext="SharedSecret",
+        blobs={"CiphertextForRecipient": MAX_CIPHERTEXT_BYTES},
+        strings=frozenset({"KeyId", "KeyAgreementAlgorithm", "KeyOrigin"}),
+    ),
+}
+
+
+def attested_body(members: Mapping[str, object], document: bytes) -> bytes:
+    """The body of an attested operation: ``members`` (bytes values as base64) plus the Recipient."""
+    fields: dict[str, object] = {
+        name: binascii.b2a_base64(value, newline=False).decode() if isinstance(value, bytes) else value
+        for name, value in members.items()
+    }
+    fields["Recipient"] = {
+        "KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM,
+        "AttestationDocument": binascii.b2a_base64(document, newline=False).decode(),
+    }
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def _blob(operation: str, name: str, value: object, limit: int) -> bytes:
+    if not isinstance(value, str):
+        raise ResponseError(f"KMS answered {operation} with a {name} that is not a base64 string")
+    try:
+        blob = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ResponseError(f"{name} is not valid base64") from None
+    if not 1 <= len(blob) <= limit:
+        raise ResponseError(f"KMS answered {operation} with a {name} of {len(blob)} bytes, not 1..{limit}")
+    return blob
+
+
+def attested_answer(response: Response, operation: str) -> dict[str, Any]:
+    """The members of an attested operation's success (its shape in :data:`ATTESTED_SHAPES`), decoded.
+
+    ResponseError when the body is not a JSON object, a member breaks the model, CiphertextForRecipient is
+    missing, or the plaintext member came with a value (see the module docstring).
+    """
+    shape = ATTESTED_SHAPES[operation]
+    try:
+        body = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ResponseError(f"KMS answered {operation} with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise ResponseError(f"KMS answered {operation} with a body that is not a JSON object")
+    if body.get(shape.plaintext) not in (None, ""):
+        raise ResponseError(
+            f"KMS answered {operation} with {shape.plaintext} in the clear: refused, it must come only as "
+            "CiphertextForRecipient"
+        )
+    if not body.get("CiphertextForRecipient"):
+        raise ResponseError(f"KMS answered {operation} without CiphertextForRecipient (Recipient ignored?)")
+    members: dict[str, Any] = {}
+    for name, limit in shape.blobs.items():
+        if body.get(name) is not None:
+            members[name] = _blob(operation, name, body[name], limit)
+    for name in shape.strings:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_STRING_MEMBER_CHARS:
+            raise ResponseError(f"KMS answered {operation} with a {name} that is not a string of the model")
+        members[name] = value
+    return members
 
 
 def error_code(response: Response) -> tuple[str, str]:

@@ -12,7 +12,7 @@
     │   │                               than its bound (a peer dripping bytes)
     │   └── ProtocolError               the bytes that came back are not an HTTP/1.1 response we accept
     ├── ResponseError                   a 200 answer that breaks the contract (no CiphertextForRecipient,
-    │                                   bad JSON, bad base64)
+    │                                   a plaintext member in the clear, bad JSON, bad base64)
     ├── CredentialsError                no usable credentials were configured ("Unable to locate
     │   │                               credentials")
     │   ├── ProfileNotFound             ``AWS_PROFILE`` names a profile no file has
@@ -21,7 +21,8 @@
     └── EntropyError                    seeding the kernel entropy pool failed
 
 Errors of the attestation core pass through unchanged: ``attestation.errors.DecryptionError`` when
-CiphertextForRecipient does not open or opens to the wrong number of bytes (one message for every cause),
+CiphertextForRecipient does not open or opens to what the request rules out (the wrong number of bytes, a
+data key pair that is not one; one message for every cause),
 ``NSMError`` from the NSM device.
 Names follow botocore's (``botocore.exceptions``) so code written for boto3 reads the same.
 """
@@ -104,7 +105,7 @@ class ProtocolError(TransportError):
 
 
 class ResponseError(EnclaveError):
-    """A success response that breaks the GenerateRandom contract."""
+    """A success response that breaks the contract of an attested operation."""
 
 
 class CredentialsError(EnclaveError):

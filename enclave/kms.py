@@ -1,4 +1,4 @@
-"""The enclave's KMS client: attested GenerateRandom, boto3-shaped, over vsock through vsock-proxy.
+"""The enclave's KMS client: the attested KMS operations, boto3-shaped, over vsock through vsock-proxy.
 
 Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-facts §1, §6):
 
@@ -14,6 +14,15 @@ Flow per ``generate_random`` (aws-nitro-enclaves-sdk-c ``source/kms.c``; aws-fac
    decryption failure: under CBC without a MAC, "padding valid but length wrong" apart from "padding
    invalid" would be a padding oracle for a host that replays an earlier blob with edited blocks. A
    ``Plaintext`` that crossed the host is never accepted: without CiphertextForRecipient the call fails.
+
+Decrypt, GenerateDataKey, GenerateDataKeyPair and DeriveSharedSecret take one path (``KMSClient._attested``,
+the same for all four): the same document source (so ``attestation_reuse_seconds`` and prefetching
+apply), the same ``Recipient``, retries and errors; their answer's plaintext member (``Plaintext``,
+``PrivateKeyPlaintext``, ``SharedSecret``) is filled in from CiphertextForRecipient opened here, and an
+answer carrying it in the clear is a ResponseError (:mod:`enclave._awsjson`). What each operation knows of
+its plaintext before opening it is checked after (:mod:`enclave._attested`); a failed check is the one
+DecryptionError. The response holds the model's other members (``KeyId``, ``CiphertextBlob``, ...) as
+boto3 gives them, bytes for blobs, and ``ResponseMetadata``.
 
 The RSA key pair is made once per client (2048 bits by default; 3072/4096 selectable) and never leaves it.
 
@@ -37,7 +46,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +58,22 @@ from attestation import sigv4
 from attestation.cms import decrypt_ciphertext_for_recipient
 from attestation.errors import DecryptionError
 from enclave import vsock
-from enclave._awsjson import ciphertext_for_recipient, error_code, generate_random_body, response_metadata
+from enclave._attested import (
+    Request,
+    decrypt_request,
+    derive_shared_secret_request,
+    generate_data_key_pair_request,
+    generate_data_key_request,
+)
+from enclave._awsjson import (
+    ATTESTED_SHAPES,
+    attested_answer,
+    attested_body,
+    ciphertext_for_recipient,
+    error_code,
+    generate_random_body,
+    response_metadata,
+)
 from enclave._config import Config, Credentials, resolve_config, resolve_credentials, resolve_region
 from enclave._connection import ENV_KMS_TLS, Connection, Endpoint
 from enclave._documents import DocumentSource
@@ -192,6 +216,56 @@ class KMSClient:
         plaintext = self._open(response, NumberOfBytes)
         return {"Plaintext": plaintext, "ResponseMetadata": response_metadata(response, retries)}
 
+    def decrypt(
+        self,
+        *,
+        CiphertextBlob: bytes | None = None,  # noqa: N803 - boto3's parameter names
+        EncryptionContext: Mapping[str, str] | None = None,  # noqa: N803
+        KeyId: str | None = None,  # noqa: N803
+        EncryptionAlgorithm: str | None = None,  # noqa: N803
+        GrantTokens: Sequence[str] | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """Attested Decrypt: ``{"Plaintext": bytes, "KeyId": ..., ...}``, the plaintext opened here."""
+        request = decrypt_request(CiphertextBlob, EncryptionContext, KeyId, EncryptionAlgorithm, GrantTokens)
+        return self._attested(request)
+
+    def generate_data_key(
+        self,
+        *,
+        KeyId: str | None = None,  # noqa: N803 - boto3's parameter names
+        KeySpec: str | None = None,  # noqa: N803
+        NumberOfBytes: int | None = None,  # noqa: N803
+        EncryptionContext: Mapping[str, str] | None = None,  # noqa: N803
+        GrantTokens: Sequence[str] | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """Attested GenerateDataKey: ``{"Plaintext", "CiphertextBlob", "KeyId", ...}``, opened here."""
+        request = generate_data_key_request(KeyId, KeySpec, NumberOfBytes, EncryptionContext, GrantTokens)
+        return self._attested(request)
+
+    def generate_data_key_pair(
+        self,
+        *,
+        KeyId: str | None = None,  # noqa: N803 - boto3's parameter names
+        KeyPairSpec: str | None = None,  # noqa: N803
+        EncryptionContext: Mapping[str, str] | None = None,  # noqa: N803
+        GrantTokens: Sequence[str] | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """Attested GenerateDataKeyPair: ``{"PrivateKeyPlaintext" (DER PKCS#8), "PublicKey", ...}``."""
+        request = generate_data_key_pair_request(KeyId, KeyPairSpec, EncryptionContext, GrantTokens)
+        return self._attested(request)
+
+    def derive_shared_secret(
+        self,
+        *,
+        KeyId: str | None = None,  # noqa: N803 - boto3's parameter names
+        KeyAgreementAlgorithm: str | None = "ECDH",  # noqa: N803
+        PublicKey: bytes | None = None,  # noqa: N803
+        GrantTokens: Sequence[str] | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """Attested DeriveSharedSecret: ``{"SharedSecret": bytes, "KeyId", ...}``, the secret opened here."""
+        request = derive_shared_secret_request(KeyId, KeyAgreementAlgorithm, PublicKey, GrantTokens)
+        return self._attested(request)
+
     def random_bytes(self, n: int) -> bytes:
         """``n`` attested random bytes, ``0 <= n <= MAX_RANDOM_BYTES``, in GenerateRandom calls of <= 1024."""
         check_random_length(n)
@@ -280,6 +354,22 @@ class KMSClient:
                 "ResponseMetadata": response_metadata(response, attempt - 1),
             }
             raise error_class(code)(error, operation)
+
+    def _attested(self, request: Request) -> dict[str, Any]:
+        # The one path of every attested operation but GenerateRandom (whose hot path is its own):
+        # (1) a document from the same source, (2) the body, (3) the call, (4) the answer opened here.
+        with self._lock:
+            document = self._documents.take()
+            body = attested_body(request.members, document)
+            self._documents.prefetch_next()
+            response, retries = self._call(request.operation, body)
+        members = attested_answer(response, request.operation)
+        plaintext = decrypt_ciphertext_for_recipient(members["CiphertextForRecipient"], self._key)
+        if not request.check(plaintext, members):
+            raise DecryptionError()
+        members[ATTESTED_SHAPES[request.operation].plaintext] = plaintext
+        members["ResponseMetadata"] = response_metadata(response, retries)
+        return members
 
     def _open(self, response: Response, n: int) -> bytes:
         # (4) decrypt CiphertextForRecipient here; never accept a Plaintext that crossed the host
