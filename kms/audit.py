@@ -68,7 +68,8 @@ def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no document bytes."""
     out: dict[str, Any] = {}
     for name, value in params.items():
-        if name in _REDACTED:
+        # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
+        if name in _REDACTED or isinstance(value, bytes):
             continue
         if name == "Recipient":
             out["recipient"] = {"keyEncryptionAlgorithm": value.get("KeyEncryptionAlgorithm")}
@@ -219,7 +220,8 @@ def _params_key(params: Mapping[str, Any]) -> tuple[object, ...] | None:
     """
     key: list[object] = []
     for name, value in params.items():
-        if name in _REDACTED:
+        # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
+        if name in _REDACTED or isinstance(value, bytes):
             continue
         if name == "Recipient":
             if type(value) is not dict:

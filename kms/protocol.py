@@ -54,13 +54,14 @@ class Field:
     """One member of an input shape: its wire name, kind and model constraints."""
 
     name: str
-    kind: str  # "string" | "integer" | "blob" | "boolean" | "structure"
+    kind: str  # "string" | "integer" | "blob" | "boolean" | "structure" | "list" | "map"
     minimum: int | None = None
     maximum: int | None = None
     enum: tuple[str, ...] | None = None
     pattern: str | None = None
     required: bool = False
     sensitive: bool = False
+    #: A structure's members; a list's one element spec; a map's key spec and value spec.
     members: tuple[Field, ...] = ()
 
     @property
@@ -123,6 +124,8 @@ _TARGET_NAMES = {
     "blob": "a Blob",
     "boolean": "a Boolean",
     "structure": "a Structure",
+    "list": "a List",
+    "map": "a Map",
 }
 
 
@@ -136,8 +139,10 @@ def _convert(spec: Field, value: object, path: str, errors: list[str]) -> object
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind == "boolean":
         ok = isinstance(value, bool)
-    elif kind == "structure":
+    elif kind in ("structure", "map"):
         ok = isinstance(value, dict)
+    elif kind == "list":
+        ok = isinstance(value, list)
     else:
         raise KeyError(kind)
     if not ok:
@@ -145,6 +150,8 @@ def _convert(spec: Field, value: object, path: str, errors: list[str]) -> object
     if kind == "structure":
         assert isinstance(value, dict)
         return _members(spec.members, value, path + ".", errors)
+    if kind in ("list", "map"):
+        return _collection(spec, value, path, errors)
     converted: object = value
     if kind == "blob":
         assert isinstance(value, str)
@@ -205,6 +212,33 @@ def _convert(spec: Field, value: object, path: str, errors: list[str]) -> object
                 )
             )
     return converted
+
+
+def _collection(spec: Field, value: object, path: str, errors: list[str]) -> object:
+    """A list's elements or a map's entries, each converted by its spec; the count bounded like a length."""
+    assert isinstance(value, list | dict)
+    if spec.minimum is not None and len(value) < spec.minimum:
+        errors.append(
+            _violation(
+                _shown(spec, value), path, f"Member must have length greater than or equal to {spec.minimum}"
+            )
+        )
+    if spec.maximum is not None and len(value) > spec.maximum:
+        errors.append(
+            _violation(
+                _shown(spec, value), path, f"Member must have length less than or equal to {spec.maximum}"
+            )
+        )
+    if isinstance(value, list):
+        (element,) = spec.members
+        return [_convert(element, item, f"{path}.{n}.member", errors) for n, item in enumerate(value, 1)]
+    key_spec, value_spec = spec.members
+    return {
+        _convert(key_spec, key, f"{path}.{key}.key", errors): _convert(
+            value_spec, item, f"{path}.{key}.value", errors
+        )
+        for key, item in value.items()
+    }
 
 
 def _shown(spec: Field, value: object) -> str:
