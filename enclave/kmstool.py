@@ -1,23 +1,42 @@
-"""``kmstool-enclave-cli``: the AWS enclave SDK's command-line tool, ``genrandom`` subcommand.
+"""``kmstool-enclave-cli``: the AWS enclave SDK's command-line tool: ``decrypt``, ``genkey``, ``genrandom``.
 
-    kmstool-enclave-cli genrandom --length N [--region R] [--proxy-port P]
+    kmstool-enclave-cli decrypt --ciphertext B64 [--key-id ID --encryption-algorithm ALG] [common options]
+    kmstool-enclave-cli genkey --key-id ID --key-spec AES-256|AES-128 [common options]
+    kmstool-enclave-cli genrandom --length N [common options]
+    common options: [--region R] [--proxy-port P]
         [--aws-access-key-id ID --aws-secret-access-key KEY [--aws-session-token TOKEN]]
 
-Options, defaults, output and messages as aws-nitro-enclaves-sdk-c ``bin/kmstool-enclave-cli/main.c``
-(aws-facts §6): region us-east-1, proxy port 8000 on the parent (CID 3), ``--length`` in 1..1024 checked
-before any call ("--length must be set", "--length must be greater than 0", "--length must be smaller or
-equal to 1024"), ``PLAINTEXT: <base64>`` on stdout, "Could not generate random bytes" on stderr and exit
-status 1 on failure (preceded by one line naming the cause).
+Options, defaults, output and messages as aws-nitro-enclaves-sdk-c ``bin/kmstool-enclave-cli/main.c`` and
+``source/kms.c`` (aws-facts §6): region us-east-1, proxy port 8000 on the parent (CID 3); one usage text per
+subcommand (``--help``, or an option the subcommand does not take: "Unknown option: ...", exit 1). Every
+KMS call is attested (a Recipient with this process's document; the plaintext is opened here):
+
+- ``decrypt``: "--ciphertext must be set"; the ciphertext is base64 ("Ciphertext not a base64 string");
+  Decrypt is sent with ``KeyId`` and ``EncryptionAlgorithm`` only when ``--key-id`` is given, and then the
+  algorithm must be SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 ("Invalid encryption
+  algorithm", also when it is missing, as ``aws_kms_decrypt_blocking`` compares it unconditionally);
+  ``PLAINTEXT: <base64>``; on failure "Could not decrypt ciphertext", then "Could not decrypt".
+- ``genkey``: "--key-id must be set", "--key-spec must be set", "Unknown key spec: X" (then the usage);
+  GenerateDataKey with ``KeySpec`` AES_256 or AES_128; ``CIPHERTEXT: <base64>`` (the CiphertextBlob) then
+  ``PLAINTEXT: <base64>``; on failure "Could not generate data key".
+- ``genrandom``: ``--length`` in 1..1024 checked before any call ("--length must be set", "--length must be
+  greater than 0", "--length must be smaller or equal to 1024"); ``PLAINTEXT: <base64>``; on failure "Could
+  not generate random bytes".
+
+A failure is preceded by one line naming the cause (the error's class and message; never key material) and
+exits with status 1.
 
 Differences, for the simulation: credential flags are optional (without them the SDK's usual chain is used,
 which in simulation ends at kms-sim's credentials file), the session token is optional, and the entropy
-pool is seeded from the NSM only in a real enclave (a simulated one shares the host's kernel). ``decrypt``
-and ``genkey`` are recognised and refused with a clear message: kms-sim serves GenerateRandom.
+pool is seeded from the NSM only in a real enclave (a simulated one shares the host's kernel). The real
+tool returns ``AWS_OP_ERR`` from ``main`` after a failed KMS call (exit status 255) and prints its final
+line twice; here every failure is exit status 1 with the final line once.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +44,7 @@ from attestation.errors import AttestationError
 from enclave import vsock
 from enclave._entropy import seed_entropy
 from enclave.errors import EnclaveError
-from enclave.kms import MAX_NUMBER_OF_BYTES, client
+from enclave.kms import MAX_NUMBER_OF_BYTES, KMSClient, client
 
 __all__ = ["main"]
 
@@ -36,24 +55,44 @@ SEED_BYTES = 1024
 #: Digits of a numeric option read (a 64-bit value has at most 20); more are not read.
 ATOI_MAX_DIGITS = 32
 
-_USAGE = f"""usage: {PROG} <command> [options]
+_COMMANDS = f"""usage: {PROG} [command]
 
  Commands:
 
-    genrandom: Generate random bytes from KMS (attested: only this enclave can read them)
-    decrypt: Decrypt a ciphertext (not served by the simulation)
-    genkey: Generate a data key (not served by the simulation)
+    decrypt: Decrypt a given ciphertext blob.
+    genkey: Generate a datakey from KMS encrypted with the given key id.
+    genrandom: Generate a random byte string from KMS.
+"""
 
+_COMMON_USAGE = """
  Options:
 
-    --region REGION: AWS region to use for KMS
+    --help: Displays this message and exits
+    --region REGION: AWS region to use for KMS. Default: 'us-east-1'
     --proxy-port PORT: Connect to KMS proxy on PORT. Default: 8000
     --aws-access-key-id ACCESS_KEY_ID: AWS access key ID
     --aws-secret-access-key SECRET_ACCESS_KEY: AWS secret access key
     --aws-session-token SESSION_TOKEN: Session token associated with the access key ID
-    --length LENGTH: The number of random bytes to generate (genrandom)
-    --help: Display this message and exit
 """
+
+#: Each subcommand's own options (flag -> key) and the lines of its usage text.
+_SUBCOMMANDS: dict[str, tuple[dict[str, str], str]] = {
+    "decrypt": (
+        {"--ciphertext": "ciphertext", "--key-id": "key_id", "--encryption-algorithm": "algorithm"},
+        "    --ciphertext CIPHERTEXT: base64-encoded ciphertext that need to decrypt\n"
+        "    --key-id KEY_ID: decrypt key id (for symmetric keys, is optional)\n"
+        "    --encryption-algorithm ENCRYPTION_ALGORITHM: encryption algorithm for ciphertext\n",
+    ),
+    "genkey": (
+        {"--key-id": "key_id", "--key-spec": "key_spec"},
+        "    --key-id KEY_ID: key id\n"
+        "    --key-spec KEY_SPEC: The key spec used to create the key (AES-256 or AES-128).\n",
+    ),
+    "genrandom": (
+        {"--length": "length"},
+        "    --length NO_OF_BYTES: The length of the random byte string\n",
+    ),
+}
 
 _OPTIONS = {
     "--region": "region",
@@ -61,12 +100,26 @@ _OPTIONS = {
     "--aws-access-key-id": "access_key",
     "--aws-secret-access-key": "secret_key",
     "--aws-session-token": "token",
-    "--length": "length",
 }
+
+#: genkey's ``--key-spec`` values and the GenerateDataKey ``KeySpec`` each is sent as (``source/kms.c``).
+KEY_SPECS = {"AES-256": "AES_256", "AES-128": "AES_128"}
+#: The ``EncryptionAlgorithm`` values ``aws_kms_decrypt_blocking`` accepts with a key id (``source/kms.c``).
+DECRYPT_ALGORITHMS = ("SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256")
+
+
+def _usage(command: str | None) -> str:
+    if command not in _SUBCOMMANDS:
+        return _COMMANDS
+    return f"usage: {PROG} {command} [options]\n{_COMMON_USAGE}{_SUBCOMMANDS[command][1]}"
 
 
 class _UsageError(Exception):
-    """Bad command line: the message, then the usage text, exit 1."""
+    """Bad command line: the message, then the usage text (of ``command``, if known), exit 1."""
+
+    def __init__(self, message: str, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 def _atoi(text: str) -> int:
@@ -92,22 +145,97 @@ def _parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
     command, rest = argv[0], list(argv[1:])
     if command in ("--help", "-h"):
         raise _UsageError("")
+    if command not in _SUBCOMMANDS:
+        raise _UsageError("Unknown command")
+    options = _OPTIONS | _SUBCOMMANDS[command][0]
     values: dict[str, str] = {}
     while rest:
         option = rest.pop(0)
         if option in ("--help", "-h"):
-            raise _UsageError("")
+            raise _UsageError("", command)
         name, eq, inline = option.partition("=")
-        key = _OPTIONS.get(name)
+        key = options.get(name)
         if key is None:
-            raise _UsageError("Unknown option")
+            raise _UsageError(f"Unknown option: {name}", command)
         if eq:
             values[key] = inline
         elif rest:
             values[key] = rest.pop(0)
         else:
-            raise _UsageError(f"{name} requires an argument")
+            raise _UsageError(f"{name} requires an argument", command)
+    if command == "genkey" and "key_spec" in values and values["key_spec"] not in KEY_SPECS:
+        raise _UsageError(f"Unknown key spec: {values['key_spec']}", command)
     return command, values
+
+
+def _client(values: dict[str, str]) -> KMSClient:
+    """The tool's one KMS client (seeding the pool first in a real enclave, as the real tool does)."""
+    if not vsock.is_simulated():
+        seed_entropy(SEED_BYTES)
+    return client(
+        "kms",
+        region_name=values.get("region", DEFAULT_REGION),
+        aws_access_key_id=values.get("access_key"),
+        aws_secret_access_key=values.get("secret_key"),
+        aws_session_token=values.get("token"),
+        proxy_port=_atoi(values.get("proxy_port", str(vsock.DEFAULT_PROXY_PORT))),
+    )
+
+
+def _failed(exc: BaseException, *lines: str) -> int:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1
+
+
+#: What a KMS call may raise that the tool reports as a failure (one line each, no traceback).
+_CALL_ERRORS = (EnclaveError, AttestationError, ValueError, OSError)
+
+
+def _decrypt(values: dict[str, str]) -> int:
+    if "ciphertext" not in values:
+        print("--ciphertext must be set", file=sys.stderr)
+        return 1
+    try:
+        ciphertext = base64.b64decode(values["ciphertext"], validate=True)
+    except (binascii.Error, ValueError):
+        print("Ciphertext not a base64 string", file=sys.stderr)
+        print("Could not decrypt", file=sys.stderr)
+        return 1
+    key_id = algorithm = None
+    if "key_id" in values:
+        if values.get("algorithm") not in DECRYPT_ALGORITHMS:
+            print("Invalid encryption algorithm", file=sys.stderr)
+            print("Could not decrypt ciphertext", file=sys.stderr)
+            print("Could not decrypt", file=sys.stderr)
+            return 1
+        key_id, algorithm = values["key_id"], values["algorithm"]
+    try:
+        with _client(values) as kms:
+            result = kms.decrypt(CiphertextBlob=ciphertext, KeyId=key_id, EncryptionAlgorithm=algorithm)
+            plaintext = result["Plaintext"]
+    except _CALL_ERRORS as exc:
+        return _failed(exc, "Could not decrypt ciphertext", "Could not decrypt")
+    print(f"PLAINTEXT: {base64.b64encode(plaintext).decode()}")
+    return 0
+
+
+def _genkey(values: dict[str, str]) -> int:
+    if "key_id" not in values:
+        print("--key-id must be set", file=sys.stderr)
+        return 1
+    if "key_spec" not in values:
+        print("--key-spec must be set", file=sys.stderr)
+        return 1
+    try:
+        with _client(values) as kms:
+            result = kms.generate_data_key(KeyId=values["key_id"], KeySpec=KEY_SPECS[values["key_spec"]])
+    except _CALL_ERRORS as exc:
+        return _failed(exc, "Could not generate data key")
+    print(f"CIPHERTEXT: {base64.b64encode(result.get('CiphertextBlob', b'')).decode()}")
+    print(f"PLAINTEXT: {base64.b64encode(result['Plaintext']).decode()}")
+    return 0
 
 
 def _genrandom(values: dict[str, str]) -> int:
@@ -121,23 +249,11 @@ def _genrandom(values: dict[str, str]) -> int:
     if length > MAX_NUMBER_OF_BYTES:
         print(f"--length must be smaller or equal to {MAX_NUMBER_OF_BYTES}", file=sys.stderr)
         return 1
-    proxy_port = _atoi(values.get("proxy_port", str(vsock.DEFAULT_PROXY_PORT)))
     try:
-        if not vsock.is_simulated():
-            seed_entropy(SEED_BYTES)
-        with client(
-            "kms",
-            region_name=values.get("region", DEFAULT_REGION),
-            aws_access_key_id=values.get("access_key"),
-            aws_secret_access_key=values.get("secret_key"),
-            aws_session_token=values.get("token"),
-            proxy_port=proxy_port,
-        ) as kms:
+        with _client(values) as kms:
             plaintext = kms.generate_random(NumberOfBytes=length)["Plaintext"]
-    except (EnclaveError, AttestationError, ValueError, OSError) as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        print("Could not generate random bytes", file=sys.stderr)
-        return 1
+    except _CALL_ERRORS as exc:
+        return _failed(exc, "Could not generate random bytes")
     print(f"PLAINTEXT: {base64.b64encode(plaintext).decode()}")
     return 0
 
@@ -150,18 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         if str(exc):
             print(exc, file=sys.stderr)
-        print(_USAGE, file=sys.stderr, end="")
+        print(_usage(exc.command), file=sys.stderr, end="")
         return 0 if not str(exc) and args and args[0] in ("--help", "-h") else 1
-    if command == "genrandom":
-        return _genrandom(values)
-    if command in ("decrypt", "genkey"):
-        print(
-            f"{command} is not supported by this simulation (kms-sim serves GenerateRandom)", file=sys.stderr
-        )
-        return 1
-    print("Unknown command", file=sys.stderr)
-    print(_USAGE, file=sys.stderr, end="")
-    return 1
+    if command == "decrypt":
+        return _decrypt(values)
+    if command == "genkey":
+        return _genkey(values)
+    return _genrandom(values)
 
 
 if __name__ == "__main__":

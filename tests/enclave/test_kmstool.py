@@ -17,9 +17,20 @@ from enclave.kmstool import ATOI_MAX_DIGITS, _atoi, main
         (["genrandom", "--length", "abc"], "--length must be greater than 0"),
         (["genrandom", "--length", "-5"], "--length must be greater than 0"),
         (["genrandom", "--length", "1025"], "--length must be smaller or equal to 1024"),
-        (["genrandom", "--bogus", "1"], "Unknown option"),
+        (["genrandom", "--bogus", "1"], "Unknown option: --bogus"),
         (["frobnicate"], "Unknown command"),
-        (["decrypt", "--length", "1"], "decrypt is not supported by this simulation"),
+        (["decrypt", "--length", "1"], "Unknown option: --length"),
+        (["decrypt"], "--ciphertext must be set"),
+        (["decrypt", "--ciphertext", "not base64!"], "Ciphertext not a base64 string"),
+        (["decrypt", "--ciphertext", "AQI=", "--key-id", "k"], "Invalid encryption algorithm"),
+        (
+            ["decrypt", "--ciphertext", "AQI=", "--key-id", "k", "--encryption-algorithm", "X"],
+            "Invalid encryption",
+        ),
+        (["genkey", "--key-spec", "AES-256"], "--key-id must be set"),
+        (["genkey", "--key-id", "k"], "--key-spec must be set"),
+        (["genkey", "--key-id", "k", "--key-spec", "AES_256"], "Unknown key spec: AES_256"),
+        (["genkey", "--length", "3"], "Unknown option: --length"),
     ],
 )
 def test_argument_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,6 +43,19 @@ def test_argument_errors(args: list[str], message: str, capsys: pytest.CaptureFi
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "usage: kmstool_enclave_cli" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("decrypt", "--ciphertext CIPHERTEXT"), ("genkey", "--key-spec KEY_SPEC"), ("genrandom", "--length")],
+)
+def test_each_subcommand_has_its_usage(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # As the real tool: a subcommand's --help prints that subcommand's options and exits 1.
+    assert main([command, "--help"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: kmstool_enclave_cli {command} [options]")
+    assert option in err
+    assert "--proxy-port PORT" in err
 
 
 def test_unreachable_proxy_fails_cleanly(
