@@ -8,13 +8,20 @@ request of the protocol in :mod:`attestation.provider_wire` (the wire format and
 there) as follows:
 
 1. decode the request (bounded; a malformed one gets a ``MalformedRequest`` answer, the connection stays);
-2. draw ``bytes`` random bytes from KMS through the SDK: ``kms.random_bytes(n)``, i.e. attested
-   GenerateRandom calls with a Recipient, via the parent's vsock-proxy, opened here (a KMS error is answered
-   with its AWS error name, e.g. ``AccessDeniedException``);
-3. with a ``public_key`` in the request, encrypt them to it as a CiphertextForRecipient
-   (:func:`attestation.cms.build_ciphertext_for_recipient`, KMS's own format);
-4. ask the NSM for a fresh document with ``user_data`` = SHA-384 of the payload (the bytes, or the
-   ciphertext) exactly as sent, and ``nonce`` = the caller's nonce; answer payload and document.
+2. make the request's KMS calls through the SDK, every one attested (a Recipient; the plaintext opened
+   here; via the parent's vsock-proxy; a KMS error is answered with its AWS error name, e.g.
+   ``AccessDeniedException``):
+
+   * random bytes: ``kms.random_bytes(n)``, GenerateRandom calls of at most 1024 bytes;
+   * a data key: ``kms.generate_data_key(KeyId, KeySpec, EncryptionContext)``;
+   * a secret check: ``kms.decrypt(CiphertextBlob, EncryptionContext)``, then SHA-384 of the plaintext,
+     which is dropped at once: only the digest leaves;
+3. encrypt what is secret to the caller's ``public_key`` as a CiphertextForRecipient
+   (:func:`attestation.cms.build_ciphertext_for_recipient`, KMS's own format): random bytes when a key is
+   sent, a data key always (its request requires the key);
+4. ask the NSM for a fresh document with ``user_data`` binding the answer payload exactly as sent (the
+   rules per kind are :func:`attestation.provider_wire.payload_digest`'s, in that module's docstring) and
+   ``nonce`` = the caller's nonce; answer payload and document.
 
 At start it seeds the kernel's entropy pool with 1024 bytes from the NSM (``enclave.seed_entropy``, as
 kmstool-enclave-cli does). In a real enclave (no ``NITRO_SIM_*`` variable set) a failure to seed is fatal;
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import select
 import signal
@@ -43,7 +51,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -58,11 +66,18 @@ from attestation.provider_wire import (
     ERROR_TOO_MANY_CONNECTIONS,
     MAX_REQUEST_BODY_BYTES,
     Answer,
+    AnyAnswer,
+    DataKeyAnswer,
+    DataKeyRequest,
     ErrorAnswer,
     FrameReader,
     FrameTooLargeError,
     MalformedProviderMessageError,
     RandomRequest,
+    Request,
+    SecretCheckAnswer,
+    SecretCheckRequest,
+    data_key_payload,
     decode_request,
     encode_answer,
     encode_frame,
@@ -71,7 +86,7 @@ from attestation.provider_wire import (
 from enclave import vsock
 from enclave._entropy import seed_entropy
 from enclave.app import vsock_port
-from enclave.errors import ClientError, EnclaveError, EntropyError
+from enclave.errors import ClientError, EnclaveError, EntropyError, ResponseError
 from enclave.kms import client
 from enclave.nsm import open_nsm
 
@@ -90,10 +105,25 @@ SEED_BYTES = 1024
 RECV_BYTES = 2 * MAX_REQUEST_BODY_BYTES
 
 
-class RandomSource(Protocol):
+class KmsSource(Protocol):
     """What the provider needs from the KMS client (``enclave.client("kms")`` is one)."""
 
     def random_bytes(self, n: int) -> bytes: ...
+
+    def generate_data_key(  # boto3's parameter names
+        self,
+        *,
+        KeyId: str | None = None,  # noqa: N803
+        KeySpec: str | None = None,  # noqa: N803
+        EncryptionContext: Any = None,  # noqa: N803
+    ) -> dict[str, Any]: ...
+
+    def decrypt(
+        self,
+        *,
+        CiphertextBlob: bytes | None = None,  # noqa: N803 - boto3's parameter names
+        EncryptionContext: Any = None,  # noqa: N803
+    ) -> dict[str, Any]: ...
 
 
 class Attester(Protocol):
@@ -111,7 +141,7 @@ def _log(message: str) -> None:
 class Provider:
     """The request handler, without sockets: a request's frame body in, the answer's frame body out."""
 
-    def __init__(self, kms: RandomSource, nsm: Attester) -> None:
+    def __init__(self, kms: KmsSource, nsm: Attester) -> None:
         self._kms = kms
         self._nsm = nsm
 
@@ -119,7 +149,7 @@ class Provider:
         """The encoded answer to one request body (never raises for anything the request or KMS did)."""
         return encode_answer(self.handle(body))
 
-    def handle(self, body: bytes) -> Answer | ErrorAnswer:
+    def handle(self, body: bytes) -> AnyAnswer:
         try:
             # (1) decode and check the request
             request = decode_request(body)
@@ -140,7 +170,39 @@ class Provider:
             _log(f"internal error serving a request: {type(exc).__name__}")
             return ErrorAnswer.of(ERROR_INTERNAL, f"internal error ({type(exc).__name__})")
 
-    def _serve(self, request: RandomRequest) -> Answer:
+    def _serve(self, request: Request) -> Answer | DataKeyAnswer | SecretCheckAnswer:
+        if isinstance(request, DataKeyRequest):
+            return self._data_key(request)
+        if isinstance(request, SecretCheckRequest):
+            return self._check_secret(request)
+        return self._random(request)
+
+    def _data_key(self, request: DataKeyRequest) -> DataKeyAnswer:
+        # (2) an attested GenerateDataKey, opened inside this enclave (the SDK checked the key's length)
+        result = self._kms.generate_data_key(
+            KeyId=request.key_id, KeySpec=request.key_spec, EncryptionContext=request.encryption_context
+        )
+        blob, arn = result.get("CiphertextBlob"), result.get("KeyId")
+        if not isinstance(blob, bytes) or not isinstance(arn, str):
+            raise ResponseError("KMS answered GenerateDataKey without CiphertextBlob or KeyId")
+        # (3) the data key leaves only as a CiphertextForRecipient to the caller's key
+        ciphertext = build_ciphertext_for_recipient(result["Plaintext"], _rsa_key(request.public_key))
+        # (4) a fresh document binding the whole payload: ciphertext, blob and ARN
+        digest = payload_digest(data_key_payload(ciphertext, blob, arn))
+        document = self._nsm.attestation(user_data=digest, nonce=request.nonce)
+        return DataKeyAnswer(ciphertext=ciphertext, ciphertext_blob=blob, key_arn=arn, document=document)
+
+    def _check_secret(self, request: SecretCheckRequest) -> SecretCheckAnswer:
+        # (2) an attested Decrypt, opened inside this enclave; only its digest is kept
+        result = self._kms.decrypt(
+            CiphertextBlob=request.ciphertext_blob, EncryptionContext=request.encryption_context
+        )
+        digest = hashlib.sha384(result.pop("Plaintext")).digest()
+        # (4) the digest is the whole payload and the document's user_data
+        document = self._nsm.attestation(user_data=digest, nonce=request.nonce)
+        return SecretCheckAnswer(secret_sha384=digest, document=document)
+
+    def _random(self, request: RandomRequest) -> Answer:
         # (2) attested random bytes from KMS, opened inside this enclave
         plaintext = self._kms.random_bytes(request.number_of_bytes)
         if len(plaintext) != request.number_of_bytes:
@@ -148,13 +210,17 @@ class Provider:
         # (3) to the caller's key, as KMS's CiphertextForRecipient, if it sent one
         payload = plaintext
         if request.public_key is not None:
-            key = serialization.load_der_public_key(request.public_key)
-            if not isinstance(key, rsa.RSAPublicKey):  # pragma: no cover - RandomRequest checked it
-                raise TypeError("public_key is not RSA")
-            payload = build_ciphertext_for_recipient(plaintext, key)
+            payload = build_ciphertext_for_recipient(plaintext, _rsa_key(request.public_key))
         # (4) a fresh document binding the payload as sent, and the caller's nonce
         document = self._nsm.attestation(user_data=payload_digest(payload), nonce=request.nonce)
         return Answer(payload=payload, encrypted=request.public_key is not None, document=document)
+
+
+def _rsa_key(der: bytes) -> rsa.RSAPublicKey:
+    key = serialization.load_der_public_key(der)
+    if not isinstance(key, rsa.RSAPublicKey):  # pragma: no cover - the request's constructor checked it
+        raise TypeError("public_key is not RSA")
+    return key
 
 
 class _Server:

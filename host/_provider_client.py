@@ -1,9 +1,11 @@
 """The parent's side of the attested-random provider protocol: connect, ask, and verify the answer.
 
-The library under ``attested-random fetch`` (:mod:`host.random_client`, which states the rules of the
+The library under ``attested-random`` (:mod:`host.random_client`, which states the rules of the
 verification pipeline): :func:`fetch` makes one request to an enclave's provider and returns the verified
-bytes, or raises :class:`RefusedError` (a check failed, named) or :class:`ProviderError` (the provider
-answered an error, or could not be reached).
+bytes, :func:`data_key` a verified data key (opened with a key pair made for the one request),
+:func:`check_secret` the verified SHA-384 of a secret the enclave decrypted; each raises
+:class:`RefusedError` (a check failed, named) or :class:`ProviderError` (the provider answered an error, or
+could not be reached).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,12 +27,20 @@ from attestation.document import AttestationDocument
 from attestation.errors import AttestationError, DecryptionError, MalformedError, VerificationError
 from attestation.policy import Nonce, image_sha384
 from attestation.provider_wire import (
+    DATA_KEY_SPECS,
     MAX_ANSWER_BODY_BYTES,
     Answer,
+    AnyAnswer,
+    DataKeyAnswer,
+    DataKeyRequest,
     ErrorAnswer,
     FrameReader,
     PayloadDigest,
     RandomRequest,
+    Request,
+    SecretCheckAnswer,
+    SecretCheckRequest,
+    SecretDigest,
     decode_answer,
     encode_frame,
     encode_request,
@@ -37,7 +48,19 @@ from attestation.provider_wire import (
 from attestation.sim import is_simulated, vsock_socket_path
 from attestation.verify import Verifier
 
-__all__ = ["Fetched", "ProviderError", "RefusedError", "connect", "exchange", "fetch", "verify_answer"]
+__all__ = [
+    "DataKey",
+    "Fetched",
+    "ProviderError",
+    "RefusedError",
+    "SecretChecked",
+    "check_secret",
+    "connect",
+    "data_key",
+    "exchange",
+    "fetch",
+    "verify_answer",
+]
 
 #: Our freshness challenge: 256 bits, new for every request.
 NONCE_BYTES = 32
@@ -78,6 +101,29 @@ class Fetched:
     random: bytes
     document: AttestationDocument
     encrypted: bool
+    root: x509.Certificate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataKey:
+    """A verified data key: its plaintext (opened here), KMS's CiphertextBlob of it, the KMS key's ARN."""
+
+    plaintext: bytes
+    ciphertext_blob: bytes
+    key_arn: str
+    document: AttestationDocument
+    root: x509.Certificate
+
+    def __repr__(self) -> str:  # the data key is secret: never in a repr, a log or a traceback
+        return f"DataKey(key_arn={self.key_arn!r}, ciphertext_blob=<{len(self.ciphertext_blob)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretChecked:
+    """The verified SHA-384 of the secret the enclave decrypted, and the document binding it."""
+
+    secret_sha384: bytes
+    document: AttestationDocument
     root: x509.Certificate
 
 
@@ -132,7 +178,7 @@ def _connect_once(cid: int, port: int, *, timeout: float, simulated: bool | None
     return sock
 
 
-def exchange(sock: socket.socket, request: RandomRequest, *, timeout: float) -> Answer | ErrorAnswer:
+def exchange(sock: socket.socket, request: Request, *, timeout: float) -> AnyAnswer:
     """Send ``request`` and read one answer, all within ``timeout``; ProviderError on transport failures."""
     deadline = time.monotonic() + timeout
     reader = FrameReader(MAX_ANSWER_BODY_BYTES)
@@ -158,8 +204,37 @@ def exchange(sock: socket.socket, request: RandomRequest, *, timeout: float) -> 
 # -- verification --------------------------------------------------------------------------------------------
 
 
+def _verified_document(
+    document: bytes, *, nonce: bytes, binding: Any, verifier: Verifier, pcr0: bytes, at: datetime
+) -> tuple[AttestationDocument, x509.Certificate]:
+    """Steps (2)-(5): authentic document, PCR0, nonce, user_data (``binding``); or RefusedError."""
+    # (2) the document is authentic (chain to a pinned root at `at`, ES384 signature)
+    try:
+        doc = verifier.verify(document, at=at)
+    except VerificationError as exc:
+        raise RefusedError(f"document {exc.step}", exc.detail) from None
+    except MalformedError as exc:
+        raise RefusedError("document decode", str(exc)) from None
+    # (3) PCR0, (4) nonce, (5) user_data: each a policy on the verified document
+    for check, policy in (("PCR0", image_sha384(pcr0)), ("nonce", Nonce(nonce)), ("user_data", binding)):
+        try:
+            policy.check(doc, at=at)
+        except VerificationError as exc:
+            raise RefusedError(check, exc.detail) from None
+    root = next(r for r in verifier.roots if r.public_bytes(serialization.Encoding.DER) == doc.cabundle[0])
+    return doc, root
+
+
+def _expect(answer: AnyAnswer, kind: type[Any], asked: str) -> None:
+    """Step (1): an answer, of the kind asked for; ProviderError for an error answer."""
+    if isinstance(answer, ErrorAnswer):
+        raise ProviderError(answer.error, answer.message)
+    if not isinstance(answer, kind):
+        raise RefusedError("answer", f"we asked for {asked}, the provider sent another kind of answer")
+
+
 def verify_answer(
-    answer: Answer | ErrorAnswer,
+    answer: AnyAnswer,
     *,
     request: RandomRequest,
     private_key: rsa.RSAPrivateKey | None,
@@ -170,28 +245,20 @@ def verify_answer(
     """Run the pipeline of the module docstring; return the verified bytes or raise RefusedError
     (ProviderError for an error answer)."""
     # (1) an answer, of the kind we asked for
-    if isinstance(answer, ErrorAnswer):
-        raise ProviderError(answer.error, answer.message)
+    _expect(answer, Answer, "random bytes")
+    assert isinstance(answer, Answer)
     if answer.encrypted != (request.public_key is not None):
         asked = "a ciphertext" if request.public_key is not None else "plaintext"
         raise RefusedError("answer", f"we asked for {asked}, the provider sent {answer.key}")
-    # (2) the document is authentic (chain to a pinned root at `at`, ES384 signature)
-    try:
-        doc = verifier.verify(answer.document, at=at)
-    except VerificationError as exc:
-        raise RefusedError(f"document {exc.step}", exc.detail) from None
-    except MalformedError as exc:
-        raise RefusedError("document decode", str(exc)) from None
-    # (3) PCR0, (4) nonce, (5) user_data: each a policy on the verified document
-    for check, policy in (
-        ("PCR0", image_sha384(pcr0)),
-        ("nonce", Nonce(request.nonce)),
-        ("user_data", PayloadDigest(answer.payload)),
-    ):
-        try:
-            policy.check(doc, at=at)
-        except VerificationError as exc:
-            raise RefusedError(check, exc.detail) from None
+    # (2)-(5)
+    doc, root = _verified_document(
+        answer.document,
+        nonce=request.nonce,
+        binding=PayloadDigest(answer.payload),
+        verifier=verifier,
+        pcr0=pcr0,
+        at=at,
+    )
     # (6) the bytes themselves: opened with our key when encrypted; exactly as many as asked for
     random = answer.payload
     if answer.encrypted:
@@ -203,8 +270,122 @@ def verify_answer(
             raise RefusedError("decryption", str(exc)) from None
     if len(random) != request.number_of_bytes:
         raise RefusedError("length", f"asked for {request.number_of_bytes} bytes, got {len(random)}")
-    root = next(r for r in verifier.roots if r.public_bytes(serialization.Encoding.DER) == doc.cabundle[0])
     return Fetched(random=random, document=doc, encrypted=answer.encrypted, root=root)
+
+
+def verify_data_key(
+    answer: AnyAnswer,
+    *,
+    request: DataKeyRequest,
+    private_key: rsa.RSAPrivateKey,
+    verifier: Verifier,
+    pcr0: bytes,
+    at: datetime,
+) -> DataKey:
+    """The pipeline for a data key: (1)-(5) on the whole payload, (6) the key opens, of its spec's length."""
+    _expect(answer, DataKeyAnswer, "a data key")
+    assert isinstance(answer, DataKeyAnswer)
+    doc, root = _verified_document(
+        answer.document,
+        nonce=request.nonce,
+        binding=PayloadDigest(answer.payload),
+        verifier=verifier,
+        pcr0=pcr0,
+        at=at,
+    )
+    try:
+        plaintext = decrypt_ciphertext_for_recipient(answer.ciphertext, private_key)
+    except DecryptionError as exc:
+        raise RefusedError("decryption", str(exc)) from None
+    if len(plaintext) != DATA_KEY_SPECS[request.key_spec]:
+        raise RefusedError("decryption", DecryptionError.MESSAGE)  # a length apart would be an oracle
+    return DataKey(
+        plaintext=plaintext,
+        ciphertext_blob=answer.ciphertext_blob,
+        key_arn=answer.key_arn,
+        document=doc,
+        root=root,
+    )
+
+
+def verify_secret_check(
+    answer: AnyAnswer, *, request: SecretCheckRequest, verifier: Verifier, pcr0: bytes, at: datetime
+) -> SecretChecked:
+    """The pipeline for a secret check: (1)-(4), and (5) user_data is the answered digest itself."""
+    _expect(answer, SecretCheckAnswer, "a secret check")
+    assert isinstance(answer, SecretCheckAnswer)
+    doc, root = _verified_document(
+        answer.document,
+        nonce=request.nonce,
+        binding=SecretDigest(answer.secret_sha384),
+        verifier=verifier,
+        pcr0=pcr0,
+        at=at,
+    )
+    return SecretChecked(secret_sha384=answer.secret_sha384, document=doc, root=root)
+
+
+def _key_pair() -> tuple[rsa.RSAPrivateKey, bytes]:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    public = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_key, public
+
+
+def data_key(
+    cid: int,
+    port: int,
+    *,
+    key_id: str,
+    key_spec: str,
+    encryption_context: dict[str, str] | None,
+    pcr0: bytes,
+    verifier: Verifier,
+    at: datetime,
+    timeout: float = TIMEOUT_SECONDS,
+    wait: float = 0.0,
+    simulated: bool | None = None,
+) -> DataKey:
+    """A data key under ``key_id`` from the provider at vsock ``(cid, port)``, encrypted to a key pair made
+    for this one request and verified; or RefusedError / ProviderError. ValueError for a bad argument."""
+    private_key, public_key = _key_pair()
+    request = DataKeyRequest(
+        key_id=key_id,
+        key_spec=key_spec,
+        encryption_context=encryption_context,
+        nonce=secrets.token_bytes(NONCE_BYTES),
+        public_key=public_key,
+    )
+    with connect(cid, port, timeout=timeout, wait=wait, simulated=simulated) as sock:
+        answer = exchange(sock, request, timeout=timeout)
+    return verify_data_key(
+        answer, request=request, private_key=private_key, verifier=verifier, pcr0=pcr0, at=at
+    )
+
+
+def check_secret(
+    cid: int,
+    port: int,
+    *,
+    ciphertext_blob: bytes,
+    encryption_context: dict[str, str] | None,
+    pcr0: bytes,
+    verifier: Verifier,
+    at: datetime,
+    timeout: float = TIMEOUT_SECONDS,
+    wait: float = 0.0,
+    simulated: bool | None = None,
+) -> SecretChecked:
+    """Have the provider decrypt ``ciphertext_blob`` and answer SHA-384 of the secret, verified."""
+    request = SecretCheckRequest(
+        ciphertext_blob=ciphertext_blob,
+        encryption_context=encryption_context,
+        nonce=secrets.token_bytes(NONCE_BYTES),
+    )
+    with connect(cid, port, timeout=timeout, wait=wait, simulated=simulated) as sock:
+        answer = exchange(sock, request, timeout=timeout)
+    return verify_secret_check(answer, request=request, verifier=verifier, pcr0=pcr0, at=at)
 
 
 def fetch(

@@ -1,7 +1,21 @@
-"""``attested-random``: fetch random bytes from an enclave's provider, and verify where they come from.
+"""``attested-random``: fetch random bytes, a data key or a secret's digest from an enclave's provider, and
+verify where they come from.
 
     attested-random fetch --enclave-cid CID [--port P] [--bytes N] (--pcr0 HEX | --eif-path F.eif)
                           [--root sim|aws|PEM] [--encrypt] [--wait S] [--json]
+    attested-random data-key --enclave-cid CID --key-id ID [--key-spec AES_256|AES_128]
+                          [--encryption-context K=V ...] (--pcr0 HEX | --eif-path F.eif) [...]
+    attested-random check-secret --enclave-cid CID --ciphertext-blob B64|fileb://PATH
+                          [--encryption-context K=V ...] [--expect-sha384 HEX] (--pcr0 | --eif-path) [...]
+
+``data-key`` has the enclave make an attested GenerateDataKey under the KMS key and send the data key
+encrypted to an RSA-2048 key pair made for the one request (always: the plaintext key never crosses the
+parent in the clear), with KMS's CiphertextBlob of it and the key's ARN; it prints the key (base64), the
+blob (base64, to have it decrypted later) and the ARN. ``check-secret`` has the enclave decrypt a
+CiphertextBlob (e.g. from ``aws kms encrypt``) with an attested Decrypt and answer only SHA-384 of the
+plaintext, bound as the document's user_data; with ``--expect-sha384`` a different digest is refused
+(exit 1). Both verify the answer with the same steps as ``fetch``, (5) on their payload's rule
+(:mod:`attestation.provider_wire`).
 
 The parent instance's side of :mod:`attestation.provider_wire` (the protocol, its bounds and the default
 port 5005 are stated there). It connects to vsock ``(CID, P)``: in simulation (``attestation.sim``'s rule,
@@ -37,6 +51,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import hmac
 import json
 import math
 import sys
@@ -45,18 +60,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attestation.cli import UsageError as _RootError
 from attestation.cli import load_roots  # nitro-attest verify's --root rules, shared
 from attestation.document import AttestationDocument
 from attestation.eif import MAX_EIF_BYTES, EifError, read_eif
-from attestation.provider_wire import DEFAULT_PORT, MAX_RANDOM_BYTES
+from attestation.provider_wire import (
+    DATA_KEY_SPECS,
+    DEFAULT_PORT,
+    MAX_CIPHERTEXT_BLOB_BYTES,
+    MAX_RANDOM_BYTES,
+    SHA384_BYTES,
+)
 from attestation.sim import MAX_VSOCK_U32, is_simulated
 from attestation.verify import Verifier
-from host._provider_client import PCR_BYTES, RSA_KEY_BITS, Fetched, ProviderError, RefusedError, fetch
+from host._provider_client import (
+    PCR_BYTES,
+    RSA_KEY_BITS,
+    DataKey,
+    Fetched,
+    ProviderError,
+    RefusedError,
+    SecretChecked,
+    check_secret,
+    data_key,
+    fetch,
+)
 
-__all__ = ["Fetched", "ProviderError", "RefusedError", "fetch", "main"]
+__all__ = [
+    "DataKey",
+    "Fetched",
+    "ProviderError",
+    "RefusedError",
+    "SecretChecked",
+    "check_secret",
+    "data_key",
+    "fetch",
+    "main",
+]
 
 PROG = "attested-random"
 #: Bytes asked for when ``--bytes`` is not given.
@@ -193,27 +236,183 @@ def cmd_fetch(args: argparse.Namespace, *, now: datetime) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Fetch attested random bytes from an enclave and verify them.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    fetch_ = sub.add_parser("fetch", help="ask the enclave's provider for random bytes and verify the answer")
-    fetch_.add_argument("--enclave-cid", required=True, metavar="CID", help="the enclave's CID")
-    fetch_.add_argument("--port", default=str(DEFAULT_PORT), metavar="P", help=f"vsock port ({DEFAULT_PORT})")
-    fetch_.add_argument("--bytes", default=str(DEFAULT_BYTES), metavar="N", help=f"1..{MAX_RANDOM_BYTES}")
-    expected = fetch_.add_mutually_exclusive_group(required=True)
+def _context(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--encryption-context K=V`` (repeatable) as a map; None when not given."""
+    if not pairs:
+        return None
+    context: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--encryption-context takes KEY=VALUE, got {pair[:24]!r}")
+        context[key] = value
+    return context
+
+
+def _blob(text: str) -> bytes:
+    """``--ciphertext-blob``: base64, or ``fileb://PATH`` (the AWS CLI's form for raw bytes in a file)."""
+    if text.startswith("fileb://"):
+        path = Path(text.removeprefix("fileb://"))
+        try:
+            if path.stat().st_size > MAX_CIPHERTEXT_BLOB_BYTES:
+                raise UsageError(f"--ciphertext-blob {path}: over {MAX_CIPHERTEXT_BLOB_BYTES} bytes")
+            return path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--ciphertext-blob {path}: {exc.strerror or exc}") from None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise UsageError("--ciphertext-blob must be base64 or fileb://PATH") from None
+
+
+def _verified_lines(doc: AttestationDocument, root: x509.Certificate) -> list[str]:
+    root_fp = hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return [
+        f"  PCR0       {doc.pcrs[0].hex()} (as expected)",
+        f"  timestamp  {doc.timestamp} ({_issued(doc)})",
+        f"  nonce      ok ({len(doc.nonce or b'')} fresh bytes of ours)",
+        "  user_data  ok (binds the answer as received)",
+        f"  chain      ES384 signature, chain to {root.subject.rfc4514_string()} (sha256 {root_fp[:16]}...)",
+    ]
+
+
+def _target(args: argparse.Namespace) -> tuple[int, int, bytes, Verifier, float]:
+    cid = _int_in(args.enclave_cid, "--enclave-cid", MIN_ENCLAVE_CID, MAX_ENCLAVE_CID)
+    port = _int_in(args.port, "--port", 1, MAX_VSOCK_U32)
+    return (
+        cid,
+        port,
+        _expected_pcr0(args),
+        _verifier(args.root),
+        _seconds(args.wait, "--wait", MAX_WAIT_SECONDS),
+    )
+
+
+def cmd_data_key(args: argparse.Namespace, *, now: datetime) -> int:
+    if args.key_spec not in DATA_KEY_SPECS:
+        raise UsageError(f"--key-spec must be one of {', '.join(DATA_KEY_SPECS)}")
+    context = _context(args.encryption_context)
+    cid, port, pcr0, verifier, wait = _target(args)
+    try:
+        key: DataKey = data_key(
+            cid,
+            port,
+            key_id=args.key_id,
+            key_spec=args.key_spec,
+            encryption_context=context,
+            pcr0=pcr0,
+            verifier=verifier,
+            at=now,
+            wait=wait,
+        )
+    except ValueError as exc:  # a key id or context the protocol refuses
+        raise UsageError(str(exc)) from None
+    plaintext = base64.b64encode(key.plaintext).decode()
+    blob = base64.b64encode(key.ciphertext_blob).decode()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "Plaintext": plaintext,
+                    "CiphertextBlob": blob,
+                    "KeyId": key.key_arn,
+                    "module_id": key.document.module_id,
+                }
+            )
+        )
+        return EXIT_OK
+    lines = [
+        f"plaintext  {plaintext}",
+        f"blob       {blob}",
+        f"key        {key.key_arn}",
+        f"verified   a {len(key.plaintext)}-byte data key (encrypted to our RSA-{RSA_KEY_BITS} key, opened "
+        f"here) from enclave {key.document.module_id}",
+        *_verified_lines(key.document, key.root),
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_check_secret(args: argparse.Namespace, *, now: datetime) -> int:
+    blob = _blob(args.ciphertext_blob)
+    expected: bytes | None = None
+    if args.expect_sha384 is not None:
+        try:
+            expected = bytes.fromhex(args.expect_sha384)
+        except ValueError:
+            raise UsageError("--expect-sha384 must be hex") from None
+        if len(expected) != SHA384_BYTES:
+            raise UsageError(f"--expect-sha384 must be {2 * SHA384_BYTES} hex digits")
+    context = _context(args.encryption_context)
+    cid, port, pcr0, verifier, wait = _target(args)
+    try:
+        checked: SecretChecked = check_secret(
+            cid,
+            port,
+            ciphertext_blob=blob,
+            encryption_context=context,
+            pcr0=pcr0,
+            verifier=verifier,
+            at=now,
+            wait=wait,
+        )
+    except ValueError as exc:  # a blob or context the protocol refuses
+        raise UsageError(str(exc)) from None
+    if expected is not None and not hmac.compare_digest(expected, checked.secret_sha384):
+        raise RefusedError("secret", "the secret's SHA-384 is not the expected one")
+    if args.json:
+        print(json.dumps({"sha384": checked.secret_sha384.hex(), "module_id": checked.document.module_id}))
+        return EXIT_OK
+    lines = [
+        f"sha384     {checked.secret_sha384.hex()}",
+        f"verified   enclave {checked.document.module_id} decrypted the secret and answered only its digest"
+        + (" (as expected)" if expected is not None else ""),
+        *_verified_lines(checked.document, checked.root),
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _common_arguments(sub: argparse.ArgumentParser) -> None:
+    """What every subcommand takes: where the provider is, what it must be, the root, the wait, --json."""
+    sub.add_argument("--enclave-cid", required=True, metavar="CID", help="the enclave's CID")
+    sub.add_argument("--port", default=str(DEFAULT_PORT), metavar="P", help=f"vsock port ({DEFAULT_PORT})")
+    expected = sub.add_mutually_exclusive_group(required=True)
     expected.add_argument("--pcr0", metavar="HEX", help="the enclave image's expected PCR0 (96 hex digits)")
     expected.add_argument("--eif-path", metavar="F.eif", help="take the expected PCR0 from this image")
-    fetch_.add_argument(
+    sub.add_argument(
         "--root", metavar="sim|aws|PEM", help="pinned root (default: sim in simulation, else aws)"
     )
-    fetch_.add_argument("--encrypt", action="store_true", help="have the bytes sent encrypted to a fresh key")
-    fetch_.add_argument(
+    sub.add_argument(
         "--wait",
         default=str(DEFAULT_WAIT_SECONDS),
         metavar="S",
         help=f"seconds to wait for the enclave's app to listen (default {DEFAULT_WAIT_SECONDS:g})",
     )
-    fetch_.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Fetch attested random bytes, data keys or secret digests.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fetch_ = sub.add_parser("fetch", help="ask the enclave's provider for random bytes and verify the answer")
+    _common_arguments(fetch_)
+    fetch_.add_argument("--bytes", default=str(DEFAULT_BYTES), metavar="N", help=f"1..{MAX_RANDOM_BYTES}")
+    fetch_.add_argument("--encrypt", action="store_true", help="have the bytes sent encrypted to a fresh key")
+    key = sub.add_parser(
+        "data-key", help="have the enclave make a data key under a KMS key, sent encrypted to us"
+    )
+    _common_arguments(key)
+    key.add_argument("--key-id", required=True, metavar="ID", help="the KMS key (ID, ARN, alias name or ARN)")
+    key.add_argument("--key-spec", default="AES_256", metavar="SPEC", help="AES_256 (default) or AES_128")
+    key.add_argument("--encryption-context", action="append", metavar="K=V", help="encryption context pair")
+    check = sub.add_parser(
+        "check-secret", help="have the enclave decrypt a secret and answer only its SHA-384"
+    )
+    _common_arguments(check)
+    check.add_argument("--ciphertext-blob", required=True, metavar="B64|fileb://PATH", help="KMS ciphertext")
+    check.add_argument("--encryption-context", action="append", metavar="K=V", help="encryption context pair")
+    check.add_argument("--expect-sha384", metavar="HEX", help="refuse unless the secret has this SHA-384")
     return parser
 
 
@@ -227,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     now = datetime.now(UTC)  # the one clock read: the verification time
     try:
         args = build_parser().parse_args(argv)
-        return cmd_fetch(args, now=now)
+        command = {"fetch": cmd_fetch, "data-key": cmd_data_key, "check-secret": cmd_check_secret}[
+            args.command
+        ]
+        return command(args, now=now)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

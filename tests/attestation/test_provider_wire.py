@@ -148,7 +148,7 @@ def test_request_keys_must_be_kms_recipient_keys() -> None:
         (cbor2.dumps({"bytes": 8, "nonce": NONCE}) + b"\x00", "1 trailing bytes"),
         (b"\xa2\x65bytes\x08\x65bytes\x09", "invalid CBOR"),  # duplicate key
         (b"\xd8\x1c\xa0", "invalid CBOR"),  # shareable: a back-reference tag
-        (b"\x40" * (MAX_REQUEST_BODY_BYTES + 1), "over the 4096-byte bound"),
+        (b"\x40" * (MAX_REQUEST_BODY_BYTES + 1), f"over the {MAX_REQUEST_BODY_BYTES}-byte bound"),
     ],
     ids=["empty", "garbage", "list", "trailing", "duplicate", "backref", "oversized"],
 )
@@ -227,7 +227,9 @@ def test_frames_fed_whole_with_a_partial_tail() -> None:
 
 def test_oversized_frame_breaks_the_reader_for_good() -> None:
     reader = FrameReader(MAX_REQUEST_BODY_BYTES)
-    with pytest.raises(FrameTooLargeError, match="frame of 1195725856 bytes is over the 4096-byte bound"):
+    with pytest.raises(
+        FrameTooLargeError, match=f"frame of 1195725856 bytes is over the {MAX_REQUEST_BODY_BYTES}-byte bound"
+    ):
         reader.feed(b"GET / HTTP/1.1\r\n\r\n")
     assert reader.broken
     with pytest.raises(RuntimeError, match="cannot be read further"):
