@@ -23,7 +23,7 @@ from kms.protocol import (
 
 def test_parse_target() -> None:
     assert parse_target("TrentService.GenerateRandom", OPERATIONS) == "GenerateRandom"
-    for bad in (None, "", "GenerateRandom", "TrentService.Encrypt", "trentservice.GenerateRandom"):
+    for bad in (None, "", "GenerateRandom", "TrentService.Sign", "trentservice.GenerateRandom"):
         with pytest.raises(UnknownOperationException):
             parse_target(bad, OPERATIONS)
 
