@@ -1,0 +1,235 @@
+"""Issue 15's "Done when": an enclave decrypts a secret the host encrypted, only when the key policy names its
+image, and the host never sees the plaintext.
+
+- The enclave app is the provider image built from ``Dockerfile.enclave`` by our ``nitro-cli
+  build-enclave`` and run by ``nitro-cli run-enclave`` (the plugin's ``built_enclave`` /
+  ``running_enclave``), beside the real kms-sim and vsock-proxy.
+- The host makes a KMS key, puts its key policy (Decrypt only when ``kms:RecipientAttestation:ImageSha384``
+  is the image's PCR0) and encrypts a secret, all with the AWS CLI against kms-sim, with the profile of
+  ``$NITRO_SIM_HOME/kms/credentials``.
+- ``attested-random check-secret`` (a process) has the enclave decrypt the blob with an attested Decrypt;
+  the verified answer is SHA-384 of the secret, bound as the document's user_data.
+- The same request to an image with one byte changed (another PCR0) is AccessDeniedException.
+- What the host sees: every byte between the enclave and the vsock-proxy passes a recording relay (the
+  proxy's socket is moved aside for the test and put back); KMS's answers there carry no Plaintext and no
+  trace of the secret, nor does the audit log, nor the enclave's answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nitro_sim.enclaves import Enclave, Image, copy_build_context
+from nitro_sim.stack import KmsSim, VsockProxy
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+#: Bound on one CLI run and on waiting for the enclave's app (never asserted as a time).
+RUN_TIMEOUT = 120.0
+WAIT_S = "60"
+PRINCIPAL = "arn:aws:iam::111122223333:user/nitro-sim"
+
+
+class RecordingRelay:
+    """Stands at the vsock-proxy's socket and relays to it (moved aside), keeping every byte it carries."""
+
+    def __init__(self, proxy_socket: Path) -> None:
+        self.path = proxy_socket
+        self.moved = proxy_socket.with_name(proxy_socket.name + ".real")
+        os.rename(proxy_socket, self.moved)  # the proxy keeps listening on the moved inode
+        self.captured = bytearray()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(16)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sockets += [client, upstream]
+            try:
+                upstream.connect(str(self.moved))
+            except OSError:
+                client.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    self.captured += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+        self.thread.join(timeout=RUN_TIMEOUT)
+        os.replace(self.moved, self.path)
+
+
+@pytest.fixture
+def relay(vsock_proxy: VsockProxy) -> Iterator[RecordingRelay]:
+    recorder = RecordingRelay(vsock_proxy.socket)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+def _aws(kms_sim: KmsSim, *args: str) -> str:
+    """The AWS CLI of the venv against kms-sim, with the home's credentials; its stdout."""
+    aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or "aws"
+    env = dict(os.environ) | kms_sim.credentials.environ | {"AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run(
+        [aws, "--endpoint-url", kms_sim.url, "kms", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _key_policy(pcr0: str) -> str:
+    admin = {
+        "Sid": "HostManagesAndEncrypts",
+        "Effect": "Allow",
+        "Principal": {"AWS": PRINCIPAL},
+        "Action": ["kms:Encrypt", "kms:PutKeyPolicy", "kms:GetKeyPolicy", "kms:DescribeKey"],
+        "Resource": "*",
+    }
+    enclave = {
+        "Sid": "OnlyThisImageDecrypts",
+        "Effect": "Allow",
+        "Principal": {"AWS": PRINCIPAL},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}},
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [admin, enclave]})
+
+
+def _check_secret(enclave: Enclave, pcr0: str, blob: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "host.random_client", "check-secret", "--enclave-cid", str(enclave.cid)]
+    argv += ["--pcr0", pcr0, "--ciphertext-blob", blob, "--wait", WAIT_S, "--json", *extra]
+    return subprocess.run(
+        argv, env=dict(os.environ), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
+
+
+def _one_byte_changed(context: Path) -> Path:
+    """The same build context with one byte of the app changed ("The" -> "the" in a docstring)."""
+    provider = context / "enclave" / "provider.py"
+    text = provider.read_bytes()
+    assert text.startswith(b'"""The ')
+    provider.write_bytes(b'"""the ' + text[len(b'"""The ') :])
+    return context
+
+
+def test_only_the_named_image_decrypts_and_the_host_sees_no_plaintext(
+    built_enclave: Any,
+    running_enclave: Any,
+    kms_sim: KmsSim,
+    relay: RecordingRelay,
+    tmp_path: Path,
+) -> None:
+    image: Image = built_enclave(copy_build_context(REPO, tmp_path / "ctx"))
+    other: Image = built_enclave(_one_byte_changed(copy_build_context(REPO, tmp_path / "other")))
+    assert other.pcr0 != image.pcr0
+
+    # The host: a key, its policy naming the image, a secret encrypted with the AWS CLI.
+    key_id = json.loads(_aws(kms_sim, "create-key", "--description", "issue 15 secret"))["KeyMetadata"][
+        "KeyId"
+    ]
+    (tmp_path / "policy.json").write_text(_key_policy(image.pcr0))
+    _aws(
+        kms_sim,
+        "put-key-policy",
+        "--key-id",
+        key_id,
+        "--policy-name",
+        "default",
+        "--policy",
+        f"file://{tmp_path / 'policy.json'}",
+    )
+    secret = secrets.token_bytes(32)
+    (tmp_path / "secret.bin").write_bytes(secret)
+    blob = _aws(
+        kms_sim,
+        "encrypt",
+        "--key-id",
+        key_id,
+        "--plaintext",
+        f"fileb://{tmp_path / 'secret.bin'}",
+        "--query",
+        "CiphertextBlob",
+        "--output",
+        "text",
+    ).strip()
+    (tmp_path / "secret.bin").unlink()
+
+    # The named image decrypts it; the answer, verified, is the secret's SHA-384 and nothing else.
+    enclave: Enclave = running_enclave(image)
+    expected = hashlib.sha384(secret).hexdigest()
+    done = _check_secret(enclave, image.pcr0, blob, "--expect-sha384", expected)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["sha384"] == expected
+    assert set(answer) == {"sha384", "module_id"}
+
+    # Another image (one byte changed) asks the same: KMS refuses it by the key policy.
+    intruder: Enclave = running_enclave(other)
+    refused = _check_secret(intruder, other.pcr0, blob)
+    assert refused.returncode == 1
+    assert "provider error AccessDeniedException" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    # What the host saw: KMS's answers carry no Plaintext, and no form of the secret is anywhere.
+    with relay.lock:
+        seen = bytes(relay.captured)
+    assert b"TrentService.Decrypt" in seen
+    assert b"CiphertextForRecipient" in seen
+    assert b'"Plaintext":"' not in seen.replace(b" ", b"")
+    audit = json.dumps(kms_sim.audit()).encode()
+    decrypts = [r for r in kms_sim.audit() if r["eventName"] == "Decrypt"]
+    assert [r.get("errorCode") for r in decrypts] == [None, "AccessDeniedException"]
+    for where in (seen, audit, done.stdout.encode(), done.stderr.encode()):
+        assert secret not in where
+        assert base64.b64encode(secret) not in where
+        assert secret.hex().encode() not in where
