@@ -1,11 +1,12 @@
 """``python -m bench`` (``make bench``): every scenario in one run, then the report.
 
-    python -m bench [--quick] [--only 1,2,3,4,5,6,7] [--out DIR] [--rounds N] [--seconds S] [--no-pin]
+    python -m bench [--quick] [--only 1,2,3,4,5,6,7,8] [--out DIR] [--rounds N] [--seconds S] [--no-pin]
 
 Order: 3 (crypto floor, needed by 1 and 4), 4 (verification alone), 5 (proxy alone), then 1 and 2
 together (their sequential rounds interleave, so their ratios come from the same minutes), then 6 (enclave
 images: build-enclave and run-enclave against their floors), then 7 (the pytest fixtures: stack start-up and a
-function-scoped test against moto's mock_aws).
+function-scoped test against moto's mock_aws), then 8 (attested GenerateRandom and Decrypt, each with a fresh
+document and with the SDK's document reuse, against their crypto floors measured in the same rounds).
 A scenario whose programs are missing or fail is reported as not run with its one-line reason; the others
 still run. Exit status: 0 when every selected scenario ran, 1 otherwise.
 """
@@ -22,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench import components, e2e, fixtures, floor, images, proxy, verify
+from bench import attested_ops, components, e2e, fixtures, floor, images, proxy, verify
 from bench.analysis import explain
 from bench.harness import Pinning, Settings, machine_info
 from bench.model import BenchError, ScenarioResult, reason
@@ -30,7 +31,7 @@ from bench.report import write
 from nitro_sim.procs import ProcessError, ProcessGroup
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-ALL = ("1", "2", "3", "4", "5", "6", "7")
+ALL = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             s7 = ScenarioResult(key="7", title=fixtures.TITLE)
             _guarded(s7, lambda: fixtures.run(settings, s7))
             results.append(s7)
+        if "8" in selected:
+            print("bench: scenario 8 (attested GenerateRandom and Decrypt, fresh and reused)", flush=True)
+            s8 = ScenarioResult(key="8", title=attested_ops.TITLE)
+            with ProcessGroup(home / "logs") as procs:
+                _guarded(s8, lambda: attested_ops.run(settings, pinning, _sub(home, "s8"), procs, s8))
+            results.append(s8)
     machine["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results.sort(key=lambda r: r.key)
     explain({r.key: r for r in results})

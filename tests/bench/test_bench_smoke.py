@@ -47,7 +47,7 @@ def test_writes_markdown_and_json(quick_run: tuple[subprocess.CompletedProcess[s
     text = (out / "results.md").read_text(encoding="utf-8")
     assert text.startswith("# attested-random benchmark results")
     assert "make bench" in text
-    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5", "6", "7"}
+    assert set(_scenarios(out)) == {"1", "2", "3", "4", "5", "6", "7", "8"}
     assert "## 3. Crypto floor" in proc.stdout  # the table is printed to the terminal too
 
 
@@ -188,3 +188,34 @@ def test_fixture_scenario_times_the_stack_and_the_tests(
     assert any(case.startswith("session-scoped test") for case in cases)
     assert "    setup of fixture enclave_kms" in cases
     assert any(r["name"].startswith("stack-ready goal") for r in s7["ratios"])  # type: ignore[attr-defined]
+
+
+def test_attested_ops_scenario_measures_four_configurations_against_their_floors(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    from bench import attested_ops
+
+    _, out = quick_run
+    s8 = _scenarios(out)["8"]
+    assert s8["error"] is None
+    rows = {str(r["case"]): r for r in s8["rows"]}  # type: ignore[attr-defined]
+    configurations = (
+        attested_ops.GR_FRESH,
+        attested_ops.GR_REUSED,
+        attested_ops.DEC_FRESH,
+        attested_ops.DEC_REUSED,
+    )
+    for case in configurations:
+        assert rows[case]["unit"] == "req/s"
+        assert rows[case]["median"] > 0
+        assert 0 < rows[case]["p50_us"] <= rows[case]["p99_us"]
+    for case in (attested_ops.FLOOR_FRESH, attested_ops.FLOOR_REUSED):
+        assert rows[case]["unit"] == "sets/s"
+        assert rows[case]["median"] > 0
+    assert rows[attested_ops.AES_OPEN]["unit"] == "us/op"
+    ratios = {str(r["name"]): r["value"] for r in s8["ratios"]}  # type: ignore[attr-defined]
+    for case in configurations:
+        assert ratios[f"{case} / its crypto floor (same rounds)"] > 0
+    assert ratios["GenerateRandom: reused / fresh document (speed-up)"] > 0
+    assert ratios["Decrypt: reused / fresh document (speed-up)"] > 0
+    assert s8["data"]["reuse_seconds"] == attested_ops.REUSE_SECONDS  # type: ignore[index]
