@@ -1,8 +1,8 @@
 """The cryptographic operations on KMS keys: Encrypt, Decrypt, data keys, data key pairs, key agreement.
 
 Each operation's input shape copies botocore kms service-2.json (2014-11-01), member order included (the
-audit record lists members in that order). The service resolves the key first (``resolve``, so the key
-policy takes part in authorization), verifies any Recipient, authorizes, then calls the handler with the key.
+audit record lists members in that order). The service verifies any Recipient, finds the key (``resolve``:
+Decrypt's is the KeyId given or else the key its blob names), authorizes on that key, then calls the handler.
 Every handler runs the same numbered checks, each failure an AWS error name:
 
     (1) the key's state: DisabledException / KMSInvalidStateException (``kms.keys.check_usable``)
