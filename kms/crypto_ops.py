@@ -226,16 +226,19 @@ def _resolve_decrypt(backend: Backend, members: dict[str, Any], at: datetime) ->
     A blob that names no key of ours is InvalidCiphertextException, as any other foreign blob.
     """
     blob: bytes | None = members.get("CiphertextBlob")
-    if blob is None:
-        # "This parameter is required in all cases except when DryRun is true and DryRunModifiers is set to
-        # IGNORE_CIPHERTEXT", and then KeyId is required (Decrypt reference).
-        if not (members.get("DryRun") and IGNORE_CIPHERTEXT in members.get("DryRunModifiers", ())):
-            raise ValidationException(
-                "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: "
-                "Member must not be null"
-            )
+    if _ignores_ciphertext(members):
+        # KeyId "is required ... when DryRun is true and DryRunModifiers is set to IGNORE_CIPHERTEXT".
         if "KeyId" not in members:
-            raise ValidationException("KeyId is required when DryRunModifiers is set to IGNORE_CIPHERTEXT.")
+            raise ValidationException(
+                "KeyId is required when DryRun is true and DryRunModifiers is set to IGNORE_CIPHERTEXT."
+            )
+    elif blob is None:
+        # CiphertextBlob "is required in all cases except when DryRun is true and DryRunModifiers is set
+        # to IGNORE_CIPHERTEXT" (Decrypt reference).
+        raise ValidationException(
+            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: "
+            "Member must not be null"
+        )
     if "KeyId" in members:
         return backend.keys.resolve(members["KeyId"], at=at)
     assert blob is not None
@@ -244,6 +247,11 @@ def _resolve_decrypt(backend: Backend, members: dict[str, Any], at: datetime) ->
         return backend.keys.resolve(named, aliases=False, at=at)
     except (NotFoundException, InvalidArnException):
         raise InvalidCiphertextException(INVALID_CIPHERTEXT_MESSAGE) from None
+
+
+def _ignores_ciphertext(members: dict[str, Any]) -> bool:
+    """A dry run that "performs only authorization validation without ciphertext validation"."""
+    return bool(members.get("DryRun")) and IGNORE_CIPHERTEXT in members.get("DryRunModifiers", ())
 
 
 def decrypt(
@@ -257,10 +265,9 @@ def decrypt(
     algorithm = members.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)
     _check_algorithm(key, algorithm)
     context = _check_context(key, members)
-    blob: bytes | None = members.get("CiphertextBlob")
-    if blob is None:  # DryRun with IGNORE_CIPHERTEXT: authorization only (resolve checked the modifiers)
+    if _ignores_ciphertext(members):
         _dry_run(members)
-    assert blob is not None
+    blob: bytes = members["CiphertextBlob"]  # present: resolve refused its absence otherwise
     # (4) the blob
     if key.spec == SYMMETRIC_DEFAULT:
         if key_id_of(blob) != key.id:

@@ -279,6 +279,10 @@ def test_dry_run(kms: Any, keys: Keys) -> None:
         0
     ] == ("DryRunOperationException")
     assert _error(kms.decrypt, DryRun=True, DryRunModifiers=["IGNORE_CIPHERTEXT"])[0] == "ValidationException"
+    # ... and the blob, if one is sent, is not looked at.
+    ignored = {"DryRun": True, "DryRunModifiers": ["IGNORE_CIPHERTEXT"], "CiphertextBlob": blob[:-1]}
+    assert _error(kms.decrypt, KeyId=keys.symmetric.id, **ignored)[0] == "DryRunOperationException"
+    assert _error(kms.decrypt, KeyId=keys.disabled.id, **ignored)[0] == "DisabledException"
     assert _error(kms.decrypt, KeyId=keys.symmetric.id)[0] == "ValidationException"
 
 
