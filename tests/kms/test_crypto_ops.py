@@ -33,6 +33,7 @@ class Keys:
     symmetric: Key
     other: Key
     disabled: Key
+    pending: Key
     rsa: Key
     ecc: Key
     ecc384: Key
@@ -47,11 +48,13 @@ def keys(shared_server: Server) -> Iterator[Keys]:
             symmetric=ring.create(spec="SYMMETRIC_DEFAULT", usage="ENCRYPT_DECRYPT", at=now),
             other=ring.create(spec="SYMMETRIC_DEFAULT", usage="ENCRYPT_DECRYPT", at=now),
             disabled=ring.create(spec="SYMMETRIC_DEFAULT", usage="ENCRYPT_DECRYPT", at=now),
+            pending=ring.create(spec="SYMMETRIC_DEFAULT", usage="ENCRYPT_DECRYPT", at=now),
             rsa=ring.create(spec="RSA_2048", usage="ENCRYPT_DECRYPT", at=now),
             ecc=ring.create(spec="ECC_NIST_P256", usage="KEY_AGREEMENT", at=now),
             ecc384=ring.create(spec="ECC_NIST_P384", usage="KEY_AGREEMENT", at=now),
         )
         ring.set_enabled(made.disabled.id, False, at=now)
+        ring.schedule_deletion(made.pending.id, 30, at=now)
         yield made
     finally:
         ring.close()
@@ -255,6 +258,8 @@ def test_rsa_errors(kms: Any, keys: Keys) -> None:
 def test_key_state_and_usage(kms: Any, keys: Keys) -> None:
     code, message, _ = _error(kms.encrypt, KeyId=keys.disabled.id, Plaintext=b"x")
     assert (code, message) == ("DisabledException", f"{keys.disabled.arn} is disabled.")
+    code, message, _ = _error(kms.generate_data_key, KeyId=keys.pending.arn, KeySpec="AES_256")
+    assert (code, message) == ("KMSInvalidStateException", f"{keys.pending.arn} is pending deletion.")
     assert _error(kms.encrypt, KeyId=keys.ecc.id, Plaintext=b"x")[:2] == (
         "InvalidKeyUsageException",
         f"{keys.ecc.arn} key usage is KEY_AGREEMENT which is not valid for Encrypt.",
