@@ -106,6 +106,10 @@ class Operation:
     action: str = ""
     plain: PlainValidator | None = None
     resolve: Resolver = _no_key
+    #: The request carries a new key policy (``Policy``) that must pass the lockout safety check unless
+    #: ``BypassPolicyLockoutSafetyCheck`` is true (CreateKey, PutKeyPolicy): the service checks it with
+    #: the caller's identity, which handlers do not see.
+    checks_lockout: bool = False
 
     def members(self, raw: Mapping[str, object]) -> dict[str, Any]:
         """``validate(self.fields, raw)``, by the shortcut when it applies."""

@@ -4,14 +4,17 @@ Shape (CloudTrail record fields as KMS writes them; KMS developer guide "Monitor
 enclaves"): eventVersion, userIdentity (type, principalId, arn, accountId, accessKeyId, userName),
 eventTime, eventSource, eventName, awsRegion, sourceIPAddress, userAgent, requestParameters,
 responseElements (always null: KMS logs no response data for these calls), requestID, eventID,
-readOnly, eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an
-attested call, ``additionalEventData.recipient`` with the module ID, the image digest (PCR0) and the PCRs.
+readOnly (true for Describe*, List*, Get*, GenerateRandom and the cryptographic operations, as KMS's
+records show), resources (a request on a KMS key: ``[{"accountId", "type": "AWS::KMS::Key", "ARN"}]``),
+eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an attested
+call, ``additionalEventData.recipient`` with the module ID, the image digest (PCR0) and the PCRs.
 
-Never logged: plaintext, CiphertextForRecipient, the attestation document, passwords, secrets, session
-tokens, signatures. A request refused before it was authenticated is recorded with what it claimed (the
-operation its ``X-Amz-Target`` names, the access key and region of its credential scope), and so is one the
-HTTP shell refused before the service saw it (:func:`refused_line`: a head over its bound, a request not
-received whole in time).
+Never logged: plaintext, ciphertext, public keys, key material, CiphertextForRecipient, the attestation
+document, passwords, secrets, session tokens, signatures: every blob (bytes) member is dropped, at any
+depth, not a list of names. A request refused before it was authenticated is recorded with what it
+claimed (the operation its ``X-Amz-Target`` names, the access key and region of its credential scope),
+and so is one the HTTP shell refused before the service saw it (:func:`refused_line`: a head over its
+bound, a request not received whole in time).
 Cheap and safe across worker processes: one ``os.write`` of one line on an ``O_APPEND`` descriptor.
 """
 
@@ -64,8 +67,40 @@ def _event_time(at: datetime) -> str:
     return f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:{at.second:02d}Z"
 
 
+#: Operations whose records say ``readOnly: true`` beyond Describe*, List* and Get* (KMS developer guide,
+#: "Examples of AWS KMS log entries": Encrypt, Decrypt, GenerateDataKey... are read-only calls).
+_READ_ONLY = frozenset(
+    {
+        "GenerateRandom",
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "DeriveSharedSecret",
+    }
+)
+
+
+def read_only(operation: str | None) -> bool:
+    return operation is not None and (
+        operation in _READ_ONLY or operation.startswith(("Describe", "List", "Get"))
+    )
+
+
+def _without_blobs(value: Any) -> Any:
+    """``value`` with every bytes member of a nested structure, map or list dropped."""
+    if isinstance(value, dict):
+        return {k: _without_blobs(v) for k, v in value.items() if not isinstance(v, bytes)}
+    if isinstance(value, list):
+        return [_without_blobs(v) for v in value if not isinstance(v, bytes)]
+    return value
+
+
 def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no document bytes."""
+    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no bytes at any depth."""
     out: dict[str, Any] = {}
     for name, value in params.items():
         # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
@@ -73,6 +108,8 @@ def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
             continue
         if name == "Recipient":
             out["recipient"] = {"keyEncryptionAlgorithm": value.get("KeyEncryptionAlgorithm")}
+        elif isinstance(value, dict | list):
+            out[_camel(name)] = _without_blobs(value)
         else:
             out[_camel(name)] = value
     return out or None
@@ -154,6 +191,7 @@ def event(
     recipient: AttestedRecipient | None,
     error_code: str | None,
     error_message: str | None,
+    key_arn: str | None = None,
 ) -> dict[str, Any]:
     """One CloudTrail-shaped record (caller-controlled strings truncated to the MAX_AUDIT_* bounds)."""
     region = region[:MAX_AUDIT_REGION_CHARS]
@@ -186,7 +224,11 @@ def event(
         "responseElements": None,
         "requestID": request_id,
         "eventID": request_id,
-        "readOnly": operation in ("GenerateRandom", "DescribeCustomKeyStores"),
+        "readOnly": read_only(operation),
+    }
+    if key_arn is not None:
+        record["resources"] = [{"accountId": ACCOUNT_ID, "type": "AWS::KMS::Key", "ARN": key_arn}]
+    record |= {
         "eventType": "AwsApiCall",
         "managementEvent": operation != "GenerateRandom",
         "recipientAccountId": ACCOUNT_ID,
@@ -264,6 +306,7 @@ def event_line(
     recipient: AttestedRecipient | None,
     error_code: str | None,
     error_message: str | None,
+    key_arn: str | None = None,
 ) -> str:
     """``event(...)`` as one JSON line's text (no newline), exactly as :meth:`AuditLog.write` encodes it.
 
@@ -290,6 +333,7 @@ def event_line(
             recipient=None,
             error_code=error_code,
             error_message=error_message,
+            key_arn=key_arn,
         )
 
     pieces = None
@@ -305,6 +349,7 @@ def event_line(
             params_key,
             error_code,
             error_message,
+            key_arn,
         )
         if key in _TEMPLATES:
             pieces = _TEMPLATES[key]

@@ -10,7 +10,10 @@ Order, each step a KMSError on failure (answered, audited, and the next request 
 6. injected faults (KMSInternalException, ...), for testing clients' retries (``--fault`` counts, re-armed
    at run time by the faults file, see :class:`FaultInjector`);
 7. a Recipient's attestation document verified against the trusted roots at the request time;
-8. authorization: the principal's IAM-style policy, with the document's PCRs as condition keys;
+8. authorization: the key the request acts on is resolved (kms._op ``resolve``); with no key, the
+   principal's IAM-style policy decides, with the document's PCRs as condition keys; with a key, its key
+   policy and the identity policy together (kms.keypolicy), with the key's and the request's condition
+   keys too; a new key policy passes the lockout safety check;
 9. the operation.
 
 An unexpected exception is a KMSInternalException (HTTP 500, no details on the wire, one line on stderr).
@@ -38,6 +41,7 @@ from kms.errors import (
     ValidationException,
 )
 from kms.iam import IAMPolicies
+from kms.keypolicy import authorize_key, check_lockout, key_context
 from kms.keys import Key
 from kms.operations import OPERATIONS, Operations
 from kms.protocol import (
@@ -287,8 +291,19 @@ class Service:
         # (8) authorization, of the key the request acts on (if any) by its key policy too
         trace.key = spec.resolve(self.operations, trace.params, at)
         policies = self.policies.get(tick)
-        context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
-        policies.authorize(trace.principal, spec.action, context)
+        if trace.key is None:
+            context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
+            policies.authorize(trace.principal, spec.action, context)
+        else:
+            key_conditions = key_context(condition_context(trace.recipient), trace.params, trace.key)
+            authorize_key(policies, trace.principal, spec.action, trace.key, key_conditions)
+        if (
+            spec.checks_lockout
+            and "Policy" in trace.params
+            and not trace.params.get("BypassPolicyLockoutSafetyCheck")
+        ):
+            resource = trace.key.arn if trace.key is not None else None
+            check_lockout(trace.params["Policy"], policies, trace.principal, resource)
         # (9) operation
         return spec.handler(self.operations, trace.params, trace.recipient, at, trace.key)
 
@@ -328,6 +343,7 @@ class Service:
                     recipient=trace.recipient,
                     error_code=error.code if error is not None else None,
                     error_message=error.message if error is not None else None,
+                    key_arn=trace.key.arn if trace.key is not None else None,
                 )
             )
         headers = (

@@ -271,5 +271,5 @@ def test_audit_log_records_attested_call_without_secrets(
 def test_unknown_operation_via_botocore_is_a_client_error(server: Server) -> None:
     client = server.client()
     with pytest.raises(botocore.exceptions.ClientError) as caught:
-        client.list_keys()
+        client.get_key_rotation_status(KeyId="1234abcd-12ab-34cd-56ef-1234567890ab")
     assert caught.value.response["Error"]["Code"] == "UnknownOperationException"

@@ -115,7 +115,7 @@ def test_all_conditions_must_hold() -> None:
         ({"alice": {"Statement": [{"Effect": "Allow", "Action": 5}]}}, "Action must be a string"),
         (
             {"alice": {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "arn:aws:kms:x"}]}},
-            'Resource must be "*"',
+            'Resource must be "\\*" or an ARN',
         ),
         (
             {

@@ -150,7 +150,7 @@ def test_missing_amz_date_is_incomplete_signature(server: Server) -> None:
 @pytest.mark.parametrize(
     ("body", "target", "code"),
     [
-        (b'{"NumberOfBytes": 16}', "TrentService.ListKeys", "UnknownOperationException"),
+        (b'{"NumberOfBytes": 16}', "TrentService.GetKeyRotationStatus", "UnknownOperationException"),
         (b'{"NumberOfBytes": 16}', "NotTrent.GenerateRandom", "UnknownOperationException"),
         (b'{"NumberOfBytes": 16}', None, "UnknownOperationException"),
         (b'{"NumberOfBytes": 16', "TrentService.GenerateRandom", "SerializationException"),
