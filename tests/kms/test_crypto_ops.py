@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from attestation.cms import decrypt_ciphertext_for_recipient
 from attestation.nsm import simulate_document
 from kms.ciphertext import INVALID_CIPHERTEXT_MESSAGE
-from kms.keys import Key, KeyRing
+from kms.keys import Key, KeyRing, alias_arn
 from kms.state import KMSHome
 
 Server = Any
@@ -55,6 +55,7 @@ def keys(shared_server: Server) -> Iterator[Keys]:
         )
         ring.set_enabled(made.disabled.id, False, at=now)
         ring.schedule_deletion(made.pending.id, 30, at=now)
+        ring.create_alias("alias/crypto-ops-test", made.symmetric.id, at=now)
         yield made
     finally:
         ring.close()
@@ -109,7 +110,8 @@ def test_symmetric_roundtrip_with_context(kms: Any, keys: Keys) -> None:
     assert decrypted["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
     assert decrypted["KeyMaterialId"] == keys.symmetric.material_id
     # Every KeyId form names the same key.
-    for key_id in (keys.symmetric.id, keys.symmetric.arn):
+    alias = "alias/crypto-ops-test"
+    for key_id in (keys.symmetric.id, keys.symmetric.arn, alias, alias_arn(alias)):
         assert (
             kms.decrypt(
                 CiphertextBlob=encrypted["CiphertextBlob"],
@@ -118,6 +120,12 @@ def test_symmetric_roundtrip_with_context(kms: Any, keys: Keys) -> None:
             )["Plaintext"]
             == b"hello"
         )
+
+
+def test_encrypt_by_alias(kms: Any, keys: Keys) -> None:
+    encrypted = kms.encrypt(KeyId="alias/crypto-ops-test", Plaintext=b"by alias")
+    assert encrypted["KeyId"] == keys.symmetric.arn  # the key's ARN, not the alias
+    assert kms.decrypt(CiphertextBlob=encrypted["CiphertextBlob"])["Plaintext"] == b"by alias"
 
 
 @pytest.mark.parametrize(
