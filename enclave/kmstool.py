@@ -8,29 +8,39 @@
 
 Options, defaults, output and messages as aws-nitro-enclaves-sdk-c ``bin/kmstool-enclave-cli/main.c`` and
 ``source/kms.c`` (aws-facts §6): region us-east-1, proxy port 8000 on the parent (CID 3); one usage text per
-subcommand (``--help``, or an option the subcommand does not take: "Unknown option: ...", exit 1). Every
-KMS call is attested (a Recipient with this process's document; the plaintext is opened here):
+subcommand. Every KMS call is attested (a Recipient with this process's document; the plaintext is opened
+here).
 
-- ``decrypt``: "--ciphertext must be set"; the ciphertext is base64 ("Ciphertext not a base64 string");
-  Decrypt is sent with ``KeyId`` and ``EncryptionAlgorithm`` only when ``--key-id`` is given, and then the
-  algorithm must be SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 ("Invalid encryption
-  algorithm", also when it is missing, as ``aws_kms_decrypt_blocking`` compares it unconditionally);
-  ``PLAINTEXT: <base64>``; on failure "Could not decrypt ciphertext", then "Could not decrypt".
-- ``genkey``: "--key-id must be set", "--key-spec must be set", "Unknown key spec: X" (then the usage);
+Exit statuses as the real tool's: a bad command line is ``exit(1)`` in ``s_parse_options`` and
+``print_commands`` (the command list, a subcommand's usage after ``--help`` or after an option it does not
+take, "Unknown option: ...", and every "must be set" check); anything that fails once the subcommand runs
+makes ``main`` return ``AWS_OP_ERR`` (-1), exit status 255.
+
+- ``decrypt``: "--ciphertext must be set" (1); the ciphertext is base64 ("Ciphertext not a base64 string",
+  then "Could not decrypt" and an empty line, 255); Decrypt is sent with ``KeyId`` and
+  ``EncryptionAlgorithm`` only when ``--key-id`` is given, and then the algorithm must be
+  SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 ("Invalid encryption algorithm", also when it
+  is missing, as ``aws_kms_decrypt_blocking`` compares it unconditionally; then the failure lines, 255);
+  ``PLAINTEXT: <base64>``; a failed call ends "Could not decrypt ciphertext", "Could not decrypt", "".
+- ``genkey``: "--key-id must be set", "--key-spec must be set", "Unknown key spec: X" (then the usage; 1);
   GenerateDataKey with ``KeySpec`` AES_256 or AES_128; ``CIPHERTEXT: <base64>`` (the CiphertextBlob) then
-  ``PLAINTEXT: <base64>``; on failure "Could not generate data key".
+  ``PLAINTEXT: <base64>``; a failed call ends "Could not generate data key" twice (``gen_datakey``, then
+  ``main``, whose message ends in its own newline), then "".
 - ``genrandom``: ``--length`` in 1..1024 checked before any call ("--length must be set", "--length must be
-  greater than 0", "--length must be smaller or equal to 1024"); ``PLAINTEXT: <base64>``; on failure "Could
-  not generate random bytes".
+  greater than 0", "--length must be smaller or equal to 1024"; 1); ``PLAINTEXT: <base64>``; a failed call
+  ends "Could not generate random bytes" twice, then "".
 
-A failure is preceded by one line naming the cause (the error's class and message; never key material) and
-exits with status 1.
+Before those closing lines come the SDK's own (``source/kms.c``): "Got non-200 answer from KMS: <status>"
+when KMS answered an error (-1 when no answer came: the REST client returns no response), "Could not read
+response from KMS" (decrypt; genkey and genrandom add ": 200") when a 200 answer is unusable, "Cannot
+decrypt CMS encrypted content" when CiphertextForRecipient does not open. The first line of every failure
+is this simulation's own: the cause, as the error's class and message (the AWS error name, a TLS hint;
+never key material), where the real tool leaves its INFO logger to say what went wrong.
 
 Differences, for the simulation: credential flags are optional (without them the SDK's usual chain is used,
-which in simulation ends at kms-sim's credentials file), the session token is optional, and the entropy
-pool is seeded from the NSM only in a real enclave (a simulated one shares the host's kernel). The real
-tool returns ``AWS_OP_ERR`` from ``main`` after a failed KMS call (exit status 255) and prints its final
-line twice; here every failure is exit status 1 with the final line once.
+which in simulation ends at kms-sim's credentials file), the session token is optional, the entropy pool is
+seeded from the NSM only in a real enclave (a simulated one shares the host's kernel), and an unknown
+subcommand says "Unknown command" before the command list.
 """
 
 from __future__ import annotations
@@ -40,10 +50,10 @@ import binascii
 import sys
 from collections.abc import Sequence
 
-from attestation.errors import AttestationError
+from attestation.errors import AttestationError, DecryptionError
 from enclave import vsock
 from enclave._entropy import seed_entropy
-from enclave.errors import EnclaveError
+from enclave.errors import ClientError, EnclaveError, ResponseError, TransportError
 from enclave.kms import MAX_NUMBER_OF_BYTES, KMSClient, client
 
 __all__ = ["main"]
@@ -52,6 +62,20 @@ PROG = "kmstool_enclave_cli"
 DEFAULT_REGION = "us-east-1"
 #: The real tool seeds the kernel pool with 1024 NSM bytes at start ("relevant for TLS").
 SEED_BYTES = 1024
+#: Exit status of a bad command line: ``exit(1)`` in ``s_parse_options``, ``print_commands`` and the usages.
+USAGE_STATUS = 1
+#: Exit status of a failed subcommand: ``main`` returns ``AWS_OP_ERR`` (-1), whose low 8 bits are 255.
+FAILURE_STATUS = 255
+#: ``s_aws_nitro_enclaves_kms_client_call_blocking`` answers ``AWS_OP_ERR`` (-1) when no response came, and
+#: the SDK prints it as the status of its "Got non-200 answer" line.
+NO_RESPONSE_STATUS = -1
+#: The closing lines of each subcommand's failure: its function's ``fail_on`` message, then ``main``'s,
+#: printed as ``"%s\n"`` of a message that already ends in a newline (hence the empty line).
+FAILURE_LINES = {
+    "decrypt": ("Could not decrypt ciphertext", "Could not decrypt", ""),
+    "genkey": ("Could not generate data key", "Could not generate data key", ""),
+    "genrandom": ("Could not generate random bytes", "Could not generate random bytes", ""),
+}
 #: Digits of a numeric option read (a 64-bit value has at most 20); more are not read.
 ATOI_MAX_DIGITS = 32
 
@@ -115,7 +139,7 @@ def _usage(command: str | None) -> str:
 
 
 class _UsageError(Exception):
-    """Bad command line: the message, then the usage text (of ``command``, if known), exit 1."""
+    """Bad command line (or ``--help``): the message, then the usage text (of ``command``, if known)."""
 
     def __init__(self, message: str, command: str | None = None) -> None:
         super().__init__(message)
@@ -182,11 +206,28 @@ def _client(values: dict[str, str]) -> KMSClient:
     )
 
 
-def _failed(exc: BaseException, *lines: str) -> int:
+def _sdk_lines(exc: BaseException, command: str) -> list[str]:
+    """What ``source/kms.c`` prints for this failure of ``command``'s call (nothing for a cause it lacks)."""
+    if isinstance(exc, ClientError | TransportError):
+        status = NO_RESPONSE_STATUS
+        if isinstance(exc, ClientError):
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", NO_RESPONSE_STATUS))
+        lines = [f"Got non-200 answer from KMS: {status}"]
+        # Only Decrypt's wrapper (aws_kms_decrypt_blocking_from_request) adds a line for a missing answer.
+        return [*lines, "Could not read response from KMS"] if command == "decrypt" else lines
+    if isinstance(exc, ResponseError):
+        return ["Could not read response from KMS" + ("" if command == "decrypt" else ": 200")]
+    if isinstance(exc, DecryptionError):
+        return ["Cannot decrypt CMS encrypted content"]
+    return []
+
+
+def _failed(exc: BaseException, command: str) -> int:
+    """A failed call: the cause, the SDK's lines and the tool's, exit status 255 (no traceback)."""
     print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-    for line in lines:
+    for line in (*_sdk_lines(exc, command), *FAILURE_LINES[command]):
         print(line, file=sys.stderr)
-    return 1
+    return FAILURE_STATUS
 
 
 #: What a KMS call may raise that the tool reports as a failure (one line each, no traceback).
@@ -196,27 +237,27 @@ _CALL_ERRORS = (EnclaveError, AttestationError, ValueError, OSError)
 def _decrypt(values: dict[str, str]) -> int:
     if "ciphertext" not in values:
         print("--ciphertext must be set", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     try:
         ciphertext = base64.b64decode(values["ciphertext"], validate=True)
     except (binascii.Error, ValueError):
-        print("Ciphertext not a base64 string", file=sys.stderr)
-        print("Could not decrypt", file=sys.stderr)
-        return 1
+        # decrypt() fails before its call: only main's message follows.
+        for line in ("Ciphertext not a base64 string", *FAILURE_LINES["decrypt"][1:]):
+            print(line, file=sys.stderr)
+        return FAILURE_STATUS
     key_id = algorithm = None
     if "key_id" in values:
         if values.get("algorithm") not in DECRYPT_ALGORITHMS:
-            print("Invalid encryption algorithm", file=sys.stderr)
-            print("Could not decrypt ciphertext", file=sys.stderr)
-            print("Could not decrypt", file=sys.stderr)
-            return 1
+            for line in ("Invalid encryption algorithm", *FAILURE_LINES["decrypt"]):
+                print(line, file=sys.stderr)
+            return FAILURE_STATUS
         key_id, algorithm = values["key_id"], values["algorithm"]
     try:
         with _client(values) as kms:
             result = kms.decrypt(CiphertextBlob=ciphertext, KeyId=key_id, EncryptionAlgorithm=algorithm)
             plaintext = result["Plaintext"]
     except _CALL_ERRORS as exc:
-        return _failed(exc, "Could not decrypt ciphertext", "Could not decrypt")
+        return _failed(exc, "decrypt")
     print(f"PLAINTEXT: {base64.b64encode(plaintext).decode()}")
     return 0
 
@@ -224,15 +265,15 @@ def _decrypt(values: dict[str, str]) -> int:
 def _genkey(values: dict[str, str]) -> int:
     if "key_id" not in values:
         print("--key-id must be set", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     if "key_spec" not in values:
         print("--key-spec must be set", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     try:
         with _client(values) as kms:
             result = kms.generate_data_key(KeyId=values["key_id"], KeySpec=KEY_SPECS[values["key_spec"]])
     except _CALL_ERRORS as exc:
-        return _failed(exc, "Could not generate data key")
+        return _failed(exc, "genkey")
     print(f"CIPHERTEXT: {base64.b64encode(result.get('CiphertextBlob', b'')).decode()}")
     print(f"PLAINTEXT: {base64.b64encode(result['Plaintext']).decode()}")
     return 0
@@ -241,19 +282,19 @@ def _genkey(values: dict[str, str]) -> int:
 def _genrandom(values: dict[str, str]) -> int:
     if "length" not in values:
         print("--length must be set", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     length = _atoi(values["length"])
     if length <= 0:
         print("--length must be greater than 0", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     if length > MAX_NUMBER_OF_BYTES:
         print(f"--length must be smaller or equal to {MAX_NUMBER_OF_BYTES}", file=sys.stderr)
-        return 1
+        return USAGE_STATUS
     try:
         with _client(values) as kms:
             plaintext = kms.generate_random(NumberOfBytes=length)["Plaintext"]
     except _CALL_ERRORS as exc:
-        return _failed(exc, "Could not generate random bytes")
+        return _failed(exc, "genrandom")
     print(f"PLAINTEXT: {base64.b64encode(plaintext).decode()}")
     return 0
 
@@ -267,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if str(exc):
             print(exc, file=sys.stderr)
         print(_usage(exc.command), file=sys.stderr, end="")
-        return 0 if not str(exc) and args and args[0] in ("--help", "-h") else 1
+        return USAGE_STATUS  # --help too: every usage text is printed by a function that calls exit(1)
     if command == "decrypt":
         return _decrypt(values)
     if command == "genkey":
