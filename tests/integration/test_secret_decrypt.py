@@ -13,6 +13,13 @@ image, and the host never sees the plaintext.
 - What the host sees: every byte between the enclave and the vsock-proxy passes a recording relay (the
   proxy's socket is moved aside for the test and put back); KMS's answers there carry no Plaintext and no
   trace of the secret, nor does the audit log, nor the enclave's answer.
+- The same running enclave makes data keys (the provider's ``data_key`` request, an attested
+  GenerateDataKey): ``attested-random data-key`` as a process, PCR0 from the image file, prints a 32-byte
+  key whose CiphertextBlob boto3 decrypts against kms-sim, with the same EncryptionContext, to the same
+  bytes (another context: InvalidCiphertextException); with another image's PCR0 it refuses. The same
+  request made here step by step checks each part of the answer: the document's chain to the simulated
+  root, PCR0, our nonce, user_data = SHA-384 of the CBOR array of the three parts, the key opened with our
+  RSA key. The data key never crosses the relay in any form.
 """
 
 from __future__ import annotations
@@ -29,11 +36,20 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from attestation.cli import load_roots
+from attestation.cms import decrypt_ciphertext_for_recipient
+from attestation.provider_wire import DEFAULT_PORT, DataKeyAnswer, DataKeyRequest, data_key_payload
+from attestation.verify import Verifier
+from host._provider_client import NONCE_BYTES, RSA_KEY_BITS, connect, exchange
 from nitro_sim.enclaves import Enclave, Image, copy_build_context
 from nitro_sim.stack import KmsSim, VsockProxy
 
@@ -44,6 +60,10 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 120.0
 WAIT_S = "60"
 PRINCIPAL = "arn:aws:iam::111122223333:user/nitro-sim"
+#: The data key asked for: AES_256, 32 bytes (GenerateDataKey's KeySpec).
+DATA_KEY_BYTES = 32
+#: The EncryptionContext the data keys are made and decrypted with.
+CONTEXT = {"purpose": "issue-15", "app": "attested-random"}
 
 
 class RecordingRelay:
@@ -153,6 +173,45 @@ def _check_secret(enclave: Enclave, pcr0: str, blob: str, *extra: str) -> subpro
     )
 
 
+def _data_key_cli(enclave: Enclave, key_id: str, *expected: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "host.random_client", "data-key", "--enclave-cid", str(enclave.cid)]
+    argv += ["--key-id", key_id, "--key-spec", "AES_256", *expected, "--wait", WAIT_S, "--json"]
+    for name, value in CONTEXT.items():
+        argv += ["--encryption-context", f"{name}={value}"]
+    return subprocess.run(
+        argv, env=dict(os.environ), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
+
+
+def _data_key_step_by_step(enclave: Enclave, image: Image, key_arn: str, boto: Any) -> bytes:
+    """One data key request made and checked here part by part; the opened key."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    public_key = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    request = DataKeyRequest(
+        key_id=key_arn,
+        key_spec="AES_256",
+        encryption_context=CONTEXT,
+        nonce=secrets.token_bytes(NONCE_BYTES),
+        public_key=public_key,
+    )
+    with connect(enclave.cid, DEFAULT_PORT, timeout=RUN_TIMEOUT, wait=float(WAIT_S)) as sock:
+        answer = exchange(sock, request, timeout=RUN_TIMEOUT)
+    assert isinstance(answer, DataKeyAnswer), answer
+    doc = Verifier(roots=load_roots(["sim"]), chain_cache=False).verify(answer.document, at=datetime.now(UTC))
+    assert doc.pcrs[0].hex() == image.pcr0
+    assert doc.nonce == request.nonce
+    bound = data_key_payload(answer.ciphertext, answer.ciphertext_blob, answer.key_arn)
+    assert doc.user_data == hashlib.sha384(bound).digest()
+    assert answer.key_arn == key_arn
+    plaintext = decrypt_ciphertext_for_recipient(answer.ciphertext, private_key)
+    assert len(plaintext) == DATA_KEY_BYTES
+    opened = boto.decrypt(CiphertextBlob=answer.ciphertext_blob, EncryptionContext=CONTEXT)
+    assert (opened["Plaintext"], opened["KeyId"]) == (plaintext, key_arn)
+    return plaintext
+
+
 def _one_byte_changed(context: Path) -> Path:
     """The same build context with one byte of the app changed ("The" -> "the" in a docstring)."""
     provider = context / "enclave" / "provider.py"
@@ -233,3 +292,39 @@ def test_only_the_named_image_decrypts_and_the_host_sees_no_plaintext(
         assert secret not in where
         assert base64.b64encode(secret) not in where
         assert secret.hex().encode() not in where
+
+    # The same enclave makes data keys under another key (its default policy: the account may use it).
+    boto = kms_sim.boto3_client()
+    key_arn = boto.create_key(Description="issue 15 data keys")["KeyMetadata"]["Arn"]
+    made = _data_key_cli(enclave, key_arn, "--eif-path", str(image.eif))
+    assert made.returncode == 0, made.stderr
+    answer = json.loads(made.stdout)
+    assert set(answer) == {"Plaintext", "CiphertextBlob", "KeyId", "module_id"}
+    assert answer["KeyId"] == key_arn
+    data_key = base64.b64decode(answer["Plaintext"], validate=True)
+    assert len(data_key) == DATA_KEY_BYTES
+    blob = base64.b64decode(answer["CiphertextBlob"], validate=True)
+    assert boto.decrypt(CiphertextBlob=blob, EncryptionContext=CONTEXT)["Plaintext"] == data_key
+    with pytest.raises(botocore.exceptions.ClientError) as wrong_context:
+        boto.decrypt(CiphertextBlob=blob, EncryptionContext={"purpose": "another"})
+    assert wrong_context.value.response["Error"]["Code"] == "InvalidCiphertextException"
+
+    # Expecting another image's PCR0, the CLI refuses the same enclave's answer.
+    refused = _data_key_cli(enclave, key_arn, "--pcr0", other.pcr0)
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.startswith("attested-random: refused: PCR0 check failed")
+    assert len(refused.stderr.splitlines()) == 1
+
+    # Part by part: chain, PCR0, nonce, user_data binding, the key opened with our RSA key, boto3 agrees.
+    stepwise = _data_key_step_by_step(enclave, image, key_arn, boto)
+    assert stepwise != data_key  # a new key for each request
+
+    # No data key crossed the relay (the enclave's side of the host) in any form.
+    with relay.lock:
+        seen = bytes(relay.captured)
+    assert b"TrentService.GenerateDataKey" in seen
+    for key in (data_key, stepwise):
+        for form in (key, base64.b64encode(key), key.hex().encode()):
+            assert form not in seen
+            assert form not in made.stderr.encode()
