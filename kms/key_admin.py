@@ -184,9 +184,15 @@ def _alias_key(backend: Backend, members: dict[str, Any], at: datetime) -> Key |
 
 
 def check_alias_name(name: str) -> None:
-    """An alias name customers may create, update or delete (CreateAlias AliasName's documentation)."""
+    """An alias name customers may create, update or delete (CreateAlias AliasName's documentation; the
+    ValidationException messages are KMS's own, the ``:`` the model's pattern allows is one of them)."""
     if not name.startswith(ALIAS_PREFIX) or name == ALIAS_PREFIX:
-        raise InvalidAliasNameException(f'Alias must start with the prefix "{ALIAS_PREFIX}": {name}')
+        raise ValidationException(
+            'Alias must start with the prefix "alias/". '
+            "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+        )
+    if ":" in name:
+        raise ValidationException(f"{name} contains invalid characters for an alias")
     if name.startswith(ALIAS_PREFIX + "aws/"):
         raise InvalidAliasNameException(
             f'Alias names starting with "{ALIAS_PREFIX}aws/" are reserved for AWS managed keys: {name}'

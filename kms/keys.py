@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from kms.errors import (
     AlreadyExistsException,
     DisabledException,
-    InvalidAliasNameException,
     InvalidArnException,
     KMSInvalidStateException,
     LimitExceededException,
@@ -454,16 +453,6 @@ class KeyRing:
                 raise NotFoundException(f"Alias '{alias_arn(name)}' is not found.")
 
 
-def check_alias_name(name: str) -> None:
-    """InvalidAliasNameException unless ``name`` is ``alias/`` and a name AWS lets customers create."""
-    if not name.startswith(ALIAS_PREFIX) or len(name) == len(ALIAS_PREFIX):
-        raise InvalidAliasNameException(f'Alias must start with the prefix "{ALIAS_PREFIX}". ')
-    if name.startswith(ALIAS_PREFIX + "aws/"):
-        raise NotFoundException(
-            f'Cannot create or modify an alias with the prefix "{ALIAS_PREFIX}aws/": it is reserved.'
-        )
-
-
 def check_usable(key: Key) -> None:
     """DisabledException for a disabled key, KMSInvalidStateException for one pending deletion."""
     if key.state == ENABLED:
@@ -471,7 +460,3 @@ def check_usable(key: Key) -> None:
     if key.state == DISABLED:
         raise DisabledException(f"{key.arn} is disabled.")
     raise KMSInvalidStateException(f"{key.arn} is pending deletion.")
-
-
-def date(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)

@@ -180,7 +180,15 @@ def test_alias_rules(kms: Any) -> None:
     assert (
         _error(kms.create_alias, AliasName="alias/rules", TargetKeyId=second)[0] == "AlreadyExistsException"
     )
-    assert _error(kms.create_alias, AliasName="rules", TargetKeyId=first)[0] == "InvalidAliasNameException"
+    assert _error(kms.create_alias, AliasName="rules", TargetKeyId=first) == (
+        "ValidationException",
+        'Alias must start with the prefix "alias/". '
+        "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html",
+    )
+    assert _error(kms.create_alias, AliasName="alias/a:b", TargetKeyId=first) == (
+        "ValidationException",
+        "alias/a:b contains invalid characters for an alias",
+    )
     assert (
         _error(kms.create_alias, AliasName="alias/aws/s3", TargetKeyId=first)[0]
         == "InvalidAliasNameException"
