@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,10 +73,13 @@ def measure_ops(settings: Settings) -> dict[str, Summary]:
     }
 
 
-def floor_round(pinning: Pinning) -> Callable[[float], float]:
-    """A floor "client" for interleaved rounds: for ``seconds``, all four operations back to back on
-    FLOOR_CPU; returns the sets per second, i.e. the floor in round trips per second for that round."""
-    ops = list(operations().by_name().values())
+def floor_round(
+    pinning: Pinning, ops: Sequence[Callable[[], object]] | None = None
+) -> Callable[[float], float]:
+    """A floor "client" for interleaved rounds: for ``seconds``, ``ops`` (default: all four operations)
+    back to back on FLOOR_CPU; returns the sets per second, i.e. the floor in round trips per second for
+    that round."""
+    ops = list(operations().by_name().values()) if ops is None else list(ops)
 
     def run_round(seconds: float) -> float:
         with pinned_self(pinning, FLOOR_CPU):
