@@ -36,6 +36,7 @@ from kms.keys import (
     PENDING_DELETION,
     Key,
     check_usable,
+    key_arn,
 )
 from kms.protocol import Field
 from kms.state import ACCOUNT_ID
@@ -325,9 +326,9 @@ def list_keys(
     key: Key | None,
 ) -> dict[str, Any]:
     owners = params.get("ResourceOwners", ["SELF"])
-    keys = backend.keys.list_keys(at=at) if "SELF" in owners else []
-    page, extra = _page(keys, params, DEFAULT_LIST_KEYS_LIMIT)
-    return {"Keys": [{"KeyId": k.id, "KeyArn": k.arn} for k in page], **extra}
+    ids = backend.keys.key_ids(at=at) if "SELF" in owners else []
+    page, extra = _page(ids, params, DEFAULT_LIST_KEYS_LIMIT)
+    return {"Keys": [{"KeyId": key_id, "KeyArn": key_arn(key_id)} for key_id in page], **extra}
 
 
 def create_alias(

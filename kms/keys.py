@@ -307,12 +307,26 @@ class KeyRing:
             raise NotFoundException(f"Invalid keyId {key_id}")
         return self._by_id(key_id, at)
 
+    def _sweep(self, at: datetime) -> None:
+        """Delete the keys (and aliases) whose deletion date ``at`` has reached, if there are any."""
+        expired = self._db.execute(
+            "SELECT 1 FROM keys WHERE state = ? AND deletion_date <= ? LIMIT 1",
+            (PENDING_DELETION, at.timestamp()),
+        ).fetchone()
+        if expired is not None:
+            self._purge(at)
+
     def list_keys(self, *, at: datetime | None = None) -> list[Key]:
         """Every key that exists at ``at``, oldest first."""
-        keys = self._keys()
-        if at is not None and not all(self._live(key, at) for key in keys):
-            keys = self._keys()
-        return keys
+        if at is not None:
+            self._sweep(at)
+        return self._keys()
+
+    def key_ids(self, *, at: datetime | None = None) -> list[str]:
+        """The IDs of every key that exists at ``at``, oldest first (ListKeys: no material read)."""
+        if at is not None:
+            self._sweep(at)
+        return [r[0] for r in self._db.execute("SELECT id FROM keys ORDER BY created, id").fetchall()]
 
     def alias(self, name: str, *, at: datetime | None = None) -> Alias:
         """The alias ``name`` (``alias/...``); NotFoundException if none."""
@@ -326,7 +340,7 @@ class KeyRing:
     ) -> list[Alias]:
         """Every alias, or those of one key, or the one of this name; by name."""
         if at is not None:
-            self.list_keys(at=at)  # removes keys (and their aliases) whose deletion date has passed
+            self._sweep(at)
         where: str = ""
         args: tuple[str, ...] = ()
         if key_id is not None:
