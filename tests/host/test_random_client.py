@@ -1,5 +1,6 @@
-"""attested-random without processes: each verification step refuses what it should, the command line's
-usage errors, and one whole fetch against an in-test provider on the simulated vsock socket."""
+"""attested-random without processes: each verification step refuses what it should, the command lines'
+usage errors (fetch, data-key, check-secret), and one whole fetch against an in-test provider on the simulated
+vsock socket."""
 
 from __future__ import annotations
 
@@ -270,7 +271,7 @@ def test_corrupt_eif_is_a_usage_error(sim_home: Path, capsys: pytest.CaptureFixt
 
 
 def test_nobody_listening_is_one_line(sim_home: Path, nsm: NSM, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(GOOD) == 1
+    assert main([*GOOD, "--wait", "0"]) == 1  # tried once: not the default 30 s of retries
     err = capsys.readouterr().err
     assert err == (
         "attested-random: provider error ConnectionError: "
@@ -362,4 +363,97 @@ def test_tampered_payload_is_refused_exit_1(
     assert captured.err == (
         "attested-random: refused: user_data check failed: "
         "user_data is not the SHA-384 of the answer's payload\n"
+    )
+
+
+# -- data-key and check-secret: their command lines ---
+
+TARGET = ["--enclave-cid", "16", "--pcr0", PCR0.hex()]
+KEY = ["data-key", *TARGET, "--key-id", "alias/app"]
+BLOB = base64.b64encode(b"\x01\x02blob").decode()
+CHECK = ["check-secret", *TARGET, "--ciphertext-blob", BLOB]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data-key", *TARGET], "the following arguments are required: --key-id"),
+        (["data-key", "--enclave-cid", "16", "--key-id", "k"], "one of the arguments --pcr0 --eif-path"),
+        ([*KEY, "--key-spec", "AES_512"], "--key-spec must be one of AES_256, AES_128"),
+        ([*KEY, "--key-spec", "AES-256"], "--key-spec must be one of AES_256, AES_128"),
+        ([*KEY, "--encryption-context", "novalue"], "--encryption-context takes KEY=VALUE, got 'novalue'"),
+        ([*KEY, "--encryption-context", "=v"], "--encryption-context takes KEY=VALUE"),
+        (["data-key", "--enclave-cid", "2", "--pcr0", PCR0.hex(), "--key-id", "k"], "--enclave-cid must be"),
+        ([*KEY, "--eif-path", "x.eif"], "not allowed with argument"),
+        (["check-secret", *TARGET], "the following arguments are required: --ciphertext-blob"),
+        (
+            ["check-secret", *TARGET, "--ciphertext-blob", "not base64!"],
+            "--ciphertext-blob must be base64 or fileb://PATH",
+        ),
+        (
+            ["check-secret", *TARGET, "--ciphertext-blob", "fileb:///nonexistent/blob"],
+            "--ciphertext-blob /nonexistent/blob: No such file or directory",
+        ),
+        ([*CHECK, "--expect-sha384", "zz"], "--expect-sha384 must be hex"),
+        ([*CHECK, "--expect-sha384", "ab" * 32], "--expect-sha384 must be 96 hex digits"),
+        ([*CHECK, "--encryption-context", "k"], "--encryption-context takes KEY=VALUE"),
+        (["check-secret", "--enclave-cid", "16", "--ciphertext-blob", BLOB], "one of the arguments --pcr0"),
+        ([*CHECK, "--port", "0"], "--port must be an integer in 1..4294967295"),
+    ],
+)
+def test_data_commands_usage_errors(
+    sim_home: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("attested-random: error: ")
+    assert message in captured.err
+    assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data-key", *TARGET, "--key-id", ""], "key_id must be a string of 1..2048 characters"),
+        (["data-key", *TARGET, "--key-id", "k" * 2049], "key_id must be a string of 1..2048 characters"),
+        ([*KEY, "--encryption-context", "k=" + "v" * 2048], "encryption_context is over 2048 bytes"),
+        (["check-secret", *TARGET, "--ciphertext-blob", ""], "ciphertext_blob must be 1..6144 bytes, got 0"),
+        (
+            ["check-secret", *TARGET, "--ciphertext-blob", base64.b64encode(b"b" * 6145).decode()],
+            "ciphertext_blob must be 1..6144 bytes, got 6145",
+        ),
+        ([*CHECK, "--encryption-context", "k=" + "v" * 2048], "encryption_context is over 2048 bytes"),
+        ([*KEY, "--wait", "-1"], "--wait must be a number of seconds in 0..3600, got '-1'"),
+    ],
+    ids=["empty-key-id", "long-key-id", "key-context", "empty-blob", "long-blob", "check-context", "wait"],
+)
+def test_what_the_protocol_bounds_is_a_usage_error_before_connecting(
+    sim_home: Path, nsm: NSM, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Checked (and refused) before any connection, after the root is loaded: nobody listens on CID 16 here.
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"attested-random: error: {message}\n"
+
+
+def test_blob_file_over_the_bound_is_a_usage_error(
+    sim_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = sim_home / "big.bin"
+    big.write_bytes(b"b" * 6145)
+    assert main(["check-secret", *TARGET, "--ciphertext-blob", f"fileb://{big}"]) == 2
+    assert capsys.readouterr().err == f"attested-random: error: --ciphertext-blob {big}: over 6144 bytes\n"
+
+
+@pytest.mark.parametrize("argv", [KEY, CHECK], ids=["data-key", "check-secret"])
+def test_data_commands_nobody_listening_is_one_line(
+    sim_home: Path, nsm: NSM, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--wait", "0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "attested-random: provider error ConnectionError: "
+        "cannot connect to vsock://16:5005: No such file or directory\n"
     )
