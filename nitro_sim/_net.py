@@ -143,6 +143,31 @@ def parent_death(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | N
     return list(argv), die_with_parent()
 
 
+#: Bound on the wait for setpriv to have set the signal and exec'd the program (a millisecond, usually).
+SETPRIV_EXEC_WITHIN_S = 5.0
+_SETPRIV_POLL_S = 0.0005
+
+
+def await_parent_death(pid: int, started: Sequence[str]) -> None:
+    """Return once the parent-death signal of a child started by :func:`parent_death` is in place.
+
+    With setpriv, Popen returns when setpriv is exec'd, before it has called prctl: a parent killed in that
+    window leaves an orphan. setpriv execs the program only after prctl, so once ``/proc/<pid>/exe`` is no
+    longer setpriv (or the child is gone), the signal is set. Bounded by :data:`SETPRIV_EXEC_WITHIN_S`.
+    """
+    if not started or os.path.basename(started[0]) != "setpriv":
+        return  # the preexec_fn ran before Popen returned
+    wrapper = os.path.realpath(started[0])
+    deadline = time.monotonic() + SETPRIV_EXEC_WITHIN_S
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != wrapper:
+                return
+        except OSError:  # gone, or a zombie: nothing left to orphan
+            return
+        time.sleep(_SETPRIV_POLL_S)
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that sets PR_SET_PDEATHSIG to SIGKILL (Linux), or None elsewhere."""
     if not sys.platform.startswith("linux"):

@@ -58,6 +58,7 @@ from nitro_sim._net import (
     STOP_TIMEOUT_S,
     Recorded,
     alive,
+    await_parent_death,
     forget,
     live,
     parent_death,
@@ -148,6 +149,8 @@ def start(
             )
         except OSError as error:
             raise ProcessError(f"cannot start {name} ({argv[0]}): {error.strerror or error}") from None
+    if not detached:
+        await_parent_death(popen.pid, started)
     process = Process(name, popen, log, offset, command)
     if not detached and process.token is not None:
         register(process.recorded)

@@ -193,7 +193,8 @@ def test_kmstool_follows_the_environment(
     assert kmstool_main(["genrandom", "--length", "8"]) == 255
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("AccessDeniedException: An error occurred (AccessDeniedException)")
-    assert err[-1] == "" and err[-2] == "Could not generate random bytes"
+    assert err[-1] == ""
+    assert err[-2] == "Could not generate random bytes"
     assert peer.requests == 1
 
 
