@@ -114,4 +114,5 @@ def create_app() -> KMSApp:
     settings = settings_from_environment()
     if settings.workers > 1:  # a uvicorn worker process under kms-sim's supervisor
         _die_with_parent(settings.supervisor_pid)
-    return KMSApp(build_service(settings))
+    # Under a supervisor that has checked the files, a file mid-edit at this instant is not fatal.
+    return KMSApp(build_service(settings, worker=settings.workers > 1))

@@ -265,7 +265,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reload_interval_s=args.reload_interval,
         supervisor_pid=os.getpid(),
     )
-    build_service(settings).close()  # fail here, before binding, on any configuration error
+    # Fail here, before binding, on any configuration error. One process serves this very service: built
+    # after the URL line, it would read the state files while a client that saw the line rewrites them.
+    service = build_service(settings)
+    if args.workers > 1:
+        service.close()  # each worker builds its own (kms.app)
     ssl_options: dict[str, str] = {}
     scheme = "http"
     if args.tls:
@@ -283,11 +287,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(number, _exit_cleanly)
     print(url, flush=True)
     os.environ[SETTINGS_ENV] = settings.to_json()
+    from kms.app import KMSApp  # noqa: PLC0415 - imports the server stack too
+
     config = ServeConfig(
-        "kms.app:create_app",
+        KMSApp(service) if args.workers == 1 else "kms.app:create_app",
         request_timeout_s=args.request_timeout,
         max_connections=max_connections,
-        factory=True,
+        factory=args.workers > 1,
         workers=args.workers,
         # uvicorn's httptools protocol, each response written as one segment (kms/transport.py).
         http=CoalescingHttpToolsProtocol,
@@ -309,6 +315,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _uvicorn_took_over = True
             Multiprocess(config, sockets=[sock]).run()
     finally:
+        if args.workers == 1:
+            service.close()
         sock.close()
         if authority.startswith("unix:"):
             Path(authority[len("unix:") :]).unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """Assembly: settings of ``kms-sim serve`` -> a ready :class:`Service` (in the parent and in each worker).
 
 The parent builds the service once before binding, so every configuration error (credentials, policy
-file, trust roots, PKI) is one clear line and a non-zero exit before any port is opened; each uvicorn
-worker builds its own (its own SQLite connection and audit descriptor) from the same settings, passed in
-the ``KMS_SIM_SETTINGS`` environment variable.
+file, trust roots, PKI) is one clear line and a non-zero exit before any port is opened. With one process
+that service is the one served (built after the URL line, it would read the state files while a client
+that saw the line rewrites them); with ``--workers``, each uvicorn worker builds its own (its own SQLite
+connection and audit descriptor) from the same settings, passed in the ``KMS_SIM_SETTINGS`` environment
+variable, and a state file caught mid-edit then is not fatal (``build_service(worker=True)``).
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 from cryptography import x509
 
 from attestation.errors import SimulationError
 from attestation.pki import SimulatedPKI
 from kms.audit import AuditLog
-from kms.iam import load_policies
+from kms.iam import IAMPolicies, load_policies
 from kms.keys import KeyRing
 from kms.keystores import KeyStores
 from kms.operations import Operations
 from kms.recipient import DEFAULT_MAX_DOC_AGE, RecipientCheck
 from kms.reload import RECHECK_S, Watched
 from kms.service import FaultInjector, Service, TokenBucket, check_fault_names
-from kms.state import ensure_home, load_principals
+from kms.state import Principal, ensure_home, load_principals
 
 __all__ = [
     "SETTINGS_ENV",
@@ -126,6 +129,12 @@ def load_faults(path: Path) -> Mapping[str, int]:
     return document
 
 
+#: What a worker serves with while a watched file does not load at its start: nobody, nothing, no faults.
+_NO_PRINCIPALS: Mapping[str, Principal] = MappingProxyType({})
+_NO_POLICIES = IAMPolicies({})
+_NO_FAULTS: Mapping[str, int] = MappingProxyType({})
+
+
 def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
     """The simulated root of the home (created if missing) plus every certificate in each ``--trust-root``."""
     pki = SimulatedPKI.load_or_create(Path(settings.sim_home), at=at)
@@ -138,15 +147,41 @@ def trust_roots(settings: Settings, *, at: datetime) -> list[x509.Certificate]:
     return roots
 
 
-def build_service(settings: Settings) -> Service:
-    """A service over the home's state; SimulationError (one line) if any of it is unusable."""
+def build_service(settings: Settings, *, worker: bool = False) -> Service:
+    """A service over the home's state; SimulationError (one line) if any of it is unusable.
+
+    ``worker``: for a ``--workers`` process, started after the supervisor built (and so checked) the
+    service: a watched file that does not load at that instant (an edit under way) is not fatal; the
+    worker serves closed (no principals, no permissions, no faults) until it loads (kms.reload).
+    """
     home = ensure_home(Path(settings.sim_home))
     tick = time.monotonic()
     every = settings.reload_interval_s
-    principals = Watched(home.credentials, load_principals, what="credentials", tick=tick, recheck_s=every)
+    principals = Watched(
+        home.credentials,
+        load_principals,
+        what="credentials",
+        tick=tick,
+        recheck_s=every,
+        fallback=_NO_PRINCIPALS if worker else None,
+    )
     policy_path = Path(settings.policy) if settings.policy else home.policy
-    policies = Watched(policy_path, load_policies, what="policy", tick=tick, recheck_s=every)
-    fault_file = Watched(home.faults, load_faults, what="faults file", tick=tick, recheck_s=every)
+    policies = Watched(
+        policy_path,
+        load_policies,
+        what="policy",
+        tick=tick,
+        recheck_s=every,
+        fallback=_NO_POLICIES if worker else None,
+    )
+    fault_file = Watched(
+        home.faults,
+        load_faults,
+        what="faults file",
+        tick=tick,
+        recheck_s=every,
+        fallback=_NO_FAULTS if worker else None,
+    )
     roots = trust_roots(settings, at=datetime.now(UTC))
     fixed = None if settings.attestation_time is None else datetime.fromisoformat(settings.attestation_time)
     check = RecipientCheck(roots=roots, max_age=timedelta(seconds=settings.max_doc_age_s), at=fixed)

@@ -7,7 +7,9 @@ import base64
 import configparser
 import http.client
 import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -28,18 +30,29 @@ BODY = b'{"NumberOfBytes": 32}'
 HEADERS = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.GenerateRandom"}
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by an atomic rename (the mode of the file it replaces kept)."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    temp.chmod(path.stat().st_mode & 0o777)
+    os.replace(temp, path)
+
+
 @pytest.fixture(scope="module")
 def server(shared_server: Server) -> Server:
     """This module's kms-sim, with a second principal holding temporary credentials (profile ``temp``)."""
     kms = shared_server.home / "kms"
-    with (kms / "credentials").open("a") as handle:
-        handle.write(
-            f"\n[temp]\naws_access_key_id = {TEMP_KEY}\naws_secret_access_key = {TEMP_SECRET}\n"
-            f"aws_session_token = {TOKEN}\n"
-        )
+    # Each file is replaced whole (a rename), so the server never reads one half written (it would keep
+    # its previous content and read it again at the next look: see tests/kms/test_reload_rewrite.py).
+    _replace(
+        kms / "credentials",
+        (kms / "credentials").read_text()
+        + f"\n[temp]\naws_access_key_id = {TEMP_KEY}\naws_secret_access_key = {TEMP_SECRET}\n"
+        f"aws_session_token = {TOKEN}\n",
+    )
     policy = json.loads((kms / "policy.json").read_text())
     policy["temp"] = policy["nitro-sim"]
-    (kms / "policy.json").write_text(json.dumps(policy))
+    _replace(kms / "policy.json", json.dumps(policy))
     deadline = time.monotonic() + RELOAD_WAIT_S  # the server re-reads changed files within a second
     while True:
         try:
