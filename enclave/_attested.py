@@ -107,7 +107,8 @@ def _blob(name: str, value: object, high: int) -> bytes:
 
 def _common(members: dict[str, object], context: object, tokens: object) -> dict[str, object]:
     if context is not None:
-        if not isinstance(context, Mapping) or not all(
+        # type() first: a dict, the usual context, skips the ABC's isinstance machinery.
+        if not (type(context) is dict or isinstance(context, Mapping)) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in context.items()
         ):
             raise _invalid("EncryptionContext must be a mapping of strings to strings")

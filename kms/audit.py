@@ -272,6 +272,8 @@ def _params_key(params: Mapping[str, Any]) -> tuple[object, ...] | None:
             key.append((name, type(algorithm), algorithm))
         elif type(value) in (int, str, bool) or value is None:
             key.append((name, type(value), value))
+        elif type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+            key.append((name, dict, tuple(value.items())))  # an EncryptionContext: its pairs in order
         else:
             return None
     return tuple(key)

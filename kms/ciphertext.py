@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,8 +45,11 @@ __all__ = [
     "RSA_ALGORITHMS",
     "SYMMETRIC_MATERIAL_BYTES",
     "TAG_BYTES",
+    "Parsed",
     "encode_context",
     "key_id_of",
+    "open_parsed",
+    "parse",
     "rsa_decrypt",
     "rsa_encrypt",
     "rsa_max_plaintext",
@@ -82,6 +86,8 @@ INVALID_CIPHERTEXT_MESSAGE = (
 )
 
 _LENGTH = struct.Struct(">I")
+#: The bytes a key ID in a blob may hold: printable ASCII without space (0x21..0x7E).
+_KEY_ID_BYTES = bytes(range(0x21, 0x7F))
 _FIXED_HEADER = len(MAGIC) + 2  # magic, version byte, key-ID length byte
 #: The smallest blob: the header with a one-byte key ID, one byte of ciphertext (Plaintext min 1), the tag.
 _MIN_BLOB_BYTES = _FIXED_HEADER + 1 + NONCE_BYTES + 1 + TAG_BYTES
@@ -130,8 +136,19 @@ def seal(*, key_id: str, material: bytes, plaintext: bytes, context: Mapping[str
     return header + sealed
 
 
-def _split(blob: bytes) -> tuple[str, bytes, bytes]:
-    """(key ID, header, GCM ciphertext and tag) of a blob in our format, before any cryptography."""
+class Parsed(NamedTuple):
+    """A blob in our format cut into its parts, before any cryptography (``key_id`` UNVERIFIED)."""
+
+    key_id: str
+    header: bytes  # magic, version, key-ID length, key ID, nonce: authenticated as associated data
+    sealed: bytes  # GCM ciphertext and tag
+
+
+def parse(blob: bytes) -> Parsed:
+    """A blob's parts; InvalidCiphertextException, with the one message, for a blob not in our format.
+
+    Decrypt parses its blob once and passes the result on (the key it names, then :func:`open_parsed`).
+    """
     # (1) size: CiphertextType's bound, and at least the smallest blob we can have made
     if not _MIN_BLOB_BYTES <= len(blob) <= MAX_CIPHERTEXT_BYTES:
         raise _invalid()
@@ -144,10 +161,10 @@ def _split(blob: bytes) -> tuple[str, bytes, bytes]:
     if not 1 <= size <= MAX_KEY_ID_BYTES or len(blob) < end + NONCE_BYTES + 1 + TAG_BYTES:
         raise _invalid()
     raw_id = blob[_FIXED_HEADER:end]
-    if not all(0x21 <= byte <= 0x7E for byte in raw_id):
+    if raw_id.translate(None, _KEY_ID_BYTES):  # a byte left once every allowed one is deleted (C loop)
         raise _invalid()
     header_end = end + NONCE_BYTES
-    return raw_id.decode("ascii"), blob[:header_end], blob[header_end:]
+    return Parsed(raw_id.decode("ascii"), blob[:header_end], blob[header_end:])
 
 
 def key_id_of(blob: bytes) -> str:
@@ -156,7 +173,21 @@ def key_id_of(blob: bytes) -> str:
     For Decrypt's resolve step: the key whose policy authorizes the request. InvalidCiphertextException,
     with the one message, for a blob that is not in our format.
     """
-    return _split(blob)[0]
+    return parse(blob).key_id
+
+
+def open_parsed(parsed: Parsed, *, material: bytes, encoded_context: bytes) -> bytes:
+    """The plaintext of a parsed blob under the key ``material``, with the context already encoded
+    (:func:`encode_context`). The caller has checked that ``parsed.key_id`` is that key's ID.
+    InvalidCiphertextException, with the one message, for every failure."""
+    if len(material) != SYMMETRIC_MATERIAL_BYTES:
+        raise _invalid()
+    try:
+        return AESGCM(material).decrypt(
+            parsed.header[-NONCE_BYTES:], parsed.sealed, parsed.header + encoded_context
+        )
+    except InvalidTag:
+        raise _invalid() from None
 
 
 def unseal(*, blob: bytes, key_id: str, material: bytes, context: Mapping[str, str] | None) -> bytes:
@@ -165,13 +196,10 @@ def unseal(*, blob: bytes, key_id: str, material: bytes, context: Mapping[str, s
     InvalidCiphertextException, with the one message, for every failure: not our format, another key's
     blob, a changed byte anywhere, another context.
     """
-    named, header, sealed = _split(blob)
-    if named != key_id or len(material) != SYMMETRIC_MATERIAL_BYTES:
+    parsed = parse(blob)
+    if parsed.key_id != key_id:
         raise _invalid()
-    try:
-        return AESGCM(material).decrypt(header[-NONCE_BYTES:], sealed, header + encode_context(context))
-    except InvalidTag:
-        raise _invalid() from None
+    return open_parsed(parsed, material=material, encoded_context=encode_context(context))
 
 
 #: EncryptionAlgorithmSpec values for RSA keys and their OAEP hash (MGF1 with the same hash, empty label).

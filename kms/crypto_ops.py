@@ -21,6 +21,8 @@ has no grants. Secrets never reach a message, a log line or the audit record (``
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -30,17 +32,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from attestation.cms import build_ciphertext_for_recipient
-from kms._op import RECIPIENT_FIELD, AttestedRecipient, Backend, Operation
+from kms._document_text import decode_document_text
+from kms._op import (
+    KEY_ENCRYPTION_ALGORITHM,
+    MAX_ATTESTATION_DOCUMENT_BYTES,
+    RECIPIENT_FIELD,
+    AttestedRecipient,
+    Backend,
+    Operation,
+)
 from kms.ciphertext import (
     INVALID_CIPHERTEXT_MESSAGE,
+    MAX_CIPHERTEXT_BYTES,
     RSA_ALGORITHMS,
     encode_context,
     key_id_of,
+    open_parsed,
+    parse,
     rsa_decrypt,
     rsa_encrypt,
     rsa_max_plaintext,
     seal,
-    unseal,
 )
 from kms.errors import (
     DryRunOperationException,
@@ -55,7 +67,14 @@ from kms.errors import (
 from kms.keys import Key, check_usable
 from kms.protocol import Field
 
-__all__ = ["CRYPTO_OPERATIONS", "DATA_KEY_PAIR_SPECS", "DRY_RUN_MESSAGE", "MAX_DATA_KEY_BYTES"]
+__all__ = [
+    "CRYPTO_OPERATIONS",
+    "DATA_KEY_PAIR_SPECS",
+    "DECRYPT_FIELDS",
+    "DRY_RUN_MESSAGE",
+    "MAX_DATA_KEY_BYTES",
+    "plain_decrypt",
+]
 
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
 ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
@@ -69,6 +88,8 @@ MAX_DATA_KEY_BYTES = 1024
 DATA_KEY_SPECS: Mapping[str, int] = {"AES_128": 16, "AES_256": 32}
 #: ``PublicKeyType``: blob, 1..8192 bytes.
 MAX_PUBLIC_KEY_BYTES = 8192
+#: ``KeyIdType``: 1..2048 characters.
+MAX_KEY_ID_CHARS = 2048
 #: ``GrantTokenList``: 0..10 tokens; ``GrantTokenType``: 1..8192 characters.
 MAX_GRANT_TOKENS = 10
 MAX_GRANT_TOKEN_CHARS = 8192
@@ -102,8 +123,8 @@ _ALL_PAIR_SPECS = (
 
 # -- input shapes (botocore kms model) -------------------------------------------------------------------
 
-_KEY_ID = Field(name="KeyId", kind="string", minimum=1, maximum=2048, required=True)
-_OPTIONAL_KEY_ID = Field(name="KeyId", kind="string", minimum=1, maximum=2048)
+_KEY_ID = Field(name="KeyId", kind="string", minimum=1, maximum=MAX_KEY_ID_CHARS, required=True)
+_OPTIONAL_KEY_ID = Field(name="KeyId", kind="string", minimum=1, maximum=MAX_KEY_ID_CHARS)
 #: ``EncryptionContextType``: a string-to-string map without bounds in the model (kms.ciphertext bounds it).
 _CONTEXT = Field(
     name="EncryptionContext",
@@ -120,10 +141,89 @@ _GRANT_TOKENS = Field(
 _ALGORITHM = Field(name="EncryptionAlgorithm", kind="string", enum=_ENCRYPTION_ALGORITHMS)
 _DRY_RUN = Field(name="DryRun", kind="boolean")
 _PLAINTEXT = Field(name="Plaintext", kind="blob", minimum=1, maximum=4096, sensitive=True, required=True)
-_CIPHERTEXT = Field(name="CiphertextBlob", kind="blob", minimum=1, maximum=6144)
+_CIPHERTEXT = Field(name="CiphertextBlob", kind="blob", minimum=1, maximum=MAX_CIPHERTEXT_BYTES)
 _NUMBER_OF_BYTES = Field(name="NumberOfBytes", kind="integer", minimum=1, maximum=MAX_DATA_KEY_BYTES)
 _DATA_KEY_SPEC = Field(name="KeySpec", kind="string", enum=("AES_256", "AES_128"))
 _PAIR_SPEC = Field(name="KeyPairSpec", kind="string", enum=_ALL_PAIR_SPECS, required=True)
+
+#: Decrypt's input shape (``DecryptRequest``), in the model's member order.
+DECRYPT_FIELDS = (
+    _CIPHERTEXT,
+    _CONTEXT,
+    _GRANT_TOKENS,
+    _OPTIONAL_KEY_ID,
+    _ALGORITHM,
+    RECIPIENT_FIELD,
+    _DRY_RUN,
+    Field(
+        name="DryRunModifiers",
+        kind="list",
+        members=(Field(name="member", kind="string", enum=(IGNORE_CIPHERTEXT,)),),
+    ),
+)
+
+
+def _plain_blob(value: object, limit: int) -> bytes | None:
+    """A blob member as ``validate`` decodes it (the same base64 call), within 1..``limit``; else None."""
+    if type(value) is not str:
+        return None
+    try:
+        blob = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return blob if 1 <= len(blob) <= limit else None
+
+
+def plain_decrypt(raw: Mapping[str, object]) -> dict[str, Any] | None:
+    """Decrypt's members as ``validate(DECRYPT_FIELDS, raw)`` gives them, for the usual request (a
+    CiphertextBlob, an EncryptionContext of strings, KeyId and EncryptionAlgorithm in the model's bounds,
+    a well-formed Recipient; none of them required but the blob); else None.
+
+    GrantTokens, DryRun and DryRunModifiers are left to ``validate`` (present: None), as is anything of
+    another JSON type. Exact types only (JSON gives str and dict), the model's bounds, the same base64 call
+    (the attestation document through ``kms._document_text``, as GenerateRandom's shortcut), and the
+    members in the model's order (the audit record lists them in that order). Unknown members are ignored,
+    as ``validate`` ignores them. tests/kms/test_protocol.py checks that the two agree.
+    """
+    if raw.get("GrantTokens") is not None or raw.get("DryRun") is not None:
+        return None
+    if raw.get("DryRunModifiers") is not None:
+        return None
+    blob = _plain_blob(raw.get("CiphertextBlob"), MAX_CIPHERTEXT_BYTES)
+    if blob is None:
+        return None
+    members: dict[str, Any] = {"CiphertextBlob": blob}
+    context = raw.get("EncryptionContext")
+    if context is not None:
+        if type(context) is not dict or not all(
+            type(name) is str and type(value) is str for name, value in context.items()
+        ):
+            return None
+        members["EncryptionContext"] = dict(context)
+    key_id = raw.get("KeyId")
+    if key_id is not None:
+        if type(key_id) is not str or not 1 <= len(key_id) <= MAX_KEY_ID_CHARS:
+            return None
+        members["KeyId"] = key_id
+    algorithm = raw.get("EncryptionAlgorithm")
+    if algorithm is not None:
+        if type(algorithm) is not str or algorithm not in _ENCRYPTION_ALGORITHMS:
+            return None
+        members["EncryptionAlgorithm"] = algorithm
+    recipient = raw.get("Recipient")
+    if recipient is not None:
+        if type(recipient) is not dict:
+            return None
+        wrapping = recipient.get("KeyEncryptionAlgorithm")
+        text = recipient.get("AttestationDocument")
+        if type(wrapping) is not str or wrapping != KEY_ENCRYPTION_ALGORITHM or type(text) is not str:
+            return None
+        document = decode_document_text(text)
+        if document is None or not 1 <= len(document) <= MAX_ATTESTATION_DOCUMENT_BYTES:
+            return None
+        members["Recipient"] = {"KeyEncryptionAlgorithm": wrapping, "AttestationDocument": document}
+    return members
+
 
 # -- the checks every handler shares -----------------------------------------------------------------
 
@@ -158,17 +258,18 @@ def _check_algorithm(key: Key, algorithm: str) -> None:
         raise InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key.spec}.")
 
 
-def _check_context(key: Key, members: dict[str, Any]) -> Mapping[str, str] | None:
+def _check_context(key: Key, members: dict[str, Any]) -> bytes:
     """(3) An EncryptionContext, bounded, on symmetric keys only ("Asymmetric algorithms ... do not support
-    an encryption context", KMS developer guide, "Encryption context")."""
+    an encryption context", KMS developer guide, "Encryption context"). Returns the context's canonical
+    encoding (``kms.ciphertext.encode_context``; empty for an asymmetric key), which Decrypt opens with."""
     context: Mapping[str, str] | None = members.get("EncryptionContext")
     if key.spec == SYMMETRIC_DEFAULT:
-        encode_context(context)
-    elif context:
+        return encode_context(context)
+    if context:
         raise ValidationException(
             f"EncryptionContext is not supported with asymmetric KMS keys (key spec {key.spec})."
         )
-    return context
+    return b""
 
 
 def _dry_run(members: dict[str, Any]) -> None:
@@ -203,7 +304,8 @@ def encrypt(
     key = _check_key(key, ENCRYPT_DECRYPT, "Encrypt")
     algorithm = members.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)
     _check_algorithm(key, algorithm)
-    context = _check_context(key, members)
+    _check_context(key, members)
+    context: Mapping[str, str] | None = members.get("EncryptionContext")
     plaintext: bytes = members["Plaintext"]
     if key.spec != SYMMETRIC_DEFAULT:
         limit = rsa_max_plaintext(_RSA_SIZES[key.spec], algorithm)
@@ -264,17 +366,18 @@ def decrypt(
     key = _check_key(key, ENCRYPT_DECRYPT, "Decrypt")
     algorithm = members.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)
     _check_algorithm(key, algorithm)
-    context = _check_context(key, members)
+    encoded_context = _check_context(key, members)
     if _ignores_ciphertext(members):
         _dry_run(members)
     blob: bytes = members["CiphertextBlob"]  # present: resolve refused its absence otherwise
-    # (4) the blob
+    # (4) the blob, parsed once: the key it names, then the open
     if key.spec == SYMMETRIC_DEFAULT:
-        if key_id_of(blob) != key.id:
+        parsed = parse(blob)
+        if parsed.key_id != key.id:
             raise IncorrectKeyException(
                 "The key ID in the request does not identify a KMS key that can perform this operation."
             )
-        plaintext = unseal(blob=blob, key_id=key.id, material=key.material, context=context)
+        plaintext = open_parsed(parsed, material=key.material, encoded_context=encoded_context)
     else:
         plaintext = rsa_decrypt(material=key.material, algorithm=algorithm, blob=blob)
     _dry_run(members)
@@ -306,10 +409,12 @@ def _data_key(members: dict[str, Any], key: Key | None, operation: str) -> tuple
     key = _check_key(key, ENCRYPT_DECRYPT, operation)
     _check_symmetric(key, operation)
     size = _data_key_size(members)
-    context = _check_context(key, members)
+    _check_context(key, members)
     _dry_run(members)
     data_key = os.urandom(size)
-    blob = seal(key_id=key.id, material=key.material, plaintext=data_key, context=context)
+    blob = seal(
+        key_id=key.id, material=key.material, plaintext=data_key, context=members.get("EncryptionContext")
+    )
     return key, {"CiphertextBlob": blob, "KeyId": key.arn, "KeyMaterialId": key.material_id}, data_key
 
 
@@ -365,10 +470,12 @@ def _data_key_pair(
     spec = members["KeyPairSpec"]
     if spec not in DATA_KEY_PAIR_SPECS:
         raise UnsupportedOperationException(f"KeyPairSpec {spec} is not supported in this Region.")
-    context = _check_context(key, members)
+    _check_context(key, members)
     _dry_run(members)
     private, public = _new_pair(spec)
-    blob = seal(key_id=key.id, material=key.material, plaintext=private, context=context)
+    blob = seal(
+        key_id=key.id, material=key.material, plaintext=private, context=members.get("EncryptionContext")
+    )
     result = {
         "PrivateKeyCiphertextBlob": blob,
         "PublicKey": public,
@@ -442,22 +549,7 @@ CRYPTO_OPERATIONS: Mapping[str, Operation] = {
         resolve=_resolve_key_id,
     ),
     "Decrypt": Operation(
-        fields=(
-            _CIPHERTEXT,
-            _CONTEXT,
-            _GRANT_TOKENS,
-            _OPTIONAL_KEY_ID,
-            _ALGORITHM,
-            RECIPIENT_FIELD,
-            _DRY_RUN,
-            Field(
-                name="DryRunModifiers",
-                kind="list",
-                members=(Field(name="member", kind="string", enum=(IGNORE_CIPHERTEXT,)),),
-            ),
-        ),
-        handler=decrypt,
-        resolve=_resolve_decrypt,
+        fields=DECRYPT_FIELDS, handler=decrypt, resolve=_resolve_decrypt, plain=plain_decrypt
     ),
     "GenerateDataKey": Operation(
         fields=(

@@ -5,8 +5,12 @@ SYMMETRIC_DEFAULT, PKCS#8 DER of the private key for RSA_* and ECC_NIST_*. It ne
 log line, an error message or an audit record.
 
 Durability and sharing follow ``kms.keystores``: WAL journal with ``synchronous=FULL``, one transaction per
-change, and every read goes to the database (no cache), so a key disabled through one ``kms-sim serve``
-worker is disabled for the next request on any other. The file holds key material: it is created 0600
+change. :meth:`KeyRing.resolve` keeps the rows it read (bounded, :data:`MAX_CACHED_KEYS`), and before each
+use asks SQLite whether another connection committed since (``PRAGMA data_version``, one read of the WAL
+index: cheaper than the row's query); if one did, every kept row is dropped, and this connection's own
+writes drop them too. So a key disabled through one ``kms-sim serve`` worker is disabled for the next
+request on any other, as when every read went to the database. Writes read the rows inside their
+transaction, never from the cache. The file holds key material: it is created 0600
 before SQLite opens it, and SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 
 :meth:`KeyRing.resolve` takes a KeyId in every form AWS accepts (key ID, key ARN, alias name
@@ -80,6 +84,9 @@ KEY_SPECS: dict[str, tuple[str, ...]] = {
     "ECC_NIST_P256": ("KEY_AGREEMENT",),
     "ECC_NIST_P384": ("KEY_AGREEMENT",),
 }
+#: Key rows :meth:`KeyRing.resolve` keeps between requests (one entry: a key's row with its material, under
+#: 10 KB for an RSA_4096 key): a working set of keys, not the 100,000 a Region may hold.
+MAX_CACHED_KEYS = 1024
 #: How long a writer waits for another process's transaction.
 BUSY_TIMEOUT_S = 10.0
 #: Key material of a symmetric encryption key: 256 bits (AES-256-GCM).
@@ -214,22 +221,31 @@ class KeyRing:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        #: Rows resolve read, by key ID, valid while ``PRAGMA data_version`` reads ``_version``.
+        self._cache: dict[str, Key] = {}
+        self._version: int | None = None
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
 
     def close(self) -> None:
+        self._cache.clear()
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One write transaction, taken up front (no lost update between workers); rolled back on error."""
+        """One write transaction, taken up front (no lost update between workers); rolled back on error.
+
+        Kept rows are dropped however it ends: ``data_version`` does not count this connection's commits.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._cache.clear()
         self._db.execute("COMMIT")
 
     # -- reading -------------------------------------------------------------------------------------
@@ -281,6 +297,23 @@ class KeyRing:
             raise NotFoundException(f"Key '{key_arn(key_id)}' does not exist")
         return rows[0]
 
+    def _kept(self, key_id: str, at: datetime | None) -> Key:
+        """``_by_id`` for a read outside a transaction, from the kept row while no other connection has
+        committed since it was read (see the module docstring)."""
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        key = self._cache.get(key_id)
+        if key is None:
+            key = self._by_id(key_id, None)
+            if len(self._cache) >= MAX_CACHED_KEYS:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key_id] = key
+        if not self._live(key, at):
+            raise NotFoundException(f"Key '{key_arn(key_id)}' does not exist")
+        return key
+
     def resolve(self, key_id: str, *, aliases: bool = True, at: datetime | None = None) -> Key:
         """The key ``key_id`` names: key ID, key ARN, and (if ``aliases``) alias name or alias ARN.
 
@@ -300,12 +333,16 @@ class KeyRing:
             if not aliases:
                 raise NotFoundException(f"Invalid keyId {key_id}")
             alias = self.alias(key_id, at=at)
-            return self._by_id(alias.key_id, at)
+            return self._read(alias.key_id, at)
         if key_id.startswith("key/"):
             key_id = key_id[4:]
         if _KEY_ID.fullmatch(key_id) is None:
             raise NotFoundException(f"Invalid keyId {key_id}")
-        return self._by_id(key_id, at)
+        return self._read(key_id, at)
+
+    def _read(self, key_id: str, at: datetime | None) -> Key:
+        # Inside a caller's transaction the row is read there (what the transaction sees).
+        return self._by_id(key_id, at) if self._db.in_transaction else self._kept(key_id, at)
 
     def _sweep(self, at: datetime) -> None:
         """Delete the keys (and aliases) whose deletion date ``at`` has reached, if there are any."""

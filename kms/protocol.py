@@ -288,12 +288,32 @@ _RESULT_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
 _ERROR_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
+#: The C function the encoder quotes strings with (``ensure_ascii``): the same text, called directly.
+_QUOTE = json.encoder.encode_basestring_ascii
+
+
 def encode_result(result: Mapping[str, object]) -> bytes:
     """A success body: JSON with bytes as base64 (None members omitted, as AWS does)."""
     if len(result) == 1:  # GenerateRandom's one blob: the bytes the encoder would give, without it
         ((name, value),) = result.items()
         if type(value) is bytes and name.isascii() and name.isalnum():  # a name JSON leaves as is
             return b'{"%s":"%s"}' % (name.encode(), base64.b64encode(value))
+    # The usual answer (Decrypt's and the data-key operations': strings and blobs) quoted member by
+    # member, as the encoder quotes them; any other value type goes to the encoder.
+    parts = []
+    for name, value in result.items():
+        if value is None:
+            continue
+        if type(name) is not str:
+            break
+        if type(value) is bytes:
+            parts.append(f'{_QUOTE(name)}:"{binascii.b2a_base64(value, newline=False).decode()}"')
+        elif type(value) is str:
+            parts.append(f"{_QUOTE(name)}:{_QUOTE(value)}")
+        else:
+            break
+    else:
+        return ("{" + ",".join(parts) + "}").encode()
     present = {k: v for k, v in result.items() if v is not None}
     return _RESULT_ENCODER.encode(present).encode()
 

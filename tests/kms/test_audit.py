@@ -40,6 +40,13 @@ _RECIPIENTS = st.builds(
         ),
         st.just({"NumberOfBytes": 1, "KeyStorePassword": "secret"}),
         st.just({"NumberOfBytes": True}),
+        st.fixed_dictionaries(
+            {
+                "CiphertextBlob": st.just(b"blob"),
+                "EncryptionContext": st.dictionaries(_TEXT, _TEXT, max_size=3),
+            }
+        ),
+        st.just({"EncryptionContext": {"a": "b"}, "GrantTokens": ["t"], "Other": {"a": 1}}),
         st.just({"NumberOfBytes": 1.0, "Recipient": {"KeyEncryptionAlgorithm": 1}}),
     ),
     recipient=st.one_of(st.none(), _RECIPIENTS),

@@ -503,3 +503,49 @@ def test_no_secret_in_the_audit_log(shared_server: Server, kms: Any, keys: Keys)
     encrypts = [r for r in records if r["eventName"] == "Encrypt"]
     assert encrypts[-1]["requestParameters"]["encryptionContext"] == {"ctx": "visible"}
     assert "plaintext" not in encrypts[-1]["requestParameters"]
+
+
+def test_decrypt_follows_key_changes_on_every_worker(start_server: Callable[..., Server]) -> None:
+    """``--workers 2``: each worker keeps the key rows it read (kms.keys), yet a key disabled, re-enabled or
+    given a new key policy through one worker is refused or served so by the next request on any other."""
+    server = start_server("--workers", "2")
+    client = server.client()
+    key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    blob = client.encrypt(KeyId=key_id, Plaintext=b"kept", EncryptionContext={"k": "v"})["CiphertextBlob"]
+
+    def decrypt_everywhere() -> set[str]:
+        """Decrypt on new connections (each accepted by either worker); the outcomes seen."""
+        outcomes = set()
+        for _ in range(12):
+            try:
+                answer = server.client().decrypt(CiphertextBlob=blob, EncryptionContext={"k": "v"})
+                assert answer["Plaintext"] == b"kept"
+                outcomes.add("ok")
+            except ClientError as error:
+                outcomes.add(error.response["Error"]["Code"])
+        return outcomes
+
+    assert decrypt_everywhere() == {"ok"}  # both workers now keep the row
+    server.client().disable_key(KeyId=key_id)
+    assert decrypt_everywhere() == {"DisabledException"}
+    server.client().enable_key(KeyId=key_id)
+    assert decrypt_everywhere() == {"ok"}
+    root = "arn:aws:iam::111122223333:root"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Deny", "Principal": {"AWS": root}, "Action": "kms:Decrypt", "Resource": "*"},
+        ],
+    }
+    server.client().put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
+    assert decrypt_everywhere() == {"AccessDeniedException"}
+    # A change made outside the server (another connection to keys.db) reaches the workers as well.
+    ring = KeyRing(KMSHome(root=server.home / "kms").keys)
+    try:
+        ring.put_policy(
+            key_id, json.dumps({**policy, "Statement": policy["Statement"][:1]}), at=datetime.now(UTC)
+        )
+    finally:
+        ring.close()
+    assert decrypt_everywhere() == {"ok"}

@@ -221,3 +221,49 @@ def test_keys_survive_a_reopen(tmp_path: Path) -> None:
         assert again.resolve(key.id).material == key.material
     finally:
         again.close()
+
+
+def test_kept_rows_follow_every_change_of_another_connection(tmp_path: Path) -> None:
+    """resolve keeps rows between requests; a commit by another connection (another worker) drops them."""
+    first, second = KeyRing(tmp_path / "keys.db"), KeyRing(tmp_path / "keys.db")
+    try:
+        key = _symmetric(first)
+        assert first.resolve(key.id) is first.resolve(key.id)  # the kept row, no re-read
+        second.set_enabled(key.id, False, at=T0)
+        assert first.resolve(key.id).state == DISABLED
+        second.set_enabled(key.id, True, at=T0)
+        assert first.resolve(key.arn).state == ENABLED
+        second.put_policy(key.id, '{"Statement": []}', at=T0)
+        assert first.resolve(key.id).policy == '{"Statement": []}'
+        second.set_description(key.id, "changed", at=T0)
+        assert first.resolve(key.id).description == "changed"
+        second.schedule_deletion(key.id, 7, at=T0)
+        assert first.resolve(key.id, at=T0).state == PENDING_DELETION
+        with pytest.raises(NotFoundException):
+            first.resolve(key.id, at=T0 + timedelta(days=7))
+        with pytest.raises(NotFoundException):
+            second.resolve(key.id, at=T0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_kept_rows_follow_the_connections_own_changes(ring: KeyRing) -> None:
+    """SQLite's data_version does not count a connection's own commits: its writes drop the kept rows."""
+    key = _symmetric(ring)
+    assert ring.resolve(key.id).state == ENABLED
+    ring.set_enabled(key.id, False, at=T0)
+    assert ring.resolve(key.id).state == DISABLED
+    ring.put_policy(key.id, '{"Statement": []}', at=T0)
+    assert ring.resolve(key.id).policy == '{"Statement": []}'
+    ring.cancel_deletion(ring.schedule_deletion(key.id, 7, at=T0).id, at=T0)
+    assert ring.resolve(key.id).deletion_date is None
+
+
+def test_kept_rows_are_bounded(ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kms.keys, "MAX_CACHED_KEYS", 2)
+    made = [_symmetric(ring) for _ in range(3)]
+    for key in made:
+        assert ring.resolve(key.id).id == key.id
+    assert len(ring._cache) == 2  # the oldest entry went
+    assert ring.resolve(made[0].id).id == made[0].id
