@@ -6,6 +6,8 @@ An :class:`Operation` is the model's input shape (``kms.protocol.Field`` tuple),
 - ``resolve(backend, members, at)``: the KMS key the request acts on (``None`` for GenerateRandom and the
   custom-key-store operations). The service calls it before authorization, so the key policy and the
   key's ARN take part in the decision; NotFoundException and friends come from here.
+- ``also(backend, members, at)`` (optional): the other resources the request affects (an alias ARN, the
+  key an alias named before UpdateAlias), each authorized for the same action after the first.
 - ``handler(backend, members, recipient, at, key)``: the response members. ``recipient`` is the verified
   Recipient (or None), ``key`` what ``resolve`` returned.
 
@@ -33,6 +35,7 @@ __all__ = [
     "KEY_ENCRYPTION_ALGORITHM",
     "MAX_ATTESTATION_DOCUMENT_BYTES",
     "RECIPIENT_FIELD",
+    "AlsoResolver",
     "AttestedRecipient",
     "Backend",
     "Handler",
@@ -94,6 +97,12 @@ Resolver = Callable[[Backend, dict[str, Any], datetime], "Key | None"]
 PlainValidator = Callable[[Mapping[str, object]], dict[str, Any] | None]
 
 
+#: What else a request acts on, each authorized for the operation's action after the key ``resolve``
+#: returned: an alias ARN (a ``str``: the identity policy alone decides, an alias has no policy of its own)
+#: or a key (its key policy with the identity policy, as for the first). See :attr:`Operation.also`.
+AlsoResolver = Callable[[Backend, dict[str, Any], datetime], "tuple[str | Key, ...]"]
+
+
 def _no_key(backend: Backend, members: dict[str, Any], at: datetime) -> Key | None:
     return None
 
@@ -110,6 +119,11 @@ class Operation:
     #: ``BypassPolicyLockoutSafetyCheck`` is true (CreateKey, PutKeyPolicy): the service checks it with
     #: the caller's identity, which handlers do not see.
     checks_lockout: bool = False
+    #: The other resources the request affects, each of which the caller needs the action on too (None:
+    #: only the key ``resolve`` returns). AWS authorizes CreateAlias and DeleteAlias on the alias as well
+    #: as on its key, UpdateAlias on the alias and on both its old and new key (KMS developer guide,
+    #: "Controlling access to aliases").
+    also: AlsoResolver | None = None
 
     def members(self, raw: Mapping[str, object]) -> dict[str, Any]:
         """``validate(self.fields, raw)``, by the shortcut when it applies."""

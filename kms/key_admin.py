@@ -7,6 +7,8 @@ reference (each operation's page, quoted in the model's documentation strings) a
 Each operation's ``resolve`` names the key it acts on before authorization (the key policy takes part in
 the decision); where the model's KeyId documentation says "Specify the key ID or key ARN", an alias is
 not accepted. ListKeys, ListAliases and CreateKey act on no key: the identity policy alone decides.
+The alias operations act on the alias too (``also``): the caller needs the action on the alias ARN in
+its identity policy, and UpdateAlias on the alias's current key as well as on the new one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from kms.keys import (
     KEY_SPECS,
     PENDING_DELETION,
     Key,
+    alias_arn,
     check_usable,
     key_arn,
 )
@@ -182,6 +185,16 @@ def _alias_key(backend: Backend, members: dict[str, Any], at: datetime) -> Key |
     """DeleteAlias: the key the alias names."""
     check_alias_name(members["AliasName"])
     return backend.keys.resolve(members["AliasName"], at=at)
+
+
+def _the_alias(backend: Backend, members: dict[str, Any], at: datetime) -> tuple[str | Key, ...]:
+    """CreateAlias / DeleteAlias: the alias itself ("kms:CreateAlias for the alias ... in an IAM policy")."""
+    return (alias_arn(members["AliasName"]),)
+
+
+def _alias_and_its_key(backend: Backend, members: dict[str, Any], at: datetime) -> tuple[str | Key, ...]:
+    """UpdateAlias: the alias, and the key it names now ("kms:UpdateAlias for the current KMS key")."""
+    return alias_arn(members["AliasName"]), backend.keys.resolve(members["AliasName"], at=at)
 
 
 def check_alias_name(name: str) -> None:
@@ -538,9 +551,15 @@ KEY_OPERATIONS: Mapping[str, Operation] = {
         ),
         handler=list_keys,
     ),
-    "CreateAlias": Operation(fields=(_ALIAS_NAME, _TARGET_KEY_ID), handler=create_alias, resolve=_target),
-    "UpdateAlias": Operation(fields=(_ALIAS_NAME, _TARGET_KEY_ID), handler=update_alias, resolve=_target),
-    "DeleteAlias": Operation(fields=(_ALIAS_NAME,), handler=delete_alias, resolve=_alias_key),
+    "CreateAlias": Operation(
+        fields=(_ALIAS_NAME, _TARGET_KEY_ID), handler=create_alias, resolve=_target, also=_the_alias
+    ),
+    "UpdateAlias": Operation(
+        fields=(_ALIAS_NAME, _TARGET_KEY_ID), handler=update_alias, resolve=_target, also=_alias_and_its_key
+    ),
+    "DeleteAlias": Operation(
+        fields=(_ALIAS_NAME,), handler=delete_alias, resolve=_alias_key, also=_the_alias
+    ),
     "ListAliases": Operation(
         fields=(
             Field(name="KeyId", kind="string", minimum=1, maximum=2048),

@@ -13,7 +13,8 @@ Order, each step a KMSError on failure (answered, audited, and the next request 
 8. authorization: the key the request acts on is resolved (kms._op ``resolve``); with no key, the
    principal's IAM-style policy decides, with the document's PCRs as condition keys; with a key, its key
    policy and the identity policy together (kms.keypolicy), with the key's and the request's condition
-   keys too; a new key policy passes the lockout safety check;
+   keys too; then each other resource the operation affects (``also``: an alias ARN, by the identity
+   policy alone; another key, as the first); a new key policy passes the lockout safety check;
 9. the operation.
 
 An unexpected exception is a KMSInternalException (HTTP 500, no details on the wire, one line on stderr).
@@ -34,6 +35,7 @@ from kms._op import AttestedRecipient
 from kms.audit import AuditLog, claimed_credential, claimed_operation, event_line
 from kms.auth import authenticate
 from kms.errors import (
+    AccessDeniedException,
     DependencyTimeoutException,
     KMSError,
     KMSInternalException,
@@ -162,6 +164,23 @@ def condition_context(recipient: AttestedRecipient | None) -> dict[str, str]:
     if 0 in recipient.pcrs:
         context[f"{_CONDITION_PREFIX}imagesha384"] = recipient.pcrs[0].hex()
     return context
+
+
+def authorize_identity_on(
+    policies: IAMPolicies, principal: Principal, action: str, context: Mapping[str, str], resource: str
+) -> None:
+    """Return if the identity policy lets ``principal`` do ``action`` on ``resource`` (an alias ARN: no
+    resource-based policy exists for it); AccessDeniedException in AWS's words otherwise."""
+    denied, allowed = policies.evaluate(principal, action, context, resource)
+    if denied:
+        why = "with an explicit deny in an identity-based policy"
+    elif not allowed:
+        why = f"because no identity-based policy allows the {action} action"
+    else:
+        return
+    raise AccessDeniedException(
+        f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource} {why}"
+    )
 
 
 def _first_values(headers: Sequence[tuple[str, str]]) -> tuple[dict[str, str], int]:
@@ -297,6 +316,14 @@ class Service:
         else:
             key_conditions = key_context(condition_context(trace.recipient), trace.params, trace.key)
             authorize_key(policies, trace.principal, spec.action, trace.key, key_conditions)
+        if spec.also is not None:  # the other resources it affects (an alias, the key it named before)
+            for other in spec.also(self.operations, trace.params, at):
+                if isinstance(other, str):
+                    context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
+                    authorize_identity_on(policies, trace.principal, spec.action, context, other)
+                else:
+                    other_conditions = key_context(condition_context(trace.recipient), trace.params, other)
+                    authorize_key(policies, trace.principal, spec.action, other, other_conditions)
         if (
             spec.checks_lockout
             and "Policy" in trace.params

@@ -102,6 +102,17 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield _start(group, home)
 
 
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start ``kms-sim serve ... ARGS`` servers that live for the whole module (each its own home)."""
+    with ProcessGroup(tmp_path_factory.mktemp("module-logs")) as group:
+
+        def start(*args: str) -> Server:
+            return _start(group, tmp_path_factory.mktemp("module"), *args)
+
+        yield start
+
+
 @pytest.fixture(scope="session")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
