@@ -100,7 +100,8 @@ PlainValidator = Callable[[Mapping[str, object]], dict[str, Any] | None]
 #: What else a request acts on, each authorized for the operation's action after the key ``resolve``
 #: returned: an alias ARN (a ``str``: the identity policy alone decides, an alias has no policy of its own)
 #: or a key (its key policy with the identity policy, as for the first). See :attr:`Operation.also`.
-AlsoResolver = Callable[[Backend, dict[str, Any], datetime], "tuple[str | Key, ...]"]
+#: A ``(key, action)`` pair is a key authorized for another action (ReEncrypt's destination: kms:ReEncryptTo).
+AlsoResolver = Callable[[Backend, dict[str, Any], datetime], "tuple[str | Key | tuple[Key, str], ...]"]
 
 
 def _no_key(backend: Backend, members: dict[str, Any], at: datetime) -> Key | None:
@@ -111,7 +112,8 @@ def _no_key(backend: Backend, members: dict[str, Any], at: datetime) -> Key | No
 class Operation:
     fields: tuple[Field, ...]
     handler: Handler
-    #: The IAM action name, ``kms:<Operation>`` (filled in by ``kms.operations.OPERATIONS``).
+    #: The IAM action name on the key ``resolve`` returns: ``kms:<Operation>`` unless set (filled in by
+    #: ``kms.operations.OPERATIONS``; ReEncrypt's is kms:ReEncryptFrom).
     action: str = ""
     plain: PlainValidator | None = None
     resolve: Resolver = _no_key

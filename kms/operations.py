@@ -36,6 +36,7 @@ from kms.key_admin import KEY_OPERATIONS
 from kms.keys import Key, KeyRing
 from kms.keystores import CLOUDHSM, EXTERNAL, KeyStore, KeyStores
 from kms.protocol import Field
+from kms.reencrypt import REENCRYPT_OPERATIONS
 
 __all__ = ["OPERATIONS", "AttestedRecipient", "Operation", "Operations"]
 
@@ -352,6 +353,6 @@ _OPERATIONS: Mapping[str, Operation] = {
 }
 
 OPERATIONS: Mapping[str, Operation] = {
-    name: dataclasses.replace(op, action=f"kms:{name}")
-    for name, op in {**_OPERATIONS, **KEY_OPERATIONS, **CRYPTO_OPERATIONS}.items()
+    name: dataclasses.replace(op, action=op.action or f"kms:{name}")
+    for name, op in {**_OPERATIONS, **KEY_OPERATIONS, **CRYPTO_OPERATIONS, **REENCRYPT_OPERATIONS}.items()
 }

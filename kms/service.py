@@ -321,9 +321,10 @@ class Service:
                 if isinstance(other, str):
                     context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
                     authorize_identity_on(policies, trace.principal, spec.action, context, other)
-                else:
-                    other_conditions = key_context(condition_context(trace.recipient), trace.params, other)
-                    authorize_key(policies, trace.principal, spec.action, other, other_conditions)
+                    continue
+                other_key, action = other if isinstance(other, tuple) else (other, spec.action)
+                other_conditions = key_context(condition_context(trace.recipient), trace.params, other_key)
+                authorize_key(policies, trace.principal, action, other_key, other_conditions)
         if (
             spec.checks_lockout
             and "Policy" in trace.params
