@@ -117,6 +117,11 @@ ATTESTED_SHAPES: Mapping[str, AttestedShape] = {
 }
 
 
+#: Reused per request (``json.dumps`` with options builds a new encoder per call); the same output as
+#: ``json.dumps(value, separators=(",", ":"))``.
+_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def attested_body(members: Mapping[str, object], document: bytes) -> bytes:
     """The body of an attested operation: ``members`` (bytes values as base64) plus the Recipient.
 
@@ -127,7 +132,7 @@ def attested_body(members: Mapping[str, object], document: bytes) -> bytes:
         name: binascii.b2a_base64(value, newline=False).decode() if isinstance(value, bytes) else value
         for name, value in members.items()
     }
-    head = json.dumps(fields, separators=(",", ":")).encode()[:-1]  # without its closing brace
+    head = _BODY_ENCODER.encode(fields).encode()[:-1]  # without its closing brace
     return b"".join(
         (
             head,

@@ -86,6 +86,10 @@ INVALID_CIPHERTEXT_MESSAGE = (
 )
 
 _LENGTH = struct.Struct(">I")
+#: Encoded contexts kept by their pairs in order (an application repeats its few contexts): entries of at
+#: most MAX_CONTEXT_BYTES and a little framing each.
+CONTEXT_CACHE_SIZE = 256
+_ENCODED_CONTEXTS: dict[tuple[tuple[str, str], ...], bytes] = {}
 #: The bytes a key ID in a blob may hold: printable ASCII without space (0x21..0x7E).
 _KEY_ID_BYTES = bytes(range(0x21, 0x7F))
 _FIXED_HEADER = len(MAGIC) + 2  # magic, version byte, key-ID length byte
@@ -107,6 +111,17 @@ def encode_context(context: Mapping[str, str] | None) -> bytes:
     """
     if not context:
         return _LENGTH.pack(0)
+    key = tuple(context.items())
+    known = _ENCODED_CONTEXTS.get(key)
+    if known is None:
+        known = _encode_context(context)  # ValidationException: nothing kept
+        if len(_ENCODED_CONTEXTS) >= CONTEXT_CACHE_SIZE:
+            del _ENCODED_CONTEXTS[next(iter(_ENCODED_CONTEXTS))]
+        _ENCODED_CONTEXTS[key] = known
+    return known
+
+
+def _encode_context(context: Mapping[str, str]) -> bytes:
     pairs = sorted((key.encode("utf-8"), value.encode("utf-8")) for key, value in context.items())
     if sum(len(key) + len(value) for key, value in pairs) > MAX_CONTEXT_BYTES:
         raise ValidationException(
@@ -144,11 +159,27 @@ class Parsed(NamedTuple):
     sealed: bytes  # GCM ciphertext and tag
 
 
+#: The last blob parsed and its parts: Decrypt's resolve step and its handler see the same bytes object.
+_LAST_PARSED: tuple[bytes, Parsed] | None = None
+
+
 def parse(blob: bytes) -> Parsed:
     """A blob's parts; InvalidCiphertextException, with the one message, for a blob not in our format.
 
-    Decrypt parses its blob once and passes the result on (the key it names, then :func:`open_parsed`).
+    The same ``bytes`` object as the last call's (an immutable object, kept alive by the entry: the same
+    content) is not parsed again.
     """
+    global _LAST_PARSED  # noqa: PLW0603 - a one-entry cache (one tuple, replaced whole)
+    last = _LAST_PARSED
+    if last is not None and last[0] is blob:
+        return last[1]
+    parsed = _parse(blob)
+    if type(blob) is bytes:  # not a bytearray or memoryview, which could change under the entry
+        _LAST_PARSED = (blob, parsed)
+    return parsed
+
+
+def _parse(blob: bytes) -> Parsed:
     # (1) size: CiphertextType's bound, and at least the smallest blob we can have made
     if not _MIN_BLOB_BYTES <= len(blob) <= MAX_CIPHERTEXT_BYTES:
         raise _invalid()

@@ -36,6 +36,7 @@ __all__ = [
     "check_lockout",
     "compile_key_policy",
     "key_context",
+    "reads_conditions",
 ]
 
 #: "Key policy document size: 32 KB (32,768 bytes)" (KMS developer guide, "Resource quotas").
@@ -65,6 +66,8 @@ class KeyPolicy:
     """A compiled key policy."""
 
     statements: tuple[_KeyStatement, ...]
+    #: Whether any statement has a condition (if not, no request's condition keys are read).
+    conditional: bool = False
 
 
 def _principal_values(raw: object) -> list[str]:
@@ -129,7 +132,7 @@ def compile_key_policy(text: str) -> KeyPolicy:
             raise MalformedPolicyDocumentException(str(error)) from None
         anyone, account, arns = _principal(statement["Principal"])
         compiled.append(_KeyStatement(body, anyone, account, arns))
-    return KeyPolicy(tuple(compiled))
+    return KeyPolicy(tuple(compiled), any(entry.statement.conditions for entry in compiled))
 
 
 @lru_cache(maxsize=MAX_CACHED_POLICIES)
@@ -187,6 +190,13 @@ def authorize_key(
         context=context,
         resource=key.arn,
     )
+
+
+def reads_conditions(identity: IAMPolicies, key: Key) -> bool:
+    """Whether deciding a request on ``key`` reads condition keys: a condition in the identity policies
+    or in the key's policy. If not, the service passes an empty context instead of building
+    :func:`key_context` (no statement without conditions looks at it)."""
+    return identity.conditional or _cached(key.id, key.policy).conditional
 
 
 def check_lockout(text: str, identity: IAMPolicies, principal: Principal, resource: str | None) -> None:

@@ -43,7 +43,7 @@ from kms.errors import (
     ValidationException,
 )
 from kms.iam import IAMPolicies
-from kms.keypolicy import authorize_key, check_lockout, key_context
+from kms.keypolicy import authorize_key, check_lockout, key_context, reads_conditions
 from kms.keys import Key
 from kms.operations import OPERATIONS, Operations
 from kms.protocol import (
@@ -314,7 +314,9 @@ class Service:
             context = condition_context(trace.recipient) if policies.conditional else _NO_CONTEXT
             policies.authorize(trace.principal, spec.action, context)
         else:
-            key_conditions = key_context(condition_context(trace.recipient), trace.params, trace.key)
+            key_conditions: Mapping[str, Any] = _NO_CONTEXT
+            if reads_conditions(policies, trace.key):
+                key_conditions = key_context(condition_context(trace.recipient), trace.params, trace.key)
             authorize_key(policies, trace.principal, spec.action, trace.key, key_conditions)
         if spec.also is not None:  # the other resources it affects (an alias, the key it named before)
             for other in spec.also(self.operations, trace.params, at):

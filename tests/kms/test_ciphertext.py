@@ -27,6 +27,8 @@ from kms.ciphertext import (
     MAX_PLAINTEXT_BYTES,
     encode_context,
     key_id_of,
+    open_parsed,
+    parse,
     rsa_decrypt,
     rsa_encrypt,
     rsa_max_plaintext,
@@ -235,3 +237,27 @@ def test_rsa_failures_are_indistinguishable(rsa_2048: rsa.RSAPrivateKey) -> None
     changed = bytearray(blob)
     changed[10] ^= 1
     _fails(rsa_decrypt, material=material, algorithm="RSAES_OAEP_SHA_256", blob=bytes(changed))
+
+
+def test_kept_encodings_and_parses_are_the_fresh_ones() -> None:
+    """encode_context keeps encodings by the pairs in order; parse keeps the last bytes object's parts."""
+    import kms.ciphertext
+
+    for context in ({"b": "2", "a": "1"}, {"a": "1", "b": "2"}, {"é": ""}):
+        first = encode_context(context)
+        assert encode_context(dict(context)) == first == kms.ciphertext._encode_context(context)
+    too_big = {"k": "v" * MAX_CONTEXT_BYTES}
+    for _ in range(2):  # a refused context is refused every time (nothing kept)
+        with pytest.raises(ValidationException):
+            encode_context(too_big)
+    blob = seal(key_id=KEY_ID, material=MATERIAL, plaintext=b"secret", context=None)
+    assert parse(blob) is parse(blob)
+    assert parse(bytes(blob)) == parse(blob)
+    changed = bytearray(blob)
+    assert parse(changed).key_id == KEY_ID
+    changed[5] = 0x20  # a space in the key ID, in the same (mutable) object: parsed again, refused
+    with pytest.raises(InvalidCiphertextException):
+        parse(changed)
+    assert open_parsed(parse(blob), material=MATERIAL, encoded_context=encode_context(None)) == b"secret"
+    with pytest.raises(InvalidCiphertextException, match=INVALID_CIPHERTEXT_MESSAGE):
+        open_parsed(parse(blob), material=MATERIAL, encoded_context=encode_context({"a": "b"}))

@@ -17,7 +17,14 @@ from attestation.nsm import simulate_document
 from attestation.pki import SimulatedPKI
 from kms.errors import AccessDeniedException, MalformedPolicyDocumentException
 from kms.iam import IAMPolicies, PolicyFileError, parse_policies
-from kms.keypolicy import LOCKOUT_MESSAGE, authorize_key, check_lockout, compile_key_policy, key_context
+from kms.keypolicy import (
+    LOCKOUT_MESSAGE,
+    authorize_key,
+    check_lockout,
+    compile_key_policy,
+    key_context,
+    reads_conditions,
+)
 from kms.keys import Key, default_policy, key_arn
 from kms.recipient import RecipientCheck
 from kms.service import condition_context
@@ -300,3 +307,18 @@ def test_lockout_check() -> None:
         check_lockout(
             default_policy(), _identity(alice=[{**ALLOW_ALL, "Action": "kms:Decrypt"}]), ALICE, None
         )
+
+
+def test_condition_keys_are_read_only_where_a_statement_has_a_condition() -> None:
+    """The service builds a request's condition keys only if a policy it is decided by has a condition."""
+    plain = _identity(alice=[ALLOW_ALL])
+    condition = {"StringEquals": {"kms:EncryptionContext:purpose": "x"}}
+    assert not compile_key_policy(default_policy()).conditional
+    assert not reads_conditions(plain, KEY)
+    conditional_key = _key(_stmt({"AWS": ROOT}), _stmt("*", "kms:Decrypt", "Deny", Condition=condition))
+    assert compile_key_policy(conditional_key.policy).conditional
+    assert reads_conditions(plain, conditional_key)
+    assert reads_conditions(_identity(alice=[{**ALLOW_ALL, "Condition": condition}]), KEY)
+    # Without a condition anywhere the decision is the same for any context.
+    for context in ({}, {"kms:encryptioncontext:purpose": "x"}, key_context({}, {"KeyId": "alias/a"}, KEY)):
+        authorize_key(plain, ALICE, "kms:Decrypt", KEY, context)
