@@ -426,6 +426,10 @@ def generate_data_key(
     key: Key | None,
 ) -> dict[str, Any]:
     key, result, data_key = _data_key(members, key, "GenerateDataKey")
+    if recipient is not None:
+        # KeyMaterialId: "This field is omitted if the request includes the Recipient parameter"
+        # (GenerateDataKey reference; GenerateDataKeyPair's has no such line and keeps it).
+        del result["KeyMaterialId"]
     return _secret(result, "Plaintext", data_key, recipient)
 
 

@@ -323,6 +323,7 @@ def test_generate_data_key_with_recipient(
 ) -> None:
     answer = kms.generate_data_key(KeyId=keys.symmetric.id, KeySpec="AES_256", Recipient=recipient)
     assert "Plaintext" not in answer
+    assert "KeyMaterialId" not in answer  # "omitted if the request includes the Recipient parameter"
     data_key = decrypt_ciphertext_for_recipient(answer["CiphertextForRecipient"], enclave_key)
     assert len(data_key) == 32
     assert kms.decrypt(CiphertextBlob=answer["CiphertextBlob"])["Plaintext"] == data_key
