@@ -233,13 +233,15 @@ class IAMPolicies:
             if statement.matches(action, context):
                 if statement.deny:
                     raise AccessDeniedException(
-                        f"User: {principal.arn} is not authorized to perform: {action} "
+                        f"User: {principal.arn} is not authorized to perform: {action} on resource: * "
                         "with an explicit deny in an identity-based policy"
                     )
                 allowed = True
         if not allowed:
+            # "... is not authorized to perform: kms:CreateKey on resource: * because no identity-based policy
+            # allows the kms:CreateKey action": IAM names "*" as the resource of an action that takes none.
             raise AccessDeniedException(
-                f"User: {principal.arn} is not authorized to perform: {action} "
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: * "
                 f"because no identity-based policy allows the {action} action"
             )
 

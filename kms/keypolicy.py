@@ -126,6 +126,11 @@ def compile_key_policy(text: str) -> KeyPolicy:
             raise MalformedPolicyDocumentException("kms-sim does not simulate NotPrincipal in key policies.")
         if isinstance(statement, dict) and "Principal" not in statement:
             raise MalformedPolicyDocumentException(_INVALID_PRINCIPALS)
+        if isinstance(statement, dict) and ("Action" not in statement or "Resource" not in statement):
+            # "If either of the required Resource or Action elements are missing from a key policy statement,
+            # the policy statement has no effect ... the PutKeyPolicy API request succeeds" (PutKeyPolicy's
+            # Policy member; CreateKey's says the same).
+            continue
         try:
             body = compile_statement(statement, f"Statement[{index}]")
         except PolicyFileError as error:

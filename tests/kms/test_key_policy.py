@@ -281,6 +281,17 @@ def test_malformed_key_policies(policy: str, fragment: str) -> None:
     assert "\n" not in caught.value.message
 
 
+@pytest.mark.parametrize("missing", ["Action", "Resource"])
+def test_a_statement_without_action_or_resource_has_no_effect(missing: str) -> None:
+    """PutKeyPolicy's Policy member: such a statement "has no effect ... the PutKeyPolicy API request
+    succeeds": a Deny without one of them denies nothing, an Allow allows nothing."""
+    deny = {k: v for k, v in _stmt({"AWS": ALICE.arn}, "kms:Decrypt", "Deny").items() if k != missing}
+    key = _key(_stmt({"AWS": ALICE.arn}), deny)
+    authorize_key(_identity(), ALICE, "kms:Decrypt", key, {})
+    allow = {k: v for k, v in _stmt({"AWS": ALICE.arn}).items() if k != missing}
+    assert "no resource-based policy" in _message(_identity(), _key(allow))
+
+
 def test_service_principals_parse_but_name_no_caller() -> None:
     key = _key(_stmt({"Service": "ec2.amazonaws.com"}))
     assert "no resource-based policy" in _message(_identity(alice=[ALLOW_ALL]), key)
