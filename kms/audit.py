@@ -2,8 +2,10 @@
 
 Shape (CloudTrail record fields as KMS writes them; KMS developer guide "Monitoring requests for Nitro
 enclaves"): eventVersion, userIdentity (type, principalId, arn, accountId, accessKeyId, userName),
-eventTime, eventSource, eventName, awsRegion, sourceIPAddress, userAgent, requestParameters,
-responseElements (always null: KMS logs no response data for these calls), requestID, eventID,
+eventTime, eventSource, eventName, awsRegion, sourceIPAddress, userAgent, requestParameters (what the
+request sent, with the values it left to their defaults where KMS's examples show them: see
+:func:`request_parameters`), responseElements (null but for CreateKey, ScheduleKeyDeletion and
+CancelKeyDeletion: see :func:`response_elements`), requestID, eventID,
 readOnly (true for Describe*, List*, Get*, GenerateRandom and the cryptographic operations, as KMS's
 records show), resources (a request on a KMS key: ``[{"accountId", "type": "AWS::KMS::Key", "ARN"}]``),
 eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an attested
@@ -24,8 +26,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -35,6 +37,7 @@ from kms.operations import OPERATIONS
 from kms.state import ACCOUNT_ID, DEFAULT_REGION, Principal
 
 __all__ = [
+    "CLOUDTRAIL_MONTHS",
     "MAX_AUDIT_ACCESS_KEY_CHARS",
     "MAX_AUDIT_REGION_CHARS",
     "MAX_AUDIT_USER_AGENT_CHARS",
@@ -46,6 +49,7 @@ __all__ = [
     "event_line",
     "refused_line",
     "request_parameters",
+    "response_elements",
 ]
 
 #: Bounds on what an unauthenticated caller controls in a record (truncated to these): CloudTrail's
@@ -99,8 +103,76 @@ def _without_blobs(value: Any) -> Any:
     return value
 
 
-def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no bytes at any depth."""
+#: The default of every EncryptionAlgorithm member (Encrypt, Decrypt, ReEncrypt's source and destination).
+_SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+
+
+def _create_key_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-createkey.md (each of its three examples): description "", bypassPolicyLockoutSafetyCheck false,
+    keySpec and customerMasterKeySpec (both the spec used) and keyUsage, whatever the request left out.
+    No keyUsage default for a key that is not SYMMETRIC_DEFAULT: that request is refused without one."""
+    spec = params.get("KeySpec", params.get("CustomerMasterKeySpec", _SYMMETRIC_DEFAULT))
+    out.setdefault("description", "")
+    out.setdefault("bypassPolicyLockoutSafetyCheck", False)
+    out.setdefault("keySpec", spec)
+    out.setdefault("customerMasterKeySpec", spec)
+    if spec == _SYMMETRIC_DEFAULT:
+        out.setdefault("keyUsage", "ENCRYPT_DECRYPT")
+
+
+def _encrypt_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-encrypt.md: encryptionAlgorithm "SYMMETRIC_DEFAULT". keyId stays as sent: the ACM user guide's
+    Encrypt record keeps the alias ARN its caller named (the key's ARN is in ``resources``)."""
+    out.setdefault("encryptionAlgorithm", _SYMMETRIC_DEFAULT)
+
+
+def _decrypt_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-decrypt.md and ct-decrypt-enclave.md: encryptionAlgorithm "SYMMETRIC_DEFAULT" and keyId the ARN of
+    the key that decrypted (a symmetric Decrypt need not name it; the examples show the ARN every time)."""
+    out.setdefault("encryptionAlgorithm", _SYMMETRIC_DEFAULT)
+    if key_arn is not None:
+        out["keyId"] = key_arn
+
+
+def _reencrypt_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-reencrypt.md: sourceEncryptionAlgorithm and destinationEncryptionAlgorithm "SYMMETRIC_DEFAULT"."""
+    out.setdefault("sourceEncryptionAlgorithm", _SYMMETRIC_DEFAULT)
+    out.setdefault("destinationEncryptionAlgorithm", _SYMMETRIC_DEFAULT)
+
+
+def _put_key_policy_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-put-key-policy.md: policyName "default" and bypassPolicyLockoutSafetyCheck false."""
+    out.setdefault("policyName", "default")
+    out.setdefault("bypassPolicyLockoutSafetyCheck", False)
+
+
+def _get_key_policy_defaults(params: Mapping[str, Any], out: dict[str, Any], key_arn: str | None) -> None:
+    """ct-getkeypolicy.md: policyName "default" (the one policy name; PolicyName is optional since 2023)."""
+    out.setdefault("policyName", "default")
+
+
+#: Per operation, the members KMS's CloudTrail examples (KMS developer guide, "Examples of AWS KMS log
+#: entries": the ct-*.md page named in each rule) record with the value used when the request left them
+#: out. The other operations' examples show the members as sent (GenerateDataKey's keyId and keySpec,
+#: ScheduleKeyDeletion's keyId, the alias operations'), and so do their records here.
+_DEFAULTS: Mapping[str, Callable[[Mapping[str, Any], dict[str, Any], str | None], None]] = {
+    "CreateKey": _create_key_defaults,
+    "Encrypt": _encrypt_defaults,
+    "Decrypt": _decrypt_defaults,
+    "ReEncrypt": _reencrypt_defaults,
+    "PutKeyPolicy": _put_key_policy_defaults,
+    "GetKeyPolicy": _get_key_policy_defaults,
+}
+
+
+def request_parameters(
+    params: Mapping[str, Any], operation: str | None = None, key_arn: str | None = None
+) -> dict[str, Any] | None:
+    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no bytes at any depth,
+    and for the operations of :data:`_DEFAULTS` the values used where the request left them out.
+
+    A function of ``params``, ``operation`` and ``key_arn`` alone (the template key of :func:`event_line`
+    holds all three)."""
     out: dict[str, Any] = {}
     for name, value in params.items():
         # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
@@ -112,7 +184,74 @@ def request_parameters(params: Mapping[str, Any]) -> dict[str, Any] | None:
             out[_camel(name)] = _without_blobs(value)
         else:
             out[_camel(name)] = value
+    defaults = _DEFAULTS.get(operation) if operation is not None else None
+    if defaults is not None:
+        defaults(params, out, key_arn)
     return out or None
+
+
+#: CloudTrail's month abbreviations (its dates are Java's medium US form: "Aug 10, 2022, 10:38:27 PM").
+CLOUDTRAIL_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _trail_date(epoch: float) -> str:
+    """A date in responseElements as KMS's examples print it (UTC), e.g. ``Nov 2, 2021, 11:25:25 PM``
+    (ct-createkey.md creationDate, ct-schedule-key-deletion.md deletionDate); never the locale's."""
+    at = datetime.fromtimestamp(epoch, UTC)
+    hour = at.hour % 12 or 12
+    half = "AM" if at.hour < 12 else "PM"
+    month = CLOUDTRAIL_MONTHS[at.month - 1]
+    return f"{month} {at.day}, {at.year}, {hour}:{at.minute:02d}:{at.second:02d} {half}"
+
+
+#: KeyMetadata members that are dates (epoch seconds in the answer, :func:`_trail_date` in the record).
+_DATE_MEMBERS = frozenset({"CreationDate", "DeletionDate", "ValidTo"})
+
+
+def _create_key_response(result: Mapping[str, Any]) -> dict[str, Any]:
+    """ct-createkey.md: ``keyMetadata`` with each member's lowerCamel name, as two of its three examples
+    spell AWSAccountId too (``aWSAccountId``), and creationDate as a CloudTrail date."""
+    metadata = {
+        _camel(name): _trail_date(value) if name in _DATE_MEMBERS else value
+        for name, value in result["KeyMetadata"].items()
+    }
+    return {"keyMetadata": _without_blobs(metadata)}
+
+
+def _schedule_deletion_response(result: Mapping[str, Any]) -> dict[str, Any]:
+    """ct-schedule-key-deletion.md (the custom key store example, the one with every member): keyId (the
+    ARN), deletionDate, keyState, pendingWindowInDays."""
+    return {
+        "keyId": result["KeyId"],
+        "deletionDate": _trail_date(result["DeletionDate"]),
+        "keyState": result["KeyState"],
+        "pendingWindowInDays": result["PendingWindowInDays"],
+    }
+
+
+def _cancel_deletion_response(result: Mapping[str, Any]) -> dict[str, Any]:
+    """ct-cancel-key-deletion.md: keyId, the key's ARN."""
+    return {"keyId": result["KeyId"]}
+
+
+#: The operations whose records show response data, each with the members its examples show (picked
+#: by name: nothing else of an answer, and never a blob, reaches a record). Every other operation's
+#: examples (GenerateRandom, Encrypt, Decrypt, GenerateDataKey*, ReEncrypt, DescribeKey, ListAliases,
+#: GetKeyPolicy, PutKeyPolicy, CreateAlias, UpdateAlias, DeleteAlias, EnableKey, DisableKey) have
+#: ``responseElements: null``: KMS logs no key material, plaintext, ciphertext or policy text it returns.
+_RESPONSES: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "CreateKey": _create_key_response,
+    "ScheduleKeyDeletion": _schedule_deletion_response,
+    "CancelKeyDeletion": _cancel_deletion_response,
+}
+
+
+def response_elements(operation: str | None, result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """responseElements of a request that succeeded with ``result`` (its response members), else None."""
+    if result is None or operation is None:
+        return None
+    build = _RESPONSES.get(operation)
+    return None if build is None else build(result)
 
 
 #: Bound on the cache of recipient records (entries: a module ID and up to 32 PCRs as hex, ~3.5 KB).
@@ -192,13 +331,17 @@ def event(
     error_code: str | None,
     error_message: str | None,
     key_arn: str | None = None,
+    result: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One CloudTrail-shaped record (caller-controlled strings truncated to the MAX_AUDIT_* bounds)."""
+    """One CloudTrail-shaped record (caller-controlled strings truncated to the MAX_AUDIT_* bounds);
+    ``result`` is a successful request's response members (:func:`response_elements`)."""
     region = region[:MAX_AUDIT_REGION_CHARS]
     if user_agent is not None:
         user_agent = user_agent[:MAX_AUDIT_USER_AGENT_CHARS]
     if access_key is not None:
         access_key = access_key[:MAX_AUDIT_ACCESS_KEY_CHARS]
+    if key_arn is None and operation == "CreateKey" and result is not None:
+        key_arn = result["KeyMetadata"]["Arn"]  # ct-createkey.md: the new key is the record's resource
     identity: dict[str, Any]
     if principal is not None:
         identity = {
@@ -220,8 +363,8 @@ def event(
         "awsRegion": region,
         "sourceIPAddress": source_ip,
         "userAgent": user_agent,
-        "requestParameters": request_parameters(params),
-        "responseElements": None,
+        "requestParameters": request_parameters(params, operation, key_arn),
+        "responseElements": response_elements(operation, result),
         "requestID": request_id,
         "eventID": request_id,
         "readOnly": read_only(operation),
@@ -309,6 +452,7 @@ def event_line(
     error_code: str | None,
     error_message: str | None,
     key_arn: str | None = None,
+    result: Mapping[str, Any] | None = None,
 ) -> str:
     """``event(...)`` as one JSON line's text (no newline), exactly as :meth:`AuditLog.write` encodes it.
 
@@ -319,6 +463,9 @@ def event_line(
       (``YYYY-MM-DDTHH:MM:SSZ``) and an ID of letters, digits and ``-`` are their own JSON.
     - A recipient's part (module ID and up to 32 PCRs in hex: most of an attested call's record) is the
       record's last member and the same for every call of an enclave: its JSON text is made once.
+
+    A record with response elements (a new key's metadata, a deletion date: different every time) is
+    encoded whole, never kept as a template.
     """
 
     def record(request_id: str) -> dict[str, Any]:
@@ -336,9 +483,12 @@ def event_line(
             error_code=error_code,
             error_message=error_message,
             key_arn=key_arn,
+            result=result,
         )
 
     pieces = None
+    if result is not None and operation in _RESPONSES:
+        return _with_recipient(_ENCODER.encode(record(request_id)), recipient)
     params_key = _params_key(params) if _PLAIN_ID.fullmatch(request_id) else None
     if params_key is not None:
         key: tuple[object, ...] = (
@@ -364,6 +514,13 @@ def event_line(
         text = f"{pieces[0]}{time}{pieces[1]}{request_id}{pieces[2]}{request_id}{pieces[3]}"
     else:
         text = _ENCODER.encode(record(request_id))
+    if recipient is None:
+        return text
+    return _with_recipient(text, recipient)
+
+
+def _with_recipient(text: str, recipient: AttestedRecipient | None) -> str:
+    """A record's JSON text with ``additionalEventData.recipient`` as its last member (if any)."""
     if recipient is None:
         return text
     return f'{text[:-1]},"additionalEventData":{{"recipient":{_recipient_json(recipient)}}}}}'

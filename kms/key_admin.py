@@ -61,8 +61,12 @@ MAX_PENDING_WINDOW_DAYS = 30
 #: GetKeyPolicy / PutKeyPolicy PolicyName: "the default value is default" (AWS_RAM policies are not
 #: simulated: kms-sim has no RAM).
 DEFAULT_POLICY_NAME = "default"
-#: The model's KeyUsage default for each key spec ("optional when you are creating a symmetric encryption
-#: KMS key; otherwise, it is required").
+#: CreateKey without KeyUsage for a key that is not SYMMETRIC_DEFAULT (ValidationException): AWS's text as
+#: tools quote it (a CloudFormation pre-flight rule: "CreateKey fails with ..."); no AWS page prints it.
+KEY_USAGE_REQUIRED = (
+    "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys."
+)
+#: The algorithms member of KeyMetadata and GetPublicKey, and its values, for each key spec we simulate.
 _ALGORITHMS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "SYMMETRIC_DEFAULT": ("EncryptionAlgorithms", ("SYMMETRIC_DEFAULT",)),
     "RSA_2048": ("EncryptionAlgorithms", ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256")),
@@ -295,13 +299,15 @@ def create_key(
     if "KeySpec" in params and "CustomerMasterKeySpec" in params:
         raise ValidationException("You cannot specify KeySpec and CustomerMasterKeySpec in the same request.")
     spec = params.get("KeySpec", params.get("CustomerMasterKeySpec", "SYMMETRIC_DEFAULT"))
-    if spec not in KEY_SPECS:
-        raise UnsupportedOperationException(f"kms-sim does not simulate {spec} KMS keys.")
     usage = params.get("KeyUsage")
     if usage is None:
-        if spec != "SYMMETRIC_DEFAULT" and not spec.startswith("RSA_"):
-            raise ValidationException(f"KeyUsage is required for {spec} KMS keys.")
+        # KeyUsage "is optional when you are creating a symmetric encryption KMS key; otherwise, it is
+        # required" (its documentation): RSA keys too, whatever "The default value is ENCRYPT_DECRYPT" says.
+        if spec != "SYMMETRIC_DEFAULT":
+            raise ValidationException(KEY_USAGE_REQUIRED)
         usage = "ENCRYPT_DECRYPT"
+    if spec not in KEY_SPECS:
+        raise UnsupportedOperationException(f"kms-sim does not simulate {spec} KMS keys.")
     if usage not in KEY_SPECS[spec]:
         raise ValidationException(
             f"KeyUsage {usage} is not compatible with KeySpec {spec} in kms-sim "
@@ -563,7 +569,7 @@ KEY_OPERATIONS: Mapping[str, Operation] = {
     "ListAliases": Operation(
         fields=(
             Field(name="KeyId", kind="string", minimum=1, maximum=2048),
-            Field(name="Limit", kind="integer", minimum=1, maximum=MAX_LIST_KEYS_LIMIT),
+            Field(name="Limit", kind="integer", minimum=1, maximum=MAX_LIST_ALIASES_LIMIT),
             _MARKER,
         ),
         handler=list_aliases,

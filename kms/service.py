@@ -342,9 +342,11 @@ class Service:
         trace = _Trace()
         error: KMSError | None = None
         first: Mapping[str, str] = {}
+        result: dict[str, Any] | None = None  # the response members, for the record's responseElements
         try:
             first, header_bytes = _first_values(request.headers)
-            body = encode_result(self._pipeline(request, first, header_bytes, trace, at=at, tick=tick))
+            result = self._pipeline(request, first, header_bytes, trace, at=at, tick=tick)
+            body = encode_result(result)
         except KMSError as caught:
             error = caught
         except Exception as unexpected:  # a bug: answer 500 (SDKs retry), keep serving, say one line
@@ -374,6 +376,7 @@ class Service:
                     error_code=error.code if error is not None else None,
                     error_message=error.message if error is not None else None,
                     key_arn=trace.key.arn if trace.key is not None else None,
+                    result=result if error is None else None,
                 )
             )
         headers = (

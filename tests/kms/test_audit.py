@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kms.audit import _ENCODER, event, event_line
+from kms.audit import _ENCODER, _trail_date, event, event_line, request_parameters
 from kms.operations import AttestedRecipient
 from kms.state import Principal
 
@@ -120,3 +121,126 @@ def _check_line(
     line = event_line(**fields)  # type: ignore[arg-type]
     assert line == _ENCODER.encode(event(**fields))  # type: ignore[arg-type]
     assert json.loads(line) == json.loads(json.dumps(event(**fields), default=str))  # type: ignore[arg-type]
+
+
+_METADATA = st.fixed_dictionaries(
+    {
+        "AWSAccountId": st.just("111122223333"),
+        "KeyId": _TEXT,
+        "Arn": _TEXT,
+        "CreationDate": st.floats(0, 4e9),
+        "KeyState": st.sampled_from(["Enabled", "PendingDeletion"]),
+        "EncryptionAlgorithms": st.just(["SYMMETRIC_DEFAULT"]),
+    },
+    optional={"DeletionDate": st.floats(0, 4e9), "Stray": st.just(b"never logged")},
+)
+#: The operations whose records carry responseElements (ct-createkey.md, ct-*-key-deletion.md).
+_RESPONDING = ("CreateKey", "ScheduleKeyDeletion", "CancelKeyDeletion")
+_RESULTS = st.one_of(
+    st.none(),
+    st.builds(lambda metadata: {"KeyMetadata": metadata}, _METADATA),
+    st.fixed_dictionaries(
+        {
+            "KeyId": _TEXT,
+            "DeletionDate": st.floats(0, 4e9),
+            "KeyState": st.just("PendingDeletion"),
+            "PendingWindowInDays": st.integers(7, 30),
+        }
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(
+    operation=st.sampled_from(
+        [*_RESPONDING, "Encrypt", "Decrypt", "ReEncrypt", "PutKeyPolicy", "GetKeyPolicy", "GenerateRandom"]
+    ),
+    params=st.one_of(
+        st.just({}),
+        st.just({"KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"}),
+        st.just({"CustomerMasterKeySpec": "ECC_NIST_P256", "Description": "d"}),
+        st.just({"KeyId": "alias/a", "EncryptionContext": {"a": "b"}, "Plaintext": b"p"}),
+        st.just({"CiphertextBlob": b"c", "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}),
+    ),
+    key_arn=st.one_of(st.none(), st.just("arn:aws:kms:us-east-1:111122223333:key/k")),
+    result=_RESULTS,
+    recipient=st.one_of(st.none(), _RECIPIENTS),
+    request_ids=st.lists(st.uuids().map(str), min_size=1, max_size=3),
+)
+def test_event_line_with_defaults_and_response_elements(  # noqa: PLR0917 - hypothesis's arguments
+    operation: str,
+    params: dict[str, object],
+    key_arn: str | None,
+    result: dict[str, Any] | None,
+    recipient: AttestedRecipient | None,
+    request_ids: list[str],
+) -> None:
+    """The per-operation requestParameters defaults and responseElements: the line is still the record's
+    JSON (templates or not), and no bytes member of a request or an answer reaches it."""
+    if result is not None and operation == "CreateKey" and "KeyMetadata" not in result:
+        result = None  # the shapes go with their operations
+    if result is not None and operation != "CreateKey" and "KeyMetadata" in result:
+        result = None
+    for n, request_id in enumerate(request_ids):
+        fields: dict[str, Any] = {
+            "at": datetime(2026, 11, 29, 14, 5, 6, tzinfo=UTC) + timedelta(seconds=n),
+            "request_id": request_id,
+            "operation": operation,
+            "principal": None,
+            "access_key": "AKIDEXAMPLE",
+            "region": "us-east-1",
+            "source_ip": "127.0.0.1",
+            "user_agent": "ua",
+            "params": params,
+            "recipient": recipient,
+            "error_code": None,
+            "error_message": None,
+            "key_arn": key_arn,
+            "result": result,
+        }
+        line = event_line(**fields)
+        assert line == _ENCODER.encode(event(**fields))
+        record = json.loads(line)
+        assert "never logged" not in line
+        assert '"p"' not in line
+        assert '"c"' not in line
+        assert (record["responseElements"] is None) is (result is None or operation not in _RESPONDING)
+
+
+def test_trail_date() -> None:
+    """CloudTrail's dates (ct-createkey.md "Aug 10, 2022, 10:38:27 PM"; ct-schedule-key-deletion.md
+    "Nov 2, 2021, 11:25:25 PM"): UTC, 12-hour clock, midnight 12 AM and noon 12 PM."""
+    for at, text in [
+        (datetime(2022, 8, 10, 22, 38, 27, tzinfo=UTC), "Aug 10, 2022, 10:38:27 PM"),
+        (datetime(2021, 11, 2, 23, 25, 25, tzinfo=UTC), "Nov 2, 2021, 11:25:25 PM"),
+        (datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC), "Jan 1, 2026, 12:00:05 AM"),
+        (datetime(2026, 12, 31, 12, 59, 59, 999999, tzinfo=UTC), "Dec 31, 2026, 12:59:59 PM"),
+    ]:
+        assert _trail_date(at.timestamp()) == text
+
+
+def test_request_parameters_defaults() -> None:
+    """Each rule fills only what the request left out, and only for its operation."""
+    arn = "arn:aws:kms:us-east-1:111122223333:key/k"
+    assert request_parameters({}, "CreateKey") == {
+        "description": "",
+        "bypassPolicyLockoutSafetyCheck": False,
+        "keySpec": "SYMMETRIC_DEFAULT",
+        "customerMasterKeySpec": "SYMMETRIC_DEFAULT",
+        "keyUsage": "ENCRYPT_DECRYPT",
+    }
+    assert request_parameters({"KeyId": "alias/a"}, "Encrypt", arn) == {
+        "keyId": "alias/a",
+        "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
+    assert request_parameters({"KeyId": "k", "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}, "Decrypt", arn) == {
+        "keyId": arn,
+        "encryptionAlgorithm": "RSAES_OAEP_SHA_1",
+    }
+    assert request_parameters({}, "ReEncrypt") == {
+        "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
+    assert request_parameters({"NumberOfBytes": 32}, "GenerateRandom") == {"numberOfBytes": 32}
+    assert request_parameters({}, "GenerateRandom") is None
+    assert request_parameters({}, "DescribeKey", arn) is None

@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from kms.key_admin import KEY_USAGE_REQUIRED, MAX_LIST_ALIASES_LIMIT
+
 Server = Any  # tests/kms/conftest.py Server (conftest modules are not importable)
 
 ROOT = "arn:aws:iam::111122223333:root"
@@ -83,13 +85,13 @@ def test_key_lifecycle(kms: Any) -> None:
     [
         ({}, "ENCRYPT_DECRYPT", "EncryptionAlgorithms", ["SYMMETRIC_DEFAULT"]),
         (
-            {"KeySpec": "RSA_3072"},
+            {"KeySpec": "RSA_3072", "KeyUsage": "ENCRYPT_DECRYPT"},
             "ENCRYPT_DECRYPT",
             "EncryptionAlgorithms",
             ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"],
         ),
         (
-            {"CustomerMasterKeySpec": "RSA_2048"},
+            {"CustomerMasterKeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"},
             "ENCRYPT_DECRYPT",
             "EncryptionAlgorithms",
             ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"],
@@ -132,7 +134,7 @@ def test_key_metadata(
 
 
 def test_get_public_key(kms: Any) -> None:
-    rsa_id = kms.create_key(KeySpec="RSA_2048")["KeyMetadata"]["KeyId"]
+    rsa_id = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
     answer = kms.get_public_key(KeyId=rsa_id)
     public = serialization.load_der_public_key(answer["PublicKey"])
     assert isinstance(public, rsa.RSAPublicKey)
@@ -157,7 +159,10 @@ def test_get_public_key(kms: Any) -> None:
             "HMAC_256",
         ),
         ({"KeySpec": "RSA_2048", "KeyUsage": "SIGN_VERIFY"}, "ValidationException", "SIGN_VERIFY"),
-        ({"KeySpec": "ECC_NIST_P256"}, "ValidationException", "KeyUsage is required"),
+        ({"KeySpec": "ECC_NIST_P256"}, "ValidationException", KEY_USAGE_REQUIRED),
+        ({"KeySpec": "RSA_2048"}, "ValidationException", KEY_USAGE_REQUIRED),
+        ({"CustomerMasterKeySpec": "RSA_4096"}, "ValidationException", KEY_USAGE_REQUIRED),
+        ({"KeySpec": "HMAC_256"}, "ValidationException", KEY_USAGE_REQUIRED),
         ({"Origin": "EXTERNAL"}, "UnsupportedOperationException", "Origin EXTERNAL"),
         ({"MultiRegion": True}, "UnsupportedOperationException", "multi-Region"),
         ({"CustomKeyStoreId": "cks-1234567890abcdef0"}, "UnsupportedOperationException", "custom key stores"),
@@ -175,7 +180,7 @@ def test_create_key_refusals(kms: Any, arguments: dict[str, Any], error: str, fr
 def test_alias_rules(kms: Any) -> None:
     first = kms.create_key()["KeyMetadata"]["KeyId"]
     second = kms.create_key()["KeyMetadata"]["KeyId"]
-    rsa_key = kms.create_key(KeySpec="RSA_2048")["KeyMetadata"]["KeyId"]
+    rsa_key = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName="alias/rules", TargetKeyId=first)
     assert (
         _error(kms.create_alias, AliasName="alias/rules", TargetKeyId=second)[0] == "AlreadyExistsException"
@@ -211,6 +216,17 @@ def test_alias_rules(kms: Any) -> None:
         "Alias 'arn:aws:kms:us-east-1:111122223333:alias/rules' is not found.",
     )
     assert _error(kms.delete_alias, AliasName="alias/rules")[0] == "NotFoundException"
+
+
+def test_list_aliases_limit(kms: Any) -> None:
+    """ListAliases Limit is 1..100 ("between 1 and 100, inclusive"); ListKeys' goes to 1000."""
+    assert MAX_LIST_ALIASES_LIMIT == 100
+    assert "Aliases" in kms.list_aliases(Limit=MAX_LIST_ALIASES_LIMIT)
+    for limit in (MAX_LIST_ALIASES_LIMIT + 1, 1000):  # botocore checks the minimum itself
+        code, message = _error(kms.list_aliases, Limit=limit)
+        assert code == "ValidationException"
+        assert "limit" in message.lower()
+    assert "Keys" in kms.list_keys(Limit=MAX_LIST_ALIASES_LIMIT + 1)
 
 
 def test_list_keys_pages(kms: Any) -> None:
@@ -312,7 +328,7 @@ def test_schedule_key_deletion_window_bounds(kms: Any) -> None:
 
 
 def test_audit_records_of_key_operations(shared_server: Server, kms: Any) -> None:
-    key_id = kms.create_key(KeySpec="RSA_2048")["KeyMetadata"]["KeyId"]
+    key_id = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
     arn = f"arn:aws:kms:us-east-1:111122223333:key/{key_id}"
     public = kms.get_public_key(KeyId=key_id)["PublicKey"]
     kms.create_alias(AliasName="alias/audited", TargetKeyId=key_id)
@@ -326,8 +342,14 @@ def test_audit_records_of_key_operations(shared_server: Server, kms: Any) -> Non
     assert alias["readOnly"] is False
     assert alias["requestParameters"] == {"aliasName": "alias/audited", "targetKeyId": key_id}
     assert alias["resources"][0]["ARN"] == arn
-    assert by_name["CreateKey"]["requestParameters"] == {"keySpec": "RSA_2048"}
-    assert "resources" not in by_name["CreateKey"]
+    assert by_name["CreateKey"]["requestParameters"] == {
+        "keyUsage": "ENCRYPT_DECRYPT",
+        "keySpec": "RSA_2048",
+        "description": "",
+        "bypassPolicyLockoutSafetyCheck": False,
+        "customerMasterKeySpec": "RSA_2048",
+    }
+    assert by_name["CreateKey"]["resources"] == get["resources"]
     text = (shared_server.home / "kms" / "audit.jsonl").read_text()
     assert public.hex() not in text
     assert base64.b64encode(public).decode() not in text
