@@ -58,6 +58,7 @@ __all__ = [
     "Alias",
     "Key",
     "KeyRing",
+    "KeyRingSnapshot",
     "alias_arn",
     "check_usable",
     "default_policy",
@@ -179,6 +180,19 @@ class Alias:
     @property
     def arn(self) -> str:
         return alias_arn(self.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRingSnapshot:
+    """Every key row (material included, hence no repr) and alias row at one moment, as
+    :meth:`KeyRing.snapshot` read them, for :meth:`KeyRing.restore`."""
+
+    keys: tuple[tuple[object, ...], ...] = field(repr=False)  # rows in ``_COLUMNS`` order
+    aliases: tuple[tuple[object, ...], ...] = field(repr=False)  # (name, key_id, created, updated)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(str(row[0]) for row in self.keys)
 
 
 def _material(spec: str) -> bytes:
@@ -390,7 +404,36 @@ class KeyRing:
         )
         return [Alias(name=r[0], key_id=r[1], created=r[2], updated=r[3]) for r in cursor.fetchall()]
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits a change (SQLite's ``PRAGMA
+        data_version``); this connection's own commits leave it as it was."""
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def snapshot(self) -> KeyRingSnapshot:
+        """Every key and alias as they are now, read in one transaction (a consistent pair)."""
+        self._db.execute("BEGIN")
+        try:
+            keys = self._db.execute(f"SELECT {_COLUMNS} FROM keys ORDER BY created, id").fetchall()  # noqa: S608
+            aliases = self._db.execute("SELECT name, key_id, created, updated FROM aliases").fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        return KeyRingSnapshot(keys=tuple(keys), aliases=tuple(aliases))
+
     # -- writing -------------------------------------------------------------------------------------
+
+    def restore(self, snapshot: KeyRingSnapshot) -> None:
+        """Every key and alias back to ``snapshot``, in one transaction: those made since are gone, those
+        changed or deleted since are as they were. Every connection's kept rows are dropped (its
+        ``data_version`` moves; this one's by :meth:`_transaction`)."""
+        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+        with self._transaction():
+            self._db.execute("DELETE FROM aliases")
+            self._db.execute("DELETE FROM keys")
+            self._db.executemany(f"INSERT INTO keys ({_COLUMNS}) VALUES ({placeholders})", snapshot.keys)  # noqa: S608
+            self._db.executemany(
+                "INSERT INTO aliases (name, key_id, created, updated) VALUES (?, ?, ?, ?)", snapshot.aliases
+            )
 
     def create(
         self, *, spec: str, usage: str, description: str = "", policy: str | None = None, at: datetime

@@ -2,6 +2,12 @@
 
 The rules are :mod:`nitro_sim.stack`'s (policy and faults files replaced atomically with a strictly later
 mtime; audit records read from the mark).
+
+Keys and aliases (``kms/keys.db``): :meth:`KmsSim.wait_ready` keeps a connection of its own and a snapshot
+of every key and alias as they are once kms-sim is ready (in a fresh home: none), and :meth:`KmsSim.reset`
+puts them back, in one transaction, only if another connection (a kms-sim worker) committed a change since
+the last reset (SQLite's ``data_version``: one read, no query). A worker drops the key rows it keeps when its
+own ``data_version`` moves, so the next request sees the restored keys.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kms.iam import parse_policies
+from kms.keys import KeyRing, KeyRingSnapshot
 from kms.server import MAX_FAULT_COUNT
 from kms.service import INJECTABLE_FAULTS
 from kms.state import DEFAULT_PROFILE, DEFAULT_REGION, KMSHome, ensure_home
@@ -72,6 +79,9 @@ class KmsSim:
         self._policy_changed = False
         self._faults_changed = False
         self._audit_mark = 0
+        self._keys: KeyRing | None = None  # this object's connection to keys.db, from wait_ready on
+        self._initial_keys = KeyRingSnapshot(keys=(), aliases=())
+        self._keys_version = 0
 
     @classmethod
     def spawn(
@@ -101,7 +111,17 @@ class KmsSim:
         self._url = self.process.wait_ready(OutputLine(pattern=_URL_LINE))
         self._initial_policy = self.policy_file.read_text(encoding="utf-8")
         self._audit_mark = self._audit_size()
+        if self._keys is None:
+            self._keys = KeyRing(self.state.keys)
+            self._initial_keys = self._keys.snapshot()
+            self._keys_version = self._keys.data_version()
         return self
+
+    def close(self) -> None:
+        """Close this object's connection to keys.db (kms-sim itself is stopped by its process group)."""
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
 
     def restart(self, group: ProcessGroup) -> KmsSim:
         """Stop kms-sim and start it again with the same options on the same port (its clients' URL)."""
@@ -198,12 +218,24 @@ class KmsSim:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def reset(self) -> None:
-        """Back to the state at start for the next test: policy, no faults, audit mark at the end."""
+        """Back to the state at start for the next test: policy, no faults, the keys and aliases there were
+        when kms-sim became ready, audit mark at the end."""
         if self._policy_changed:
             self.set_policy(None)
         if self._faults_changed:
             self.clear_faults()
+        self.reset_keys()
         self.mark_audit()
+
+    def reset_keys(self) -> None:
+        """Keys and aliases as they were when kms-sim became ready (see the module docstring); nothing to
+        do, and nothing done, if no request changed them since the last reset."""
+        if self._keys is None:
+            raise RuntimeError("kms-sim is not ready yet: call wait_ready()")
+        if self._keys.data_version() == self._keys_version:
+            return
+        self._keys.restore(self._initial_keys)
+        self._keys_version = self._keys.data_version()
 
     def _audit_size(self) -> int:
         try:

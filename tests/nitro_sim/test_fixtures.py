@@ -1,8 +1,8 @@
 """The nitro-sim fixtures as this project's own suite uses them (the plugin is installed with the package).
 
 Under the default session scope these tests share one stack, so they also check the reset between tests:
-a test that changes the policy, injects a fault or spoils an NSM is followed by one that expects none of it
-(pytest runs a module's tests in file order).
+a test that changes the policy, injects a fault, makes a key and alias or spoils an NSM is followed by one
+that expects none of it (pytest runs a module's tests in file order).
 """
 
 from __future__ import annotations
@@ -66,6 +66,28 @@ def test_an_injected_fault_is_retried_by_the_sdk(enclave_kms: Any, kms_sim: KmsS
 def test_faults_are_cleared_between_tests(kms_sim: KmsSim) -> None:
     client = kms_sim.boto3_client(config=_no_retries())
     assert len(client.generate_random(NumberOfBytes=8)["Plaintext"]) == 8
+
+
+def test_a_key_and_alias_made_here_1(kms_sim: KmsSim) -> None:
+    client = kms_sim.boto3_client()
+    key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    client.create_alias(AliasName="alias/app", TargetKeyId=key_id)
+    assert client.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == key_id  # kms-sim keeps the row
+    _MADE.append(key_id)
+
+
+def test_a_key_and_alias_made_here_2_are_gone_in_the_next_test(kms_sim: KmsSim) -> None:
+    client = kms_sim.boto3_client()
+    assert client.list_keys()["Keys"] == []
+    assert client.list_aliases()["Aliases"] == []
+    with pytest.raises(client.exceptions.NotFoundException):
+        client.describe_key(KeyId=_MADE[0])
+    key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    client.create_alias(AliasName="alias/app", TargetKeyId=key_id)
+    assert [k["KeyId"] for k in client.list_keys()["Keys"]] == [key_id]
+
+
+_MADE: list[str] = []
 
 
 def _no_retries() -> Any:

@@ -78,9 +78,18 @@ def _record(kms_sim, nsm):
         out.write(f"{kms_sim.process.pid} {nsm.process.pid} {kms_sim.home}\\n")
 
 
+def _app_key(kms_sim):
+    client = kms_sim.boto3_client()
+    assert client.list_keys()["Keys"] == []
+    key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    client.create_alias(AliasName="alias/app", TargetKeyId=key_id)
+    client.close()
+
+
 def test_one(kms_sim, nsm, enclave_kms):
     _record(kms_sim, nsm)
     assert kms_sim.audit() == []
+    _app_key(kms_sim)
     kms_sim.set_policy({"nitro-sim": {"Statement": [{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}]}})
     kms_sim.inject_fault("KMSInternalException", 100)
 
@@ -88,6 +97,8 @@ def test_one(kms_sim, nsm, enclave_kms):
 def test_two(kms_sim, nsm, enclave_kms):
     _record(kms_sim, nsm)
     assert kms_sim.audit() == []
+    _app_key(kms_sim)
+    kms_sim.mark_audit()
     response = enclave_kms.generate_random(NumberOfBytes=8)
     assert response["ResponseMetadata"]["RetryAttempts"] == 0
     assert len(kms_sim.audit()) == 1
