@@ -1,15 +1,18 @@
 """The audit log: one CloudTrail-shaped JSON event per request, appended to ``kms/audit.jsonl``.
 
-Shape (CloudTrail record fields as KMS writes them; KMS developer guide "Monitoring requests for Nitro
-enclaves"): eventVersion, userIdentity (type, principalId, arn, accountId, accessKeyId, userName),
-eventTime, eventSource, eventName, awsRegion, sourceIPAddress, userAgent, requestParameters (what the
-request sent, with the values it left to their defaults where KMS's examples show them: see
+Shape (CloudTrail record fields in the order KMS's examples show them: KMS developer guide, "Examples of
+AWS KMS log entries" and "Monitoring requests for Nitro enclaves"): eventVersion, userIdentity (type,
+principalId, arn, accountId, accessKeyId, userName), eventTime, eventSource, eventName, awsRegion,
+sourceIPAddress, userAgent, requestParameters (what the request sent, with the values it left to their
+defaults where KMS's examples show them, never its Recipient, and null for GenerateRandom: see
 :func:`request_parameters`), responseElements (null but for CreateKey, ScheduleKeyDeletion and
-CancelKeyDeletion: see :func:`response_elements`), requestID, eventID,
-readOnly (true for Describe*, List*, Get*, GenerateRandom and the cryptographic operations, as KMS's
-records show), resources (a request on a KMS key: ``[{"accountId", "type": "AWS::KMS::Key", "ARN"}]``),
-eventType, managementEvent, recipientAccountId, errorCode/errorMessage on failure and, for an attested
-call, ``additionalEventData.recipient`` with the module ID, the image digest (PCR0) and the PCRs.
+CancelKeyDeletion: see :func:`response_elements`), for an attested call ``additionalEventData.recipient``
+(the module ID, the image digest (PCR0) and PCRs 1, 2, 3, 4 and 8: :data:`RECORDED_PCRS`), requestID,
+eventID, readOnly (true for Describe*, List*, Get*, GenerateRandom and the cryptographic operations, as
+KMS's records show), resources (a request on a KMS key: ``[{"accountId", "type": "AWS::KMS::Key",
+"ARN"}]``; ``[]`` for GenerateRandom, ListAliases and ListKeys, which use none), eventType,
+managementEvent (true: every KMS call is a management event), recipientAccountId, and
+errorCode/errorMessage on failure.
 
 Never logged: plaintext, ciphertext, public keys, key material, CiphertextForRecipient, the attestation
 document, passwords, secrets, session tokens, signatures: every blob (bytes) member is dropped, at any
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_AUDIT_REGION_CHARS",
     "MAX_AUDIT_USER_AGENT_CHARS",
     "MAX_QUERY_SCAN_CHARS",
+    "RECORDED_PCRS",
     "AuditLog",
     "claimed_credential",
     "claimed_operation",
@@ -58,8 +62,23 @@ MAX_AUDIT_USER_AGENT_CHARS = 1024
 MAX_AUDIT_REGION_CHARS = 64
 MAX_AUDIT_ACCESS_KEY_CHARS = 128
 
-#: Request members never copied into requestParameters (secrets and large blobs).
-_REDACTED = frozenset({"KeyStorePassword", "XksProxyAuthenticationCredential", "TrustAnchorCertificate"})
+#: Request members never copied into requestParameters: secrets and large blobs, and the Recipient (no
+#: enclave example in "Monitoring requests for Nitro enclaves" shows it in requestParameters; what KMS
+#: records of it is ``additionalEventData.recipient``, from the verified document).
+_REDACTED = frozenset(
+    {"KeyStorePassword", "XksProxyAuthenticationCredential", "TrustAnchorCertificate", "Recipient"}
+)
+
+#: Operations whose requestParameters are null whatever the request sent: ct-generaterandom.md and the
+#: GenerateRandom enclave example both show ``"requestParameters": null`` (NumberOfBytes is not logged).
+_NO_PARAMETERS = frozenset({"GenerateRandom"})
+
+#: Operations that use no KMS key, whose records have ``"resources": []`` unless the request named one:
+#: ct-generaterandom.md ("Because this operation doesn't use an AWS KMS key, the resources field is
+#: empty", and so its enclave example) and ct-listaliases.md (the same words); ListKeys, which uses no key
+#: either, follows them. The custom key store operations' examples (ct-describe-keystores.md, ...) have no
+#: resources member, and neither do their records.
+_KEYLESS = frozenset({"GenerateRandom", "ListAliases", "ListKeys"})
 
 
 def _camel(name: str) -> str:
@@ -168,19 +187,20 @@ _DEFAULTS: Mapping[str, Callable[[Mapping[str, Any], dict[str, Any], str | None]
 def request_parameters(
     params: Mapping[str, Any], operation: str | None = None, key_arn: str | None = None
 ) -> dict[str, Any] | None:
-    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no bytes at any depth,
-    and for the operations of :data:`_DEFAULTS` the values used where the request left them out.
+    """requestParameters as CloudTrail shows them: lowerCamel names, no secrets, no Recipient, no bytes at
+    any depth, and for the operations of :data:`_DEFAULTS` the values used where the request left them
+    out; None (JSON null) for the operations of :data:`_NO_PARAMETERS` and for a request that sent none.
 
     A function of ``params``, ``operation`` and ``key_arn`` alone (the template key of :func:`event_line`
     holds all three)."""
+    if operation in _NO_PARAMETERS:
+        return None
     out: dict[str, Any] = {}
     for name, value in params.items():
         # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
         if name in _REDACTED or isinstance(value, bytes):
             continue
-        if name == "Recipient":
-            out["recipient"] = {"keyEncryptionAlgorithm": value.get("KeyEncryptionAlgorithm")}
-        elif isinstance(value, dict | list):
+        if isinstance(value, dict | list):
             out[_camel(name)] = _without_blobs(value)
         else:
             out[_camel(name)] = value
@@ -306,13 +326,23 @@ def _recipient_json_by_content(recipient: AttestedRecipient) -> str:
     return known
 
 
+#: The PCRs a record names besides PCR0 (which it names as the image digest), in this order: every
+#: example of "Monitoring requests for Nitro enclaves" lists attestationDocumentEnclavePCR1, 2, 3, 4 and 8
+#: after attestationDocumentEnclaveImageDigest, and no PCR0 member; the other PCRs are not recorded.
+RECORDED_PCRS = (1, 2, 3, 4, 8)
+
+
 def _recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
+    """The examples' members, in their order (values in hex, as their image digest is); a PCR the
+    document does not have is left out."""
     data = {
         "attestationDocumentModuleId": recipient.module_id,
         "attestationDocumentEnclaveImageDigest": recipient.pcrs.get(0, b"").hex(),
     }
-    for index in sorted(recipient.pcrs):
-        data[f"attestationDocumentEnclavePCR{index}"] = recipient.pcrs[index].hex()
+    for index in RECORDED_PCRS:
+        value = recipient.pcrs.get(index)
+        if value is not None:
+            data[f"attestationDocumentEnclavePCR{index}"] = value.hex()
     return data
 
 
@@ -335,6 +365,43 @@ def event(
 ) -> dict[str, Any]:
     """One CloudTrail-shaped record (caller-controlled strings truncated to the MAX_AUDIT_* bounds);
     ``result`` is a successful request's response members (:func:`response_elements`)."""
+    return _record(
+        at=at,
+        request_id=request_id,
+        operation=operation,
+        principal=principal,
+        access_key=access_key,
+        region=region,
+        source_ip=source_ip,
+        user_agent=user_agent,
+        params=params,
+        recipient=None if recipient is None else recipient_data(recipient),
+        error_code=error_code,
+        error_message=error_message,
+        key_arn=key_arn,
+        result=result,
+    )
+
+
+def _record(
+    *,
+    at: datetime,
+    request_id: str,
+    operation: str | None,
+    principal: Principal | None,
+    access_key: str | None,
+    region: str,
+    source_ip: str,
+    user_agent: str | None,
+    params: Mapping[str, Any],
+    recipient: object,
+    error_code: str | None,
+    error_message: str | None,
+    key_arn: str | None,
+    result: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """:func:`event` with ``additionalEventData.recipient`` given as it is to appear (None: no member), so
+    that :func:`event_line` can put a stand-in there."""
     region = region[:MAX_AUDIT_REGION_CHARS]
     if user_agent is not None:
         user_agent = user_agent[:MAX_AUDIT_USER_AGENT_CHARS]
@@ -365,55 +432,58 @@ def event(
         "userAgent": user_agent,
         "requestParameters": request_parameters(params, operation, key_arn),
         "responseElements": response_elements(operation, result),
-        "requestID": request_id,
-        "eventID": request_id,
-        "readOnly": read_only(operation),
     }
+    if recipient is not None:  # after responseElements, as in every enclave example
+        record["additionalEventData"] = {"recipient": recipient}
+    record |= {"requestID": request_id, "eventID": request_id, "readOnly": read_only(operation)}
     if key_arn is not None:
         record["resources"] = [{"accountId": ACCOUNT_ID, "type": "AWS::KMS::Key", "ARN": key_arn}]
+    elif operation in _KEYLESS:
+        record["resources"] = []
     record |= {
+        # CloudTrail counts every KMS call as a management event (its ExcludeManagementEventSources
+        # setting names KMS as a management event source); ct-describe-keystores.md shows true.
         "eventType": "AwsApiCall",
-        "managementEvent": operation != "GenerateRandom",
+        "managementEvent": True,
         "recipientAccountId": ACCOUNT_ID,
     }
     if error_code is not None:
         record["errorCode"] = error_code
         record["errorMessage"] = error_message
-    if recipient is not None:
-        record["additionalEventData"] = {"recipient": recipient_data(recipient)}
     return record
 
 
-#: Bound on the cache of record templates (entries: the JSON text of one record cut in four, ~1 KB).
+#: Bound on the cache of record templates (entries: the JSON text of one record cut in four or five, ~1 KB).
 AUDIT_TEMPLATE_CACHE_SIZE = 256
-#: Stand-ins for the two per-request values of a record (eventTime, requestID/eventID), and their JSON.
+#: Stand-ins for the per-request values of a record (eventTime, requestID/eventID, the recipient part of
+#: an attested call), and their JSON (the recipient's with its quotes: an object takes its place).
 _TIME_MARK = "\x00time\x00"
 _ID_MARK = "\x00id\x00"
+_RECIPIENT_MARK = "\x00recipient\x00"
 _TIME_JSON = _ENCODER.encode(_TIME_MARK)[1:-1]
 _ID_JSON = _ENCODER.encode(_ID_MARK)[1:-1]
+_RECIPIENT_JSON_MARK = _ENCODER.encode(_RECIPIENT_MARK)
 #: JSON-neutral request IDs (``new_request_id``'s form): their JSON text is themselves.
 _PLAIN_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
-#: Record texts by everything but time and request ID: four pieces around the three per-request values,
-#: or None where a caller-controlled string held a stand-in (then the record is encoded whole).
-_TEMPLATES: dict[tuple[object, ...], tuple[str, str, str, str] | None] = {}
+#: Record texts by everything but time, request ID and recipient: the pieces around those values (four
+#: without a recipient, five with one), or None where a caller-controlled string held a stand-in (then
+#: the record is encoded whole).
+_TEMPLATES: dict[tuple[object, ...], tuple[str, ...] | None] = {}
 
 
-def _params_key(params: Mapping[str, Any]) -> tuple[object, ...] | None:
+def _params_key(params: Mapping[str, Any], operation: str | None) -> tuple[object, ...] | None:
     """What :func:`request_parameters` of ``params`` depends on, hashable; None if not plain scalars.
 
     Types are part of the key (``1``, ``1.0`` and ``True`` are equal keys but different JSON).
     """
+    if operation in _NO_PARAMETERS:
+        return ()  # null whatever was sent
     key: list[object] = []
     for name, value in params.items():
         # Blobs (Plaintext, CiphertextBlob, PublicKey, ...) are never logged: CloudTrail shows none of them.
         if name in _REDACTED or isinstance(value, bytes):
             continue
-        if name == "Recipient":
-            if type(value) is not dict:
-                return None
-            algorithm = value.get("KeyEncryptionAlgorithm")
-            key.append((name, type(algorithm), algorithm))
-        elif type(value) in (int, str, bool) or value is None:
+        if type(value) in (int, str, bool) or value is None:
             key.append((name, type(value), value))
         elif type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
             key.append((name, dict, tuple(value.items())))  # an EncryptionContext: its pairs in order
@@ -422,14 +492,26 @@ def _params_key(params: Mapping[str, Any]) -> tuple[object, ...] | None:
     return tuple(key)
 
 
-def _template(key: tuple[object, ...], record: dict[str, Any]) -> tuple[str, str, str, str] | None:
-    """The record's JSON cut at the stand-ins (``record`` holds them), cached under ``key``."""
+def _template(key: tuple[object, ...], record: dict[str, Any], attested: bool) -> tuple[str, ...] | None:
+    """The record's JSON cut at the stand-ins (``record`` holds them), cached under ``key``.
+
+    Cut only where each stand-in occurs once (the time, the recipient) or twice (the ID) in the whole
+    text: then every occurrence is the record's own, in the record's order (time, recipient, ID, ID).
+    """
     text = _ENCODER.encode(record)
-    head, *rest = text.split(_TIME_JSON)
-    pieces: tuple[str, str, str, str] | None = None
-    if len(rest) == 1:
-        middle = rest[0].split(_ID_JSON)
-        if len(middle) == 3 and _ID_JSON not in head:
+    pieces: tuple[str, ...] | None = None
+    if (
+        text.count(_TIME_JSON) == 1
+        and text.count(_ID_JSON) == 2
+        and text.count(_RECIPIENT_JSON_MARK) == (1 if attested else 0)
+    ):
+        head, rest = text.split(_TIME_JSON)
+        if attested:
+            before, rest = rest.split(_RECIPIENT_JSON_MARK)
+            middle = rest.split(_ID_JSON)
+            pieces = (head, before, middle[0], middle[1], middle[2])
+        else:
+            middle = rest.split(_ID_JSON)
             pieces = (head, middle[0], middle[1], middle[2])
     _TEMPLATES[key] = pieces
     if len(_TEMPLATES) > AUDIT_TEMPLATE_CACHE_SIZE:
@@ -458,72 +540,64 @@ def event_line(
 
     Two splices (tests/kms/test_audit.py compares the result with encoding the record, on any input):
 
-    - A client's records differ only in time and request ID, so the rest of the text is kept as a template
-      (bounded, keyed by every other input, exact values and types) and those values are put in; the time
-      (``YYYY-MM-DDTHH:MM:SSZ``) and an ID of letters, digits and ``-`` are their own JSON.
-    - A recipient's part (module ID and up to 32 PCRs in hex: most of an attested call's record) is the
-      record's last member and the same for every call of an enclave: its JSON text is made once.
+    - A client's records differ only in time, request ID and recipient, so the rest of the text is kept as
+      a template (bounded, keyed by every other input, exact values and types, and whether the call was
+      attested) and those values are put in; the time (``YYYY-MM-DDTHH:MM:SSZ``) and an ID of letters,
+      digits and ``-`` are their own JSON.
+    - A recipient's part (module ID and the recorded PCRs in hex: most of an attested call's record) is
+      the same for every call of an enclave: its JSON text is made once, and goes in after
+      responseElements.
 
     A record with response elements (a new key's metadata, a deletion date: different every time) is
     encoded whole, never kept as a template.
     """
-
-    def record(request_id: str) -> dict[str, Any]:
-        return event(
-            at=at,
-            request_id=request_id,
-            operation=operation,
-            principal=principal,
-            access_key=access_key,
-            region=region,
-            source_ip=source_ip,
-            user_agent=user_agent,
-            params=params,
-            recipient=None,
-            error_code=error_code,
-            error_message=error_message,
-            key_arn=key_arn,
-            result=result,
-        )
-
+    fields: dict[str, Any] = {
+        "at": at,
+        "operation": operation,
+        "principal": principal,
+        "access_key": access_key,
+        "region": region,
+        "source_ip": source_ip,
+        "user_agent": user_agent,
+        "params": params,
+        "error_code": error_code,
+        "error_message": error_message,
+        "key_arn": key_arn,
+        "result": result,
+    }
     pieces = None
-    if result is not None and operation in _RESPONSES:
-        return _with_recipient(_ENCODER.encode(record(request_id)), recipient)
-    params_key = _params_key(params) if _PLAIN_ID.fullmatch(request_id) else None
-    if params_key is not None:
-        key: tuple[object, ...] = (
-            operation,
-            principal,
-            access_key,
-            region,
-            source_ip,
-            user_agent,
-            params_key,
-            error_code,
-            error_message,
-            key_arn,
-        )
-        if key in _TEMPLATES:
-            pieces = _TEMPLATES[key]
-        else:
-            marked = record(_ID_MARK)
-            marked["eventTime"] = _TIME_MARK
-            pieces = _template(key, marked)
-    if pieces is not None:
-        time = _event_time(at)
-        text = f"{pieces[0]}{time}{pieces[1]}{request_id}{pieces[2]}{request_id}{pieces[3]}"
-    else:
-        text = _ENCODER.encode(record(request_id))
+    if result is None or operation not in _RESPONSES:
+        params_key = _params_key(params, operation) if _PLAIN_ID.fullmatch(request_id) else None
+        if params_key is not None:
+            key: tuple[object, ...] = (
+                operation,
+                principal,
+                access_key,
+                region,
+                source_ip,
+                user_agent,
+                params_key,
+                error_code,
+                error_message,
+                key_arn,
+                recipient is None,
+            )
+            if key in _TEMPLATES:
+                pieces = _TEMPLATES[key]
+            else:
+                marked = _record(
+                    request_id=_ID_MARK, recipient=None if recipient is None else _RECIPIENT_MARK, **fields
+                )
+                marked["eventTime"] = _TIME_MARK
+                pieces = _template(key, marked, recipient is not None)
+    if pieces is None:
+        data = None if recipient is None else recipient_data(recipient)
+        return _ENCODER.encode(_record(request_id=request_id, recipient=data, **fields))
+    time = _event_time(at)
     if recipient is None:
-        return text
-    return _with_recipient(text, recipient)
-
-
-def _with_recipient(text: str, recipient: AttestedRecipient | None) -> str:
-    """A record's JSON text with ``additionalEventData.recipient`` as its last member (if any)."""
-    if recipient is None:
-        return text
-    return f'{text[:-1]},"additionalEventData":{{"recipient":{_recipient_json(recipient)}}}}}'
+        return f"{pieces[0]}{time}{pieces[1]}{request_id}{pieces[2]}{request_id}{pieces[3]}"
+    part = _recipient_json(recipient)
+    return f"{pieces[0]}{time}{pieces[1]}{part}{pieces[2]}{request_id}{pieces[3]}{request_id}{pieces[4]}"
 
 
 def claimed_operation(first: Mapping[str, str]) -> str | None:

@@ -1,4 +1,6 @@
-"""The audit line's spliced encoding equals the JSON of the whole record (pure functions, no server)."""
+"""The audit line's spliced encoding equals the JSON of the whole record, and the records of GenerateRandom
+and of attested calls have the members of KMS's CloudTrail examples in their order (pure functions, no
+server)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kms.audit import _ENCODER, _trail_date, event, event_line, request_parameters
+from kms.audit import _ENCODER, RECORDED_PCRS, _trail_date, event, event_line, request_parameters
 from kms.operations import AttestedRecipient
 from kms.state import Principal
 
@@ -26,7 +28,10 @@ _RECIPIENTS = st.builds(
 
 @settings(max_examples=400)
 @given(
-    operation=st.one_of(st.none(), st.sampled_from(["GenerateRandom", "DescribeCustomKeyStores"])),
+    operation=st.one_of(
+        st.none(),
+        st.sampled_from(["GenerateRandom", "DescribeCustomKeyStores", "Decrypt", "ListAliases", "ListKeys"]),
+    ),
     principal=st.one_of(st.none(), st.builds(Principal, name=_TEXT, access_key=_TEXT, secret_key=_TEXT)),
     access_key=st.one_of(st.none(), _TEXT),
     region=_TEXT,
@@ -49,9 +54,12 @@ _RECIPIENTS = st.builds(
         ),
         st.just({"EncryptionContext": {"a": "b"}, "GrantTokens": ["t"], "Other": {"a": 1}}),
         st.just({"NumberOfBytes": 1.0, "Recipient": {"KeyEncryptionAlgorithm": 1}}),
+        st.just({"Recipient": {"AttestationDocument": b"doc", "Other": "\x00recipient\x00"}}),
+        st.just({"KeyId": "\x00recipient\x00", "Recipient": "not a structure"}),
     ),
     recipient=st.one_of(st.none(), _RECIPIENTS),
     error=st.one_of(st.none(), st.tuples(_TEXT, st.text(max_size=30))),
+    key_arn=st.one_of(st.none(), st.just("arn:aws:kms:us-east-1:111122223333:key/k")),
     request_ids=st.lists(
         st.one_of(
             st.just("6f1c6a3e-2b7d-4c1e-9a53-0d8c4e2f1b7a"),
@@ -73,6 +81,7 @@ def test_event_line_is_the_json_of_the_event(  # noqa: PLR0917 - hypothesis's ar
     params: dict[str, object],
     recipient: AttestedRecipient | None,
     error: tuple[str, str] | None,
+    key_arn: str | None,
     request_ids: list[str],
     seconds: int,
 ) -> None:
@@ -88,6 +97,7 @@ def test_event_line_is_the_json_of_the_event(  # noqa: PLR0917 - hypothesis's ar
             params=params,
             recipient=recipient,
             error=error,
+            key_arn=key_arn,
         )
 
 
@@ -103,6 +113,7 @@ def _check_line(
     params: dict[str, object],
     recipient: AttestedRecipient | None,
     error: tuple[str, str] | None,
+    key_arn: str | None,
 ) -> None:
     fields = {
         "at": at,
@@ -117,6 +128,7 @@ def _check_line(
         "recipient": recipient,
         "error_code": error[0] if error else None,
         "error_message": error[1] if error else None,
+        "key_arn": key_arn,
     }
     line = event_line(**fields)  # type: ignore[arg-type]
     assert line == _ENCODER.encode(event(**fields))  # type: ignore[arg-type]
@@ -241,6 +253,182 @@ def test_request_parameters_defaults() -> None:
         "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
         "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }
-    assert request_parameters({"NumberOfBytes": 32}, "GenerateRandom") == {"numberOfBytes": 32}
+    assert request_parameters({"NumberOfBytes": 32}, "GenerateRandom") is None
     assert request_parameters({}, "GenerateRandom") is None
+    assert request_parameters({"NumberOfBytes": 8, "CustomKeyStoreId": "cks-1"}, "GenerateRandom") is None
+    recipient = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": b"doc"}
+    assert request_parameters({"KeyId": "k", "Recipient": recipient}, "Decrypt", arn) == {
+        "keyId": arn,
+        "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
+    assert request_parameters(
+        {"KeyId": "k", "KeyAgreementAlgorithm": "ECDH", "PublicKey": b"p", "Recipient": recipient},
+        "DeriveSharedSecret",
+        arn,
+    ) == {"keyId": "k", "keyAgreementAlgorithm": "ECDH"}
     assert request_parameters({}, "DescribeKey", arn) is None
+
+
+#: The members of KMS's GenerateRandom record, in order (ct-generaterandom.md), and ours after them.
+_GENERATE_RANDOM_MEMBERS = [
+    "eventVersion",
+    "userIdentity",
+    "eventTime",
+    "eventSource",
+    "eventName",
+    "awsRegion",
+    "sourceIPAddress",
+    "userAgent",
+    "requestParameters",
+    "responseElements",
+    "requestID",
+    "eventID",
+    "readOnly",
+    "resources",
+    "eventType",
+    "managementEvent",
+    "recipientAccountId",
+]
+#: The same for an attested call ("Monitoring requests for Nitro enclaves": each of its examples).
+_ENCLAVE_MEMBERS = [*_GENERATE_RANDOM_MEMBERS[:10], "additionalEventData", *_GENERATE_RANDOM_MEMBERS[10:]]
+#: The recipient's members in every enclave example: no PCR0 (it is the image digest), no other PCR.
+_RECIPIENT_MEMBERS = [
+    "attestationDocumentModuleId",
+    "attestationDocumentEnclaveImageDigest",
+    "attestationDocumentEnclavePCR1",
+    "attestationDocumentEnclavePCR2",
+    "attestationDocumentEnclavePCR3",
+    "attestationDocumentEnclavePCR4",
+    "attestationDocumentEnclavePCR8",
+]
+_ARN = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+_ENCLAVE = AttestedRecipient(
+    module_id="i-123456789abcde123-enc123456789abcde12",
+    pcrs={index: bytes([index]) * 48 for index in range(16)},
+    public_key=_KEY,
+    key_id=b"k",
+)
+_RECIPIENT = {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": b"document"}
+
+
+def _line(operation: str, params: dict[str, object], **fields: Any) -> dict[str, Any]:
+    """The record :func:`event_line` writes (twice: the second from the template), parsed."""
+    arguments: dict[str, Any] = {
+        "at": datetime(2020, 7, 27, 22, 58, 24, tzinfo=UTC),
+        "operation": operation,
+        "principal": Principal(name="Alice", access_key="AKIDEXAMPLE", secret_key="s"),
+        "access_key": "AKIDEXAMPLE",
+        "region": "us-west-2",
+        "source_ip": "192.0.2.0",
+        "user_agent": "aws-nitro-enclaves-sdk-c/v0.4.0",
+        "params": params,
+        "recipient": None,
+        "error_code": None,
+        "error_message": None,
+        "key_arn": None,
+    } | fields
+    first = event_line(request_id="b4a65126-30d5-4b28-98b9-9153da559963", **arguments)
+    second = event_line(request_id="e5a2f202-ba1a-467c-b4ba-f729d45ae521", **arguments)
+    assert second == first.replace(
+        "b4a65126-30d5-4b28-98b9-9153da559963", "e5a2f202-ba1a-467c-b4ba-f729d45ae521"
+    )
+    record: dict[str, Any] = json.loads(first)
+    return record
+
+
+def test_generate_random_record_is_the_examples() -> None:
+    """ct-generaterandom.md: requestParameters and responseElements null (NumberOfBytes not logged),
+    readOnly, resources empty (no KMS key), AwsApiCall; our managementEvent (true, as every KMS call's)
+    after eventType."""
+    record = _line("GenerateRandom", {"NumberOfBytes": 32})
+    assert list(record) == _GENERATE_RANDOM_MEMBERS
+    assert record["requestParameters"] is None
+    assert record["responseElements"] is None
+    assert record["readOnly"] is True
+    assert record["resources"] == []
+    assert (record["eventType"], record["managementEvent"]) == ("AwsApiCall", True)
+
+
+def test_keyless_operations_have_empty_resources() -> None:
+    """ct-listaliases.md: "doesn't use any particular alias or AWS KMS key, the resources field is empty";
+    ListKeys uses none either. A refused GenerateRandom still uses none; the custom key store operations'
+    records have no resources member (ct-describe-keystores.md)."""
+    assert _line("ListAliases", {"Limit": 5})["resources"] == []
+    assert _line("ListKeys", {})["resources"] == []
+    refused = _line("GenerateRandom", {}, error_code="AccessDeniedException", error_message="denied")
+    assert refused["resources"] == []
+    assert "resources" not in _line("DescribeCustomKeyStores", {"CustomKeyStoreId": "cks-1234567890abcdef0"})
+    assert _line("ListAliases", {"KeyId": "k"}, key_arn=_ARN)["resources"][0]["ARN"] == _ARN
+
+
+def test_attested_records_are_the_enclave_examples() -> None:
+    """Each example of "Monitoring requests for Nitro enclaves" (Decrypt, GenerateDataKey,
+    GenerateDataKeyPair, GenerateRandom; DeriveSharedSecret as they are): additionalEventData right after
+    responseElements, its recipient the module ID, the image digest and PCRs 1, 2, 3, 4 and 8 (hex),
+    requestParameters as the non-enclave call's, with no recipient member."""
+    cases: list[tuple[str, dict[str, object], str | None, dict[str, object] | None]] = [
+        (
+            "Decrypt",
+            {"CiphertextBlob": b"c", "Recipient": _RECIPIENT},
+            _ARN,
+            {"encryptionAlgorithm": "SYMMETRIC_DEFAULT", "keyId": _ARN},
+        ),
+        (
+            "GenerateDataKey",
+            {"KeyId": "1234abcd-12ab-34cd-56ef-1234567890ab", "NumberOfBytes": 32, "Recipient": _RECIPIENT},
+            _ARN,
+            {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab", "numberOfBytes": 32},
+        ),
+        (
+            "GenerateDataKeyPair",
+            {
+                "KeyPairSpec": "RSA_3072",
+                "EncryptionContext": {"Project": "Alpha"},
+                "KeyId": "k",
+                "Recipient": _RECIPIENT,
+            },
+            _ARN,
+            {"keyPairSpec": "RSA_3072", "encryptionContext": {"Project": "Alpha"}, "keyId": "k"},
+        ),
+        ("GenerateRandom", {"NumberOfBytes": 32, "Recipient": _RECIPIENT}, None, None),
+        (
+            "DeriveSharedSecret",
+            {"KeyId": "k", "KeyAgreementAlgorithm": "ECDH", "PublicKey": b"p", "Recipient": _RECIPIENT},
+            _ARN,
+            {"keyId": "k", "keyAgreementAlgorithm": "ECDH"},
+        ),
+    ]
+    for operation, params, key_arn, parameters in cases:
+        record = _line(operation, params, recipient=_ENCLAVE, key_arn=key_arn)
+        assert list(record) == _ENCLAVE_MEMBERS, operation
+        assert record["requestParameters"] == parameters, operation
+        assert list(record["requestParameters"] or {}) == list(parameters or {}), operation
+        assert record["responseElements"] is None
+        recipient = record["additionalEventData"]["recipient"]
+        assert list(record["additionalEventData"]) == ["recipient"]
+        assert list(recipient) == _RECIPIENT_MEMBERS
+        assert recipient["attestationDocumentModuleId"] == _ENCLAVE.module_id
+        assert recipient["attestationDocumentEnclaveImageDigest"] == _ENCLAVE.pcrs[0].hex()
+        for index in RECORDED_PCRS:
+            assert recipient[f"attestationDocumentEnclavePCR{index}"] == _ENCLAVE.pcrs[index].hex()
+        expected = (
+            [] if key_arn is None else [{"accountId": "111122223333", "type": "AWS::KMS::Key", "ARN": _ARN}]
+        )
+        assert record["resources"] == expected
+
+
+def test_a_document_without_a_recorded_pcr() -> None:
+    """A PCR the document lacks is left out of the record (the others keep their order)."""
+    enclave = AttestedRecipient(
+        module_id="i-0-enc0",
+        pcrs={0: b"\x00" * 48, 3: b"\x03" * 48, 8: b"\x08" * 48},
+        public_key=_KEY,
+        key_id=b"k",
+    )
+    recipient = _line("GenerateRandom", {}, recipient=enclave)["additionalEventData"]["recipient"]
+    assert list(recipient) == [
+        "attestationDocumentModuleId",
+        "attestationDocumentEnclaveImageDigest",
+        "attestationDocumentEnclavePCR3",
+        "attestationDocumentEnclavePCR8",
+    ]

@@ -218,3 +218,18 @@ def test_crypto_records(shared_server: Server, kms: Any) -> None:
     for value in (secret, blob):
         assert base64.b64encode(value).decode() not in text
     assert secret.decode() not in text
+
+
+def test_keyless_records(shared_server: Server, kms: Any) -> None:
+    """ct-generaterandom.md and ct-listaliases.md: an operation that uses no KMS key has ``resources: []``;
+    GenerateRandom's requestParameters are null (NumberOfBytes is not logged), and, like every KMS call's,
+    its record is a management event."""
+    kms.generate_random(NumberOfBytes=16)
+    record = _last(shared_server, "GenerateRandom")
+    assert (record["requestParameters"], record["responseElements"]) == (None, None)
+    assert (record["readOnly"], record["resources"], record["managementEvent"]) == (True, [], True)
+    kms.list_aliases(Limit=5)
+    assert _last(shared_server, "ListAliases")["resources"] == []
+    assert _last(shared_server, "ListAliases")["requestParameters"] == {"limit": 5}
+    kms.list_keys()
+    assert _last(shared_server, "ListKeys")["resources"] == []

@@ -145,7 +145,7 @@ def test_nitro_pcr_marker(enclave_kms: Any, kms_sim: KmsSim, nsm: Nsm) -> None:
     assert nsm.pcrs[0].hex() == MARKED
     kms_sim.set_policy(image_policy(MARKED))
     enclave_kms.generate_random(NumberOfBytes=8)
-    assert _recipient(kms_sim.audit()[-1])["attestationDocumentEnclavePCR0"] == MARKED
+    assert _recipient(kms_sim.audit()[-1])["attestationDocumentEnclaveImageDigest"] == MARKED
 
 
 @pytest.mark.nitro_debug

@@ -55,7 +55,8 @@ def test_audit_shows_the_attested_call(enclave_kms, kms_sim, nsm):
 def test_marked_pcr0(enclave_kms, kms_sim, nsm):
     assert nsm.pcrs[0].hex() == MINE
     enclave_kms.generate_random(NumberOfBytes=8)
-    assert kms_sim.audit()[-1]["additionalEventData"]["recipient"]["attestationDocumentEnclavePCR0"] == MINE
+    recipient = kms_sim.audit()[-1]["additionalEventData"]["recipient"]
+    assert recipient["attestationDocumentEnclaveImageDigest"] == MINE
 
 
 @pytest.mark.nitro_debug
