@@ -25,6 +25,7 @@ Cheap and safe across worker processes: one ``os.write`` of one line on an ``O_A
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -274,11 +275,11 @@ def response_elements(operation: str | None, result: Mapping[str, Any] | None) -
     return None if build is None else build(result)
 
 
-#: Bound on the cache of recipient records (entries: a module ID and up to 32 PCRs as hex, ~3.5 KB).
+#: Bound on the cache of recipient records (entries: a module ID and up to 6 PCRs as base64, ~0.6 KB).
 RECIPIENT_DATA_CACHE_SIZE = 256
 
 #: An enclave sends the same module ID and PCRs on every call, each time in a new document: their
-#: hex record is built once per distinct (module ID, PCRs) and copied per request (exact content keys).
+#: record is built once per distinct (module ID, PCRs) and copied per request (exact content keys).
 _RECIPIENT_DATA: dict[tuple[object, ...], dict[str, str]] = {}
 
 #: One encoder for every line (``json.dumps`` with these options builds a new one per call); the
@@ -333,16 +334,21 @@ RECORDED_PCRS = (1, 2, 3, 4, 8)
 
 
 def _recipient_data(recipient: AttestedRecipient) -> dict[str, str]:
-    """The examples' members, in their order (values in hex, as their image digest is); a PCR the
-    document does not have is left out."""
+    """The examples' members, in their order; a PCR the document does not have is left out.
+
+    Values are base64, as CloudTrail shows KMS's binary fields: a record captured from the real service
+    reads ``"attestationDocumentEnclaveImageDigest": "T37s...7ToS"``, ``"attestationDocumentEnclavePCR1":
+    "O0p+...l00D"`` and a zero PCR8 as ``"AAAA...AAAA"``; the developer guide's example shows hex there, an
+    illustration. (Key-policy conditions compare hex: ``kms:RecipientAttestation:*`` values, kms.service.)
+    """
     data = {
         "attestationDocumentModuleId": recipient.module_id,
-        "attestationDocumentEnclaveImageDigest": recipient.pcrs.get(0, b"").hex(),
+        "attestationDocumentEnclaveImageDigest": base64.b64encode(recipient.pcrs.get(0, b"")).decode(),
     }
     for index in RECORDED_PCRS:
         value = recipient.pcrs.get(index)
         if value is not None:
-            data[f"attestationDocumentEnclavePCR{index}"] = value.hex()
+            data[f"attestationDocumentEnclavePCR{index}"] = base64.b64encode(value).decode()
     return data
 
 
@@ -544,7 +550,7 @@ def event_line(
       a template (bounded, keyed by every other input, exact values and types, and whether the call was
       attested) and those values are put in; the time (``YYYY-MM-DDTHH:MM:SSZ``) and an ID of letters,
       digits and ``-`` are their own JSON.
-    - A recipient's part (module ID and the recorded PCRs in hex: most of an attested call's record) is
+    - A recipient's part (module ID and the recorded PCRs in base64: most of an attested call's record) is
       the same for every call of an enclave: its JSON text is made once, and goes in after
       responseElements.
 

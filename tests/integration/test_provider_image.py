@@ -8,6 +8,7 @@ shows the attested call. A policy on another PCR0 makes KMS refuse the same encl
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from datetime import UTC, datetime
@@ -75,7 +76,7 @@ def test_the_provider_image_serves_attested_bytes_to_its_pcr0_only(
     assert fetched.document.pcrs[0].hex() == image.pcr0
     [record] = [r for r in kms_sim.audit() if r["eventName"] == "GenerateRandom"]
     recipient = record["additionalEventData"]["recipient"]
-    assert recipient["attestationDocumentEnclaveImageDigest"] == image.pcr0
+    assert base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex() == image.pcr0
     assert "errorCode" not in record
 
     kms_sim.set_policy(image_policy(OTHER_IMAGE))

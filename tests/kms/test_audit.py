@@ -4,6 +4,7 @@ server)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -408,9 +409,15 @@ def test_attested_records_are_the_enclave_examples() -> None:
         assert list(record["additionalEventData"]) == ["recipient"]
         assert list(recipient) == _RECIPIENT_MEMBERS
         assert recipient["attestationDocumentModuleId"] == _ENCLAVE.module_id
-        assert recipient["attestationDocumentEnclaveImageDigest"] == _ENCLAVE.pcrs[0].hex()
+        assert (
+            base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex()
+            == _ENCLAVE.pcrs[0].hex()
+        )
         for index in RECORDED_PCRS:
-            assert recipient[f"attestationDocumentEnclavePCR{index}"] == _ENCLAVE.pcrs[index].hex()
+            assert (
+                base64.b64decode(recipient[f"attestationDocumentEnclavePCR{index}"]).hex()
+                == _ENCLAVE.pcrs[index].hex()
+            )
         expected = (
             [] if key_arn is None else [{"accountId": "111122223333", "type": "AWS::KMS::Key", "ARN": _ARN}]
         )

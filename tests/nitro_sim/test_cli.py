@@ -5,6 +5,7 @@ Every test that brings the stack up brings it down in a ``finally`` (and checks 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -105,7 +106,12 @@ def test_up_status_down_round_trip(home: Path) -> None:
     assert shell.stdout.startswith("PLAINTEXT: ")
     assert "already up" in shell.stderr
     record = json.loads((home / "kms" / "audit.jsonl").read_text().splitlines()[-1])
-    assert record["additionalEventData"]["recipient"]["attestationDocumentEnclaveImageDigest"] == PCR0
+    assert (
+        base64.b64decode(
+            record["additionalEventData"]["recipient"]["attestationDocumentEnclaveImageDigest"]
+        ).hex()
+        == PCR0
+    )
 
     status = _run(home, "status")
     assert status.returncode == 0

@@ -7,6 +7,7 @@ that expects none of it (pytest runs a module's tests in file order).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -35,7 +36,10 @@ def test_enclave_kms_gets_attested_bytes_and_kms_audits_them(
     assert len(plaintext) == 32
     [record] = kms_sim.audit()
     assert record["eventName"] == "GenerateRandom"
-    assert _recipient(record)["attestationDocumentEnclaveImageDigest"] == nsm.pcrs[0].hex()
+    assert (
+        base64.b64decode(_recipient(record)["attestationDocumentEnclaveImageDigest"]).hex()
+        == nsm.pcrs[0].hex()
+    )
     assert plaintext.hex() not in json.dumps(record)
 
 
@@ -145,7 +149,10 @@ def test_nitro_pcr_marker(enclave_kms: Any, kms_sim: KmsSim, nsm: Nsm) -> None:
     assert nsm.pcrs[0].hex() == MARKED
     kms_sim.set_policy(image_policy(MARKED))
     enclave_kms.generate_random(NumberOfBytes=8)
-    assert _recipient(kms_sim.audit()[-1])["attestationDocumentEnclaveImageDigest"] == MARKED
+    assert (
+        base64.b64decode(_recipient(kms_sim.audit()[-1])["attestationDocumentEnclaveImageDigest"]).hex()
+        == MARKED
+    )
 
 
 @pytest.mark.nitro_debug
@@ -153,7 +160,10 @@ def test_nitro_debug_marker(enclave_kms: Any, kms_sim: KmsSim, nsm: Nsm) -> None
     assert nsm.debug
     assert nsm.pcrs[0] == bytes(48)
     enclave_kms.generate_random(NumberOfBytes=8)
-    assert _recipient(kms_sim.audit()[-1])["attestationDocumentEnclaveImageDigest"] == "00" * 48
+    assert (
+        base64.b64decode(_recipient(kms_sim.audit()[-1])["attestationDocumentEnclaveImageDigest"]).hex()
+        == "00" * 48
+    )
 
 
 def test_a_spoiled_nsm_is_replaced_1(nsm: Nsm) -> None:

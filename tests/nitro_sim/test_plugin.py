@@ -25,6 +25,7 @@ pytest_plugins = ["pytester"]
 WAIT_S = 60.0
 
 USER_SUITE = """
+import base64
 import hashlib
 import pytest
 
@@ -48,7 +49,7 @@ def test_audit_shows_the_attested_call(enclave_kms, kms_sim, nsm):
     enclave_kms.generate_random(NumberOfBytes=16)
     [record] = kms_sim.audit()
     recipient = record["additionalEventData"]["recipient"]
-    assert recipient["attestationDocumentEnclaveImageDigest"] == nsm.pcrs[0].hex()
+    assert base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex() == nsm.pcrs[0].hex()
 
 
 @pytest.mark.nitro_pcr(0, MINE)
@@ -56,7 +57,7 @@ def test_marked_pcr0(enclave_kms, kms_sim, nsm):
     assert nsm.pcrs[0].hex() == MINE
     enclave_kms.generate_random(NumberOfBytes=8)
     recipient = kms_sim.audit()[-1]["additionalEventData"]["recipient"]
-    assert recipient["attestationDocumentEnclaveImageDigest"] == MINE
+    assert base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex() == MINE
 
 
 @pytest.mark.nitro_debug

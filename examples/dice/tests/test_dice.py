@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ def test_rolls_come_from_attested_kms_calls(enclave_kms: Any, kms_sim: Any, nsm:
     for record in records:
         assert record["eventName"] == "GenerateRandom"
         recipient = record["additionalEventData"]["recipient"]
-        assert recipient["attestationDocumentEnclaveImageDigest"] == nsm.pcrs[0].hex()
+        assert base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex() == nsm.pcrs[0].hex()
 
 
 def test_kms_refuses_another_image(enclave_kms: Any, kms_sim: Any) -> None:
@@ -140,6 +141,6 @@ def test_the_enclave_serves_rolls_to_its_own_image_only(
     assert all(1 <= r <= 6 for r in rolls)
     for record in kms_sim.audit():
         recipient = record["additionalEventData"]["recipient"]
-        assert recipient["attestationDocumentEnclaveImageDigest"] == image.pcr0
+        assert base64.b64decode(recipient["attestationDocumentEnclaveImageDigest"]).hex() == image.pcr0
     kms_sim.set_policy(allow_only(OTHER_IMAGE))
     assert ask(running.cid, b"1d6") == {"error": "AccessDeniedException"}
