@@ -26,6 +26,7 @@ request over the driver's size limit raises ``InputTooLarge`` before anything is
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import fcntl
@@ -226,6 +227,14 @@ class SimulatedDeviceTransport:
         with self._mutex:
             self._drop()
 
+    def close_if_idle(self) -> None:
+        """Close unless a call is in flight (never waits: for the process's exit)."""
+        if self._mutex.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._mutex.release()
+
 
 def _reason(exc: OSError) -> str:
     if isinstance(exc, TimeoutError | socket.timeout):
@@ -367,6 +376,19 @@ class NSMClient:
 
 _clients: dict[str, NSMClient] = {}
 _clients_mutex = threading.Lock()
+
+
+@atexit.register
+def _close_shared_clients() -> None:
+    """At exit, close the shared clients' connections to nsm-sim (a socket left to the collector is a
+    ResourceWarning then), without waiting for a call another thread has in flight."""
+    with _clients_mutex:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        transport = client._transport  # this module's own class
+        if isinstance(transport, SimulatedDeviceTransport):
+            transport.close_if_idle()
 
 
 def open_nsm(environ: Mapping[str, str] | None = None) -> NSMClient:

@@ -211,6 +211,28 @@ def test_open_nsm_uses_the_simulated_device_and_is_shared(sim_home: Path) -> Non
         stop_device(proc)
 
 
+def test_the_shared_client_is_closed_at_exit(sim_home: Path) -> None:
+    """A process that used open_nsm() exits without an unclosed socket to nsm-sim (ResourceWarning under
+    -X dev, printed after everything else, e.g. after a pytest run's summary)."""
+    path = sim_home / "nsm.sock"
+    proc = start_device(sim_home, path)
+    try:
+        code = "from enclave.nsm import open_nsm; open_nsm().describe_nsm(); print('used')"
+        done = subprocess.run(
+            [sys.executable, "-X", "dev", "-c", code],
+            env={**os.environ, "NITRO_SIM_NSM": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop_device(proc)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "used\n"
+    assert "ResourceWarning" not in done.stderr
+
+
 def test_device_gone_then_back(sim_home: Path) -> None:
     path = sim_home / "nsm.sock"
     with NSMClient(SimulatedDeviceTransport(path, timeout=5)) as nsm:
