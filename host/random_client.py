@@ -54,6 +54,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -245,8 +246,28 @@ def _context(pairs: list[str] | None) -> dict[str, str] | None:
         key, eq, value = pair.partition("=")
         if not eq or not key:
             raise UsageError(f"--encryption-context takes KEY=VALUE, got {pair[:24]!r}")
+        if key in context:  # the last one winning would send a context the user did not write
+            raise UsageError(f"--encryption-context names {key[:24]!r} twice")
         context[key] = value
     return context
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, never waiting: a device (/dev/zero) or a FIFO has no size to
+    stat, and opening a FIFO nobody writes to would block (O_NONBLOCK: it reads as empty)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _blob(text: str) -> bytes:
@@ -254,11 +275,12 @@ def _blob(text: str) -> bytes:
     if text.startswith("fileb://"):
         path = Path(text.removeprefix("fileb://"))
         try:
-            if path.stat().st_size > MAX_CIPHERTEXT_BLOB_BYTES:
-                raise UsageError(f"--ciphertext-blob {path}: over {MAX_CIPHERTEXT_BLOB_BYTES} bytes")
-            return path.read_bytes()
+            data = _read_bounded(path, MAX_CIPHERTEXT_BLOB_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"--ciphertext-blob {path}: {exc.strerror or exc}") from None
+        if len(data) > MAX_CIPHERTEXT_BLOB_BYTES:
+            raise UsageError(f"--ciphertext-blob {path}: over {MAX_CIPHERTEXT_BLOB_BYTES} bytes")
+        return data
     try:
         return base64.b64decode(text, validate=True)
     except ValueError:

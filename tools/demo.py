@@ -240,7 +240,10 @@ def run_demo(home: Path) -> None:
         policy = home / "demo-policy.json"
         policy.write_text(json.dumps(demo_policy(image.pcr0)))
         kms = KmsSim.spawn(stack.group, home, policy=policy).wait_ready()
-        print(f"kms-sim     {kms.url}  policy: GenerateRandom only for ImageSha384 = PCR0 of {eif.name}")
+        print(
+            f"kms-sim     {kms.url}  policy: GenerateRandom only for ImageSha384 = PCR0 of {eif.name};"
+            " the operator may create keys"
+        )
         proxy = VsockProxy.spawn(stack.group, home, kms).wait_ready()
         print(f"vsock-proxy vsock (3, {proxy.port}) -> 127.0.0.1:{kms.port}, allowlist checked")
 

@@ -446,6 +446,18 @@ def test_blob_file_over_the_bound_is_a_usage_error(
     assert capsys.readouterr().err == f"attested-random: error: --ciphertext-blob {big}: over 6144 bytes\n"
 
 
+def test_blob_from_an_endless_device_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    # /dev/zero has no size to stat: the read stops one byte past the bound
+    assert main(["check-secret", *TARGET, "--ciphertext-blob", "fileb:///dev/zero"]) == 2
+    assert capsys.readouterr().err == "attested-random: error: --ciphertext-blob /dev/zero: over 6144 bytes\n"
+
+
+def test_a_context_key_given_twice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check-secret", *TARGET, "--ciphertext-blob", "AAAA", "--encryption-context", "a=1"]
+    assert main([*argv, "--encryption-context", "a=2"]) == 2
+    assert capsys.readouterr().err == "attested-random: error: --encryption-context names 'a' twice\n"
+
+
 @pytest.mark.parametrize("argv", [KEY, CHECK], ids=["data-key", "check-secret"])
 def test_data_commands_nobody_listening_is_one_line(
     sim_home: Path, nsm: NSM, argv: list[str], capsys: pytest.CaptureFixture[str]
