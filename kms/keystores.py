@@ -2,7 +2,10 @@
 
 Durability: WAL journal with ``synchronous=FULL`` and one transaction per change, so a store that
 CreateCustomKeyStore answered for is on disk before the response leaves. Every read goes to the database
-(no cache), so several workers and the ``kms-sim keystore`` admin command see one truth.
+(no cache), so several workers and the ``kms-sim keystore`` admin command see one truth. For the pytest
+plugin's reset between tests, :meth:`KeyStores.snapshot` reads every row, :meth:`KeyStores.restore` puts
+them back in one transaction, and :meth:`KeyStores.data_version` says (one read, no query) whether another
+connection committed since.
 
 Simulation: CloudHSM clusters are simulated; a well-formed cluster ID always names an active cluster.
 ConnectCustomKeyStore connects at once (real KMS takes minutes via CONNECTING). Failures are set by the
@@ -16,7 +19,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from kms.errors import (
     LimitExceededException,
 )
 
-__all__ = ["CONNECTION_ERROR_CODES", "MAX_KEY_STORES", "STATES", "KeyStore", "KeyStores"]
+__all__ = ["CONNECTION_ERROR_CODES", "MAX_KEY_STORES", "STATES", "KeyStore", "KeyStores", "KeyStoresSnapshot"]
 
 #: KMS quota: custom key stores per account and Region (KMS developer guide, "Resource quotas").
 MAX_KEY_STORES = 10
@@ -93,6 +96,18 @@ class KeyStore:
     hsm_timeout: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyStoresSnapshot:
+    """Every key-store row at one moment, as :meth:`KeyStores.snapshot` read them, for
+    :meth:`KeyStores.restore`."""
+
+    rows: tuple[tuple[object, ...], ...] = field(repr=False)  # in ``_COLUMNS`` order
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(str(row[0]) for row in self.rows)
+
+
 class KeyStores:
     """The key-store table; one connection per process (open it after any fork)."""
 
@@ -152,6 +167,26 @@ class KeyStores:
                 raise CustomKeyStoreNotFoundException(f"Custom key store with name '{name}' does not exist.")
             return rows
         return self._rows()
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits a change (SQLite's ``PRAGMA
+        data_version``); this connection's own commits leave it as it was."""
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def snapshot(self) -> KeyStoresSnapshot:
+        """Every key store as it is now (one statement: one consistent read)."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM key_stores ORDER BY created, id").fetchall()  # noqa: S608
+        return KeyStoresSnapshot(rows=tuple(rows))
+
+    def restore(self, snapshot: KeyStoresSnapshot) -> None:
+        """Every key store back to ``snapshot``, in one transaction: those made since are gone (their names
+        and clusters free again), those changed or deleted since are as they were."""
+        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+        insert = f"INSERT INTO key_stores ({_COLUMNS}) VALUES ({placeholders})"  # noqa: S608
+        with self._transaction():
+            self._db.execute("DELETE FROM key_stores")
+            self._db.executemany(insert, snapshot.rows)
 
     def create(
         self,

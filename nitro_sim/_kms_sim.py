@@ -8,6 +8,9 @@ of every key and alias as they are once kms-sim is ready (in a fresh home: none)
 puts them back, in one transaction, only if another connection (a kms-sim worker) committed a change since
 the last reset (SQLite's ``data_version``: one read, no query). A worker drops the key rows it keeps when its
 own ``data_version`` moves, so the next request sees the restored keys.
+
+Custom key stores (``kms/keystores.db``) the same way: a snapshot at :meth:`KmsSim.wait_ready`, put back by
+:meth:`KmsSim.reset` only if a worker committed a change since (workers keep no key-store rows).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from kms.iam import parse_policies
 from kms.keys import KeyRing, KeyRingSnapshot
+from kms.keystores import KeyStores, KeyStoresSnapshot
 from kms.server import MAX_FAULT_COUNT
 from kms.service import INJECTABLE_FAULTS
 from kms.state import DEFAULT_PROFILE, DEFAULT_REGION, KMSHome, ensure_home
@@ -82,6 +86,9 @@ class KmsSim:
         self._keys: KeyRing | None = None  # this object's connection to keys.db, from wait_ready on
         self._initial_keys = KeyRingSnapshot(keys=(), aliases=())
         self._keys_version = 0
+        self._stores: KeyStores | None = None  # this object's connection to keystores.db, likewise
+        self._initial_stores = KeyStoresSnapshot(rows=())
+        self._stores_version = 0
 
     @classmethod
     def spawn(
@@ -115,13 +122,21 @@ class KmsSim:
             self._keys = KeyRing(self.state.keys)
             self._initial_keys = self._keys.snapshot()
             self._keys_version = self._keys.data_version()
+        if self._stores is None:
+            self._stores = KeyStores(self.state.keystores)
+            self._initial_stores = self._stores.snapshot()
+            self._stores_version = self._stores.data_version()
         return self
 
     def close(self) -> None:
-        """Close this object's connection to keys.db (kms-sim itself is stopped by its process group)."""
+        """Close this object's connections to keys.db and keystores.db (kms-sim itself is stopped by its
+        process group)."""
         if self._keys is not None:
             self._keys.close()
             self._keys = None
+        if self._stores is not None:
+            self._stores.close()
+            self._stores = None
 
     def restart(self, group: ProcessGroup) -> KmsSim:
         """Stop kms-sim and start it again with the same options on the same port (its clients' URL)."""
@@ -218,13 +233,14 @@ class KmsSim:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def reset(self) -> None:
-        """Back to the state at start for the next test: policy, no faults, the keys and aliases there were
-        when kms-sim became ready, audit mark at the end."""
+        """Back to the state at start for the next test: policy, no faults, the keys, aliases and custom key
+        stores there were when kms-sim became ready, audit mark at the end."""
         if self._policy_changed:
             self.set_policy(None)
         if self._faults_changed:
             self.clear_faults()
         self.reset_keys()
+        self.reset_key_stores()
         self.mark_audit()
 
     def reset_keys(self) -> None:
@@ -236,6 +252,16 @@ class KmsSim:
             return
         self._keys.restore(self._initial_keys)
         self._keys_version = self._keys.data_version()
+
+    def reset_key_stores(self) -> None:
+        """Custom key stores as they were when kms-sim became ready (see the module docstring); nothing to
+        do, and nothing done, if no request changed them since the last reset."""
+        if self._stores is None:
+            raise RuntimeError("kms-sim is not ready yet: call wait_ready()")
+        if self._stores.data_version() == self._stores_version:
+            return
+        self._stores.restore(self._initial_stores)
+        self._stores_version = self._stores.data_version()
 
     def _audit_size(self) -> int:
         try:

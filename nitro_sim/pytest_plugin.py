@@ -5,7 +5,8 @@ Fixtures (each test sees them as function-scoped; the processes behind them live
 
 - ``nitro_home``: the temporary ``NITRO_SIM_HOME`` (a short path under ``/tmp``; removed afterwards);
 - ``kms_sim``: :class:`nitro_sim.stack.KmsSim` (``.url``, ``.credentials``, ``.boto3_client()``,
-  ``.set_policy(dict)``, ``.audit()``, ``.inject_fault(name, count)``, ``.reset_keys()``);
+  ``.set_policy(dict)``, ``.audit()``, ``.inject_fault(name, count)``, ``.reset_keys()``,
+  ``.reset_key_stores()``);
 - ``vsock_proxy``: :class:`nitro_sim.stack.VsockProxy`, the parent's vsock port 8000 to that kms-sim;
 - ``nsm``: :class:`nitro_sim.stack.Nsm` with the PCRs of the test's markers, its environment
   (``NITRO_SIM_HOME``, ``NITRO_SIM_NSM``, ``NITRO_SIM_CID``, and ``NITRO_SIM_KMS_TLS=0``) set in
@@ -29,9 +30,11 @@ Markers: ``@pytest.mark.nitro_pcr(index, "hex")`` (repeatable; the closest one w
 Between tests, under a wider scope, each fixture resets what a test may have changed: kms-sim's policy goes
 back to the first one, injected faults are cleared, its KMS keys and aliases go back to those there were
 when it started (none: a key or alias a test made is gone, so the next test can make ``alias/app`` again
-and ListKeys sees only its own keys; one transaction, and none when no test changed a key), the audit mark
-moves to the end (``audit()`` returns the test's own records); an NSM is chosen per (PCRs, debug) from a
-pool, and restarted if a test extended or locked one of its PCRs 16-31. A process that fails to start fails
+and ListKeys sees only its own keys; one transaction, and none when no test changed a key), so do its
+custom key stores (the next test can create a key store of the same name again; likewise one transaction,
+and none when no test changed one), the audit mark moves to the end (``audit()`` returns the test's own
+records); an NSM is chosen per (PCRs, debug) from a pool, and restarted if a test extended or locked one
+of its PCRs 16-31. A process that fails to start fails
 the test with its name and the last lines of its output. Processes are stopped when their scope ends, and
 by the safety net of :mod:`nitro_sim.procs` on Ctrl-C, SIGTERM or a killed runner.
 
@@ -125,7 +128,7 @@ def _nitro_sim_stack(_nitro_sim_runtime: Runtime) -> Iterator[Stack]:
     finally:
         try:
             if stack.kms is not None:
-                stack.kms.close()  # its keys.db connection, before the home goes
+                stack.kms.close()  # its keys.db and keystores.db connections, before the home goes
         finally:
             stack.close()
 
@@ -138,8 +141,8 @@ def nitro_home(_nitro_sim_stack: Stack) -> Path:
 
 @pytest.fixture
 def kms_sim(_nitro_sim_stack: Stack) -> KmsSim:
-    """A running kms-sim: the first policy, no faults, no key or alias made by an earlier test, audit()
-    empty at the start of the test."""
+    """A running kms-sim: the first policy, no faults, no key, alias or custom key store made by an earlier
+    test, audit() empty at the start of the test."""
     try:
         kms = _nitro_sim_stack.kms_sim()
     except ProcessError as error:
