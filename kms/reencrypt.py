@@ -11,11 +11,15 @@ ReEncrypt reference quoted in the model's documentation:
 - The decrypt half is kms.crypto_ops' Decrypt (SourceEncryptionContext, SourceEncryptionAlgorithm: one
   InvalidCiphertextException for every failure to open), the encrypt half its Encrypt
   (DestinationEncryptionContext, DestinationEncryptionAlgorithm, the RSA plaintext bounds); DryRun
-  answers DryRunOperationException only once both halves' checks have passed.
+  answers DryRunOperationException only once both halves' checks have passed. With DryRunModifiers
+  ``IGNORE_CIPHERTEXT`` ("only authorization validation without ciphertext validation") those are the
+  checks on the keys (state, usage, algorithm, context): SourceKeyId names the source key, any blob sent is
+  not looked at.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +27,13 @@ from typing import Any
 from kms._op import AttestedRecipient, Backend, Operation
 from kms.ciphertext import INVALID_CIPHERTEXT_MESSAGE, MAX_CIPHERTEXT_BYTES, key_id_of
 from kms.crypto_ops import CRYPTO_OPERATIONS
-from kms.errors import InvalidArnException, InvalidCiphertextException, NotFoundException, ValidationException
+from kms.errors import (
+    DryRunOperationException,
+    InvalidArnException,
+    InvalidCiphertextException,
+    NotFoundException,
+    ValidationException,
+)
 from kms.keys import Key
 from kms.protocol import Field
 
@@ -120,38 +130,30 @@ def reencrypt(
     key: Key | None,
 ) -> dict[str, Any]:
     destination = backend.keys.resolve(members["DestinationKeyId"], at=at)
-    if _ignores_ciphertext(members):  # authorization only: the encrypt half's checks, then DryRun
-        _ENCRYPT(backend, {"Plaintext": b"\0", "DryRun": True}, None, at, destination)
-    opened = _DECRYPT(
-        backend,
-        _only(
-            members,
-            {
-                "CiphertextBlob": "CiphertextBlob",
-                "SourceEncryptionContext": "EncryptionContext",
-                "SourceEncryptionAlgorithm": "EncryptionAlgorithm",
-            },
-        ),
-        None,
-        at,
-        key,
-    )
-    sealed = _ENCRYPT(
-        backend,
+    source_members = _only(
+        members,
         {
-            "Plaintext": opened.pop("Plaintext"),
-            **_only(
-                members,
-                {
-                    "DestinationEncryptionContext": "EncryptionContext",
-                    "DestinationEncryptionAlgorithm": "EncryptionAlgorithm",
-                    "DryRun": "DryRun",
-                },
-            ),
+            "CiphertextBlob": "CiphertextBlob",
+            "SourceEncryptionContext": "EncryptionContext",
+            "SourceEncryptionAlgorithm": "EncryptionAlgorithm",
         },
-        None,
-        at,
-        destination,
+    )
+    destination_members = _only(
+        members,
+        {
+            "DestinationEncryptionContext": "EncryptionContext",
+            "DestinationEncryptionAlgorithm": "EncryptionAlgorithm",
+            "DryRun": "DryRun",
+        },
+    )
+    if _ignores_ciphertext(members):  # the decrypt half's key checks (no blob), then the encrypt half's
+        ignoring = {**source_members, "DryRun": True, "DryRunModifiers": [IGNORE_CIPHERTEXT]}
+        with contextlib.suppress(DryRunOperationException):  # raised once the source key's checks passed
+            _DECRYPT(backend, ignoring, None, at, key)
+        _ENCRYPT(backend, {"Plaintext": b"\0", **destination_members}, None, at, destination)  # DryRun
+    opened = _DECRYPT(backend, source_members, None, at, key)
+    sealed = _ENCRYPT(
+        backend, {"Plaintext": opened.pop("Plaintext"), **destination_members}, None, at, destination
     )
     result: dict[str, Any] = {
         "CiphertextBlob": sealed["CiphertextBlob"],

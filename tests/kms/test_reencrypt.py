@@ -151,3 +151,47 @@ def test_reencrypt_from_and_to_are_authorized_on_their_keys(
     _allow_alice(server, {"Effect": "Allow", "Action": "kms:ReEncrypt*", "Resource": [source, destination]})
     reply = alice.re_encrypt(CiphertextBlob=blob, DestinationKeyId=destination)
     assert admin.decrypt(CiphertextBlob=reply["CiphertextBlob"])["Plaintext"] == SECRET
+
+
+def test_dry_run_ignore_ciphertext_checks_authorization_and_both_keys_only(
+    server: Server, admin: Any, keys: tuple[str, str]
+) -> None:
+    source, destination = keys
+    ignore = {"DryRun": True, "DryRunModifiers": ["IGNORE_CIPHERTEXT"]}
+
+    def code(**members: Any) -> str:
+        return _error(lambda: admin.re_encrypt(**members))[0]
+
+    # No CiphertextBlob needed, SourceKeyId required ("required ... when DryRun is true and DryRunModifiers
+    # is set to IGNORE_CIPHERTEXT"); a blob, if one is sent, is not looked at.
+    assert code(SourceKeyId=source, DestinationKeyId=destination, **ignore) == "DryRunOperationException"
+    assert code(DestinationKeyId=destination, **ignore) == "ValidationException"
+    blob = admin.encrypt(KeyId=source, Plaintext=SECRET)["CiphertextBlob"]
+    assert code(CiphertextBlob=blob[:-1], SourceKeyId=source, DestinationKeyId=destination, **ignore) == (
+        "DryRunOperationException"
+    )
+    # The modifier alone, without DryRun, changes nothing: the blob is required and opened.
+    assert code(SourceKeyId=source, DestinationKeyId=destination, DryRunModifiers=["IGNORE_CIPHERTEXT"]) == (
+        "ValidationException"
+    )
+    # Both halves' key checks run: state, usage, algorithm; then DryRun.
+    disabled = admin.create_key()["KeyMetadata"]["Arn"]
+    admin.disable_key(KeyId=disabled)
+    assert code(SourceKeyId=disabled, DestinationKeyId=destination, **ignore) == "DisabledException"
+    assert code(SourceKeyId=source, DestinationKeyId=disabled, **ignore) == "DisabledException"
+    rsa = admin.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["Arn"]
+    to_rsa = {"SourceKeyId": source, "DestinationKeyId": rsa, **ignore}
+    assert code(**to_rsa) == "InvalidKeyUsageException"  # SYMMETRIC_DEFAULT with an RSA key
+    assert code(**to_rsa, DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_256") == "DryRunOperationException"
+    from_rsa = {"SourceKeyId": rsa, "DestinationKeyId": destination, **ignore}
+    assert code(**from_rsa, SourceEncryptionAlgorithm="RSAES_OAEP_SHA_1") == "DryRunOperationException"
+    assert code(**from_rsa) == "InvalidKeyUsageException"
+    # Authorization is what the dry run tests: kms:ReEncryptFrom on the source key still applies.
+    alice = server.client("alice")
+    _allow_alice(server, {"Effect": "Allow", "Action": "kms:ReEncryptTo", "Resource": destination})
+    denied = _error(lambda: alice.re_encrypt(SourceKeyId=source, DestinationKeyId=destination, **ignore))
+    assert denied[0] == "AccessDeniedException"
+    assert "kms:ReEncryptFrom" in denied[1]
+    _allow_alice(server, {"Effect": "Allow", "Action": "kms:ReEncrypt*", "Resource": [source, destination]})
+    allowed = _error(lambda: alice.re_encrypt(SourceKeyId=source, DestinationKeyId=destination, **ignore))
+    assert allowed[0] == "DryRunOperationException"
