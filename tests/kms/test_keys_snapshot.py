@@ -45,7 +45,7 @@ def test_restore_brings_back_changed_and_deleted_keys_as_they_were(rings: tuple[
     worker.schedule_deletion(pending, 7, at=T0)
     worker.create_alias("alias/kept", kept, at=T0)
     before = plugin.snapshot()
-    assert before.key_ids == (kept, pending)
+    assert sorted(before.key_ids) == sorted((kept, pending))  # one creation time: the order is the IDs'
     material = worker.resolve(kept).material
 
     worker.set_enabled(kept, False, at=T0)
@@ -56,7 +56,7 @@ def test_restore_brings_back_changed_and_deleted_keys_as_they_were(rings: tuple[
     _symmetric(worker)
     plugin.restore(before)
 
-    assert [k.id for k in worker.list_keys(at=T0)] == [kept, pending]
+    assert sorted(k.id for k in worker.list_keys(at=T0)) == sorted([kept, pending])
     restored = worker.resolve("alias/kept")
     assert (restored.id, restored.state, restored.material) == (kept, ENABLED, material)
     assert restored.policy != "{}"
