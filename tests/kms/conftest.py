@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nitro_sim.procs import OutputLine, Process, ProcessError, ProcessGroup
 from nitro_sim.stack import child_environment
+
+#: How long one AWS CLI run may take (the CLI imports all of botocore's models: ~1-3 s).
+CLI_TIMEOUT_S = 60
 
 
 @dataclass
@@ -46,6 +50,26 @@ class Server:
         region = None if profile == "nitro-sim" else "us-east-1"  # only nitro-sim is in the config file
         return session.client(
             "kms", endpoint_url=self.url, config=Config(**options), verify=verify, region_name=region
+        )
+
+    def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``aws kms ARGS`` (the venv's AWS CLI) against this server with the home's profile, one attempt;
+        the caller's AWS_* settings are left out."""
+        aws = Path(sys.executable).parent / "aws"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env |= {
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.home / "kms" / "credentials"),
+            "AWS_CONFIG_FILE": str(self.home / "kms" / "config"),
+            "AWS_PROFILE": "nitro-sim",
+            "AWS_MAX_ATTEMPTS": "1",
+        }
+        return subprocess.run(
+            [str(aws), "kms", *args, "--endpoint-url", self.url, "--output", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
         )
 
     @property

@@ -8,41 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 Server = Any  # tests/kms/conftest.py Server (conftest modules are not importable)
 
-#: How long one CLI run may take (the CLI imports all of botocore's models: ~1-3 s).
-CLI_TIMEOUT_S = 60
-
-
-def _aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    aws = Path(sys.executable).parent / "aws"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_SHARED_CREDENTIALS_FILE": str(server.home / "kms" / "credentials"),
-        "AWS_CONFIG_FILE": str(server.home / "kms" / "config"),
-        "AWS_PROFILE": "nitro-sim",
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-    return subprocess.run(
-        [str(aws), "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
 
 def test_generate_random(shared_server: Server) -> None:
-    result = _aws(shared_server, "generate-random", "--number-of-bytes", "32")
+    result = shared_server.aws("generate-random", "--number-of-bytes", "32")
     assert result.returncode == 0, result.stderr
     assert len(base64.b64decode(json.loads(result.stdout)["Plaintext"])) == 32
 
@@ -60,7 +34,7 @@ def test_generate_random(shared_server: Server) -> None:
     ids=["too-many-bytes", "unknown-key-store"],
 )
 def test_refusals_are_aws_errors(shared_server: Server, args: tuple[str, ...], error: str) -> None:
-    result = _aws(shared_server, "generate-random", *args)
+    result = shared_server.aws("generate-random", *args)
     assert result.returncode != 0
     assert f"An error occurred ({error}" in result.stderr
     assert "when calling the GenerateRandom operation" in result.stderr

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,28 +21,6 @@ from kms.keys import Key, KeyRing
 from kms.state import KMSHome
 
 Server = Any  # tests/kms/conftest.py Server (conftest modules are not importable)
-
-#: How long one CLI run may take (the CLI imports all of botocore's models: ~1-3 s).
-CLI_TIMEOUT_S = 60
-
-
-def _aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    aws = Path(sys.executable).parent / "aws"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_SHARED_CREDENTIALS_FILE": str(server.home / "kms" / "credentials"),
-        "AWS_CONFIG_FILE": str(server.home / "kms" / "config"),
-        "AWS_PROFILE": "nitro-sim",
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-    return subprocess.run(
-        [str(aws), "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -65,8 +41,7 @@ def key(shared_server: Server) -> Iterator[Key]:
 def test_encrypt_then_decrypt_with_context(shared_server: Server, key: Key, tmp_path: Path) -> None:
     (tmp_path / "plain").write_bytes(b"attested secret")
     encrypted = _ok(
-        _aws(
-            shared_server,
+        shared_server.aws(
             "encrypt",
             "--key-id",
             key.id,
@@ -81,8 +56,7 @@ def test_encrypt_then_decrypt_with_context(shared_server: Server, key: Key, tmp_
     (tmp_path / "blob").write_bytes(base64.b64decode(encrypted["CiphertextBlob"]))
     # The same context as JSON, its pairs in the other order.
     decrypted = _ok(
-        _aws(
-            shared_server,
+        shared_server.aws(
             "decrypt",
             "--ciphertext-blob",
             f"fileb://{tmp_path / 'blob'}",
@@ -94,8 +68,7 @@ def test_encrypt_then_decrypt_with_context(shared_server: Server, key: Key, tmp_
     assert decrypted["KeyId"] == key.arn
     assert decrypted["KeyMaterialId"] == key.material_id
 
-    wrong = _aws(
-        shared_server,
+    wrong = shared_server.aws(
         "decrypt",
         "--ciphertext-blob",
         f"fileb://{tmp_path / 'blob'}",
@@ -109,8 +82,7 @@ def test_encrypt_then_decrypt_with_context(shared_server: Server, key: Key, tmp_
 
 def test_generate_data_key(shared_server: Server, key: Key, tmp_path: Path) -> None:
     answer = _ok(
-        _aws(
-            shared_server,
+        shared_server.aws(
             "generate-data-key",
             "--key-id",
             key.arn,
@@ -124,8 +96,7 @@ def test_generate_data_key(shared_server: Server, key: Key, tmp_path: Path) -> N
     assert len(data_key) == 32
     (tmp_path / "blob").write_bytes(base64.b64decode(answer["CiphertextBlob"]))
     opened = _ok(
-        _aws(
-            shared_server,
+        shared_server.aws(
             "decrypt",
             "--ciphertext-blob",
             f"fileb://{tmp_path / 'blob'}",
@@ -158,7 +129,7 @@ def test_generate_data_key(shared_server: Server, key: Key, tmp_path: Path) -> N
 def test_errors(shared_server: Server, key: Key, tmp_path: Path, args: tuple[str, ...], error: str) -> None:
     (tmp_path / "plain").write_bytes(b"x" * 64)
     argv = [a.replace("KEY", key.id).replace("PLAIN", str(tmp_path / "plain")) for a in args]
-    result = _aws(shared_server, *argv)
+    result = shared_server.aws(*argv)
     assert result.returncode != 0
     assert f"An error occurred ({error})" in result.stderr
     assert "Traceback" not in result.stderr

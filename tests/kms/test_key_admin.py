@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,6 @@ Server = Any  # tests/kms/conftest.py Server (conftest modules are not importabl
 
 ROOT = "arn:aws:iam::111122223333:root"
 USER = "arn:aws:iam::111122223333:user/nitro-sim"
-#: How long one CLI run may take (the CLI imports all of botocore's models: ~1-3 s).
-CLI_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
@@ -369,30 +364,11 @@ def test_state_is_shared_by_workers(start_server: Callable[..., Server]) -> None
         assert server.client().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
 
 
-def _aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    aws = Path(sys.executable).parent / "aws"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_SHARED_CREDENTIALS_FILE": str(server.home / "kms" / "credentials"),
-        "AWS_CONFIG_FILE": str(server.home / "kms" / "config"),
-        "AWS_PROFILE": "nitro-sim",
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-    return subprocess.run(
-        [str(aws), "kms", *args, "--endpoint-url", server.url, "--output", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
-
 def test_aws_cli_key_management(shared_server: Server, tmp_path: Path) -> None:
-    created = _aws(shared_server, "create-key", "--description", "from the cli")
+    created = shared_server.aws("create-key", "--description", "from the cli")
     assert created.returncode == 0, created.stderr
     key_id = json.loads(created.stdout)["KeyMetadata"]["KeyId"]
-    alias = _aws(shared_server, "create-alias", "--alias-name", "alias/cli", "--target-key-id", key_id)
+    alias = shared_server.aws("create-alias", "--alias-name", "alias/cli", "--target-key-id", key_id)
     assert alias.returncode == 0, alias.stderr
     policy = tmp_path / "policy.json"
     policy.write_text(
@@ -405,8 +381,7 @@ def test_aws_cli_key_management(shared_server: Server, tmp_path: Path) -> None:
             }
         )
     )
-    put = _aws(
-        shared_server,
+    put = shared_server.aws(
         "put-key-policy",
         "--key-id",
         key_id,
@@ -416,7 +391,7 @@ def test_aws_cli_key_management(shared_server: Server, tmp_path: Path) -> None:
         f"file://{policy}",
     )
     assert put.returncode == 0, put.stderr
-    described = _aws(shared_server, "describe-key", "--key-id", "alias/cli")
+    described = shared_server.aws("describe-key", "--key-id", "alias/cli")
     assert described.returncode == 0, described.stderr
     assert json.loads(described.stdout)["KeyMetadata"]["Description"] == "from the cli"
     for args, error in (
@@ -431,7 +406,7 @@ def test_aws_cli_key_management(shared_server: Server, tmp_path: Path) -> None:
             "UnsupportedOperationException",
         ),
     ):
-        result = _aws(shared_server, *args)
+        result = shared_server.aws(*args)
         assert result.returncode != 0, args
         assert f"An error occurred ({error})" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
