@@ -12,18 +12,16 @@ no restart uses the plugin's fixtures.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from recording_relay import RecordingRelay
 
 from nitro_sim.procs import READY_TIMEOUT_S, Process, ProcessGroup
 from nitro_sim.stack import KmsSim, Nsm, VsockProxy, child_environment, program
@@ -77,64 +75,13 @@ for line in sys.stdin:
 """
 
 
-class Tap:
-    """TCP forwarder 127.0.0.1:port -> kms, recording every byte in both directions."""
-
-    def __init__(self, kms_port: int) -> None:
-        self.kms_port = kms_port
-        self.captured = bytearray()
-        self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = int(self.listener.getsockname()[1])
-        self.sockets: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.kms_port))
-            except OSError:
-                client.close()
-                continue
-            self.sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                with self.lock:
-                    self.captured += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for s in self.sockets:
-            s.close()
-
-
 @dataclass
 class Stack:
     home: Path
     group: ProcessGroup
     nsm: Nsm
     kms: KmsSim
-    tap: Tap | None = None
+    tap: RecordingRelay | None = None
     driver: Process | None = None
 
     @property
@@ -189,13 +136,13 @@ def _start_stack(home: Path, *, enclave_pcr0: str, kms_args: tuple[str, ...] = (
     # No developer's ~/.aws/credentials: the SDK finds kms-sim's credentials in the home.
     env = child_environment(home) | {"AWS_SHARED_CREDENTIALS_FILE": str(home / "no-such-file")}
     group = ProcessGroup(home, env=env)
-    tap: Tap | None = None
+    tap: RecordingRelay | None = None
     try:
         nsm = Nsm.spawn(group, home, cid=16, pcrs={0: enclave_pcr0}, name="nsm")
         kms = KmsSim.spawn(group, home, policy=_policy(home, PCR0_ALLOWED), args=kms_args)
         nsm.wait_ready()
         kms.wait_ready()
-        tap = Tap(kms.port)
+        tap = RecordingRelay.tcp(kms.port)
         VsockProxy.spawn(group, home, tap.port).wait_ready()
     except BaseException:
         group.stop_all()

@@ -25,16 +25,13 @@ image, and the host never sees the plaintext.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +41,7 @@ import botocore.exceptions
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from recording_relay import RecordingRelay
 
 from attestation.cli import load_roots
 from attestation.cms import decrypt_ciphertext_for_recipient
@@ -66,64 +64,9 @@ DATA_KEY_BYTES = 32
 CONTEXT = {"purpose": "issue-15", "app": "attested-random"}
 
 
-class RecordingRelay:
-    """Stands at the vsock-proxy's socket and relays to it (moved aside), keeping every byte it carries."""
-
-    def __init__(self, proxy_socket: Path) -> None:
-        self.path = proxy_socket
-        self.moved = proxy_socket.with_name(proxy_socket.name + ".real")
-        os.rename(proxy_socket, self.moved)  # the proxy keeps listening on the moved inode
-        self.captured = bytearray()
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(self.path))
-        self.listener.listen(16)
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sockets += [client, upstream]
-            try:
-                upstream.connect(str(self.moved))
-            except OSError:
-                client.close()
-                continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                with self.lock:
-                    self.captured += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for s in self.sockets:
-            s.close()
-        self.thread.join(timeout=RUN_TIMEOUT)
-        os.replace(self.moved, self.path)
-
-
 @pytest.fixture
 def relay(vsock_proxy: VsockProxy) -> Iterator[RecordingRelay]:
-    recorder = RecordingRelay(vsock_proxy.socket)
+    recorder = RecordingRelay.in_front_of(vsock_proxy.socket)
     try:
         yield recorder
     finally:
