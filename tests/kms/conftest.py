@@ -6,10 +6,12 @@ server's output (stdout and stderr) is its log, :attr:`Server.stderr`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +25,8 @@ from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from attestation.sigv4 import sign_request
+from kms.service import Request, Service
 from nitro_sim.procs import OutputLine, Process, ProcessError, ProcessGroup
 from nitro_sim.stack import child_environment
 
@@ -179,3 +183,38 @@ def spki_of() -> Callable[[rsa.RSAPrivateKey], bytes]:
 def server(start_server: Callable[..., Server]) -> Server:
     """A kms-sim with default settings."""
     return start_server()
+
+
+SignedCall = Callable[[tuple[Service, str, str], str, bytes], tuple[int, dict[str, Any]]]
+
+
+def _signed_call(service: tuple[Service, str, str], target: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """One SigV4-signed ``TrentService.<target>`` request handed to ``service`` in process: (status, JSON)."""
+    svc, access_key, secret_key = service
+    at = datetime.now(UTC)
+    headers = {"host": "127.0.0.1:1", "x-amz-target": f"TrentService.{target}"}
+    signed = sign_request(
+        "POST",
+        "/",
+        "",
+        headers,
+        body,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=None,
+        region="us-east-1",
+        service="kms",
+        at=at,
+    )
+    headers.update({k.lower(): v for k, v in signed.items()})
+    request = Request(
+        method="POST", path="/", query="", headers=list(headers.items()), body=body, source_ip="::1"
+    )
+    response = svc.handle(request, at=at, tick=time.monotonic())
+    return response.status, json.loads(response.body)
+
+
+@pytest.fixture(scope="session")
+def signed_call() -> SignedCall:
+    """:func:`_signed_call`: a request to an in-process Service (its access key and secret in the tuple)."""
+    return _signed_call
